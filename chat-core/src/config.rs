@@ -1,0 +1,126 @@
+//! Configuration blocks shared by the binaries. Every setting is a flag with
+//! an environment variable and a default; the doc comment is its `--help`.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use crate::names;
+
+/// Where Kafka is and how the chat events topic is used.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, comma-separated host:port pairs.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// The topic of chat events (key: chat id).
+    #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", default_value = names::CHAT_EVENTS_TOPIC)]
+    pub topic: String,
+
+    /// How long a write may wait for the broker's acknowledgement, in
+    /// milliseconds; past it the write fails and the POST answers 503.
+    #[arg(
+        long = "kafka-delivery-timeout-ms",
+        env = "KAFKA_DELIVERY_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1000..=300_000)
+    )]
+    pub delivery_timeout_ms: u64,
+
+    /// Create the topic at start-up when it does not exist.
+    #[arg(
+        long = "kafka-create-topic",
+        env = "KAFKA_CREATE_TOPIC",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub create_topic: bool,
+
+    /// Partitions of the topic when it is created.
+    #[arg(
+        long = "kafka-topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(i32).range(1..=10_000)
+    )]
+    pub topic_partitions: i32,
+
+    /// Replication factor of the topic when it is created.
+    #[arg(
+        long = "kafka-topic-replication",
+        env = "KAFKA_TOPIC_REPLICATION",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(i32).range(1..=16)
+    )]
+    pub topic_replication: i32,
+}
+
+impl KafkaConfig {
+    /// The delivery timeout as a duration.
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
+    }
+
+    /// Client settings every Kafka client of the system starts from.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id)
+            // Notice a dead broker within seconds, not minutes.
+            .set("socket.connection.setup.timeout.ms", "3000")
+            .set("reconnect.backoff.max.ms", "2000");
+        config
+    }
+
+    /// Settings of a producer whose acknowledged writes are never lost nor
+    /// duplicated: idempotent, acknowledged by all in-sync replicas, and
+    /// failing after the delivery timeout instead of waiting forever.
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = self.client_config(client_id);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
+            .set("request.timeout.ms", self.delivery_timeout_ms.min(30_000).to_string())
+            .set("linger.ms", "2")
+            // Bounded local queue: past it a write fails at once.
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", "65536");
+        config
+    }
+}
+
+/// Where Redis is and how keys are named.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisConfig {
+    /// Redis URL (`redis://host:port/db`).
+    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub url: String,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", default_value = names::DEFAULT_KEY_PREFIX)]
+    pub key_prefix: String,
+
+    /// How long one Redis command may take, in milliseconds, before it fails.
+    #[arg(
+        long = "redis-timeout-ms",
+        env = "REDIS_TIMEOUT_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(10..=60_000)
+    )]
+    pub timeout_ms: u64,
+}
+
+impl RedisConfig {
+    /// The command timeout as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The key names under the configured prefix.
+    pub fn keys(&self) -> names::Keys {
+        names::Keys::new(self.key_prefix.clone())
+    }
+}
