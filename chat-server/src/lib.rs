@@ -1,1 +1,167 @@
-//! placeholder
+//! chat-server: the HTTP API that writes chat messages and reactions to Kafka.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_core::config::{KafkaConfig, RedisConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+mod client_messages;
+mod http;
+mod metrics;
+mod producer;
+mod redis_conn;
+
+pub use http::app;
+
+/// Everything chat-server can be told.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "chat-server", version, about = "The chat backend's HTTP API")]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CHAT_SERVER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub redis: RedisConfig,
+
+    /// The largest request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// The longest message text, in Unicode characters.
+    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 4000)]
+    pub max_text_chars: usize,
+
+    /// How long a client may take to send a request body, in milliseconds.
+    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// How long a `clientMessageId` is remembered, in seconds: a retry within
+    /// this window answers with the original message.
+    #[arg(long, env = "CLIENT_MESSAGE_ID_WINDOW_SECS", default_value_t = 24 * 3600)]
+    pub client_message_id_window_secs: u64,
+
+    /// How long shutdown waits for unacknowledged writes, in milliseconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Kafka settings: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A chat-server bound to its address, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: http::AppState,
+    config: Config,
+}
+
+impl Server {
+    /// Binds the listen address (port 0 picks a free port) and prepares the
+    /// Kafka producer and the Redis connection. Neither Kafka nor Redis needs
+    /// to be up: requests that need them answer 503 until they are.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let producer = producer::EventProducer::new(&config.kafka)?;
+        let redis = redis_conn::RedisConn::new(&config.redis)?;
+        let delivery_timeout = config.kafka.delivery_timeout();
+        let claim_wait = delivery_timeout + Duration::from_secs(2);
+        let client_messages = client_messages::ClientMessages::new(
+            config.redis.keys(),
+            Duration::from_secs(config.client_message_id_window_secs),
+            // A claim outlives any write, and lapses should its server die.
+            claim_wait * 2,
+        );
+        let limits = http::Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_text_chars: config.max_text_chars,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+        };
+        let state = http::AppState::new(
+            producer,
+            redis,
+            client_messages,
+            limits,
+            metrics::handle(),
+            claim_wait,
+        );
+        Ok(Self {
+            listener,
+            state,
+            config,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.listen)
+    }
+
+    /// Serves until `shutdown` fires, then finishes requests in flight and
+    /// waits (boundedly) for writes Kafka has not acknowledged yet.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let addr = self.local_addr();
+        if self.config.kafka.create_topic {
+            self.ensure_topic(&shutdown).await;
+        }
+        info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
+        let app = http::app(self.state.clone());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        self.state
+            .producer()
+            .flush(Duration::from_millis(self.config.shutdown_timeout_ms))
+            .await;
+        info!("chat-server stopped");
+        served.map_err(Error::Serve)
+    }
+
+    /// Creates the topic now if Kafka answers; otherwise keeps trying in the
+    /// background while the server runs.
+    async fn ensure_topic(&self, shutdown: &CancellationToken) {
+        if self.state.producer().ensure_topic().await.is_ok() {
+            return;
+        }
+        warn!(topic = %self.config.kafka.topic, "cannot create the topic yet; retrying in the background");
+        let state = self.state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                if state.producer().ensure_topic().await.is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,185 @@
+//! chat-dev: runs the whole chat backend on one machine for development and
+//! demos (`make run`). Unless told where Kafka and Redis are, it starts an
+//! embedded Kafka-protocol broker (librdkafka's mock cluster, in this process)
+//! and a local `redis-server` on its own port and data folder. One Ctrl-C
+//! stops everything.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-dev",
+    version,
+    about = "Runs the chat backend locally: chat-server with an embedded Kafka-protocol \
+             broker (unless KAFKA_BROKERS is set) and a local redis-server (unless REDIS_URL is set)"
+)]
+struct DevArgs {
+    #[command(flatten)]
+    server: chat_server::Config,
+
+    /// Port of the local redis-server started when no Redis URL is given.
+    #[arg(long, env = "DEV_REDIS_PORT", default_value_t = 6380)]
+    dev_redis_port: u16,
+
+    /// Folder for the local redis-server's working files and log.
+    #[arg(long, env = "DEV_DATA_DIR", default_value = ".run")]
+    dev_data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    chat_core::telemetry::init();
+    let matches = DevArgs::command().get_matches();
+    let args = match DevArgs::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    let given = |id: &str| matches.value_source(id) != Some(ValueSource::DefaultValue);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("chat-dev: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args, given("brokers"), given("url")));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat-dev: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), String> {
+    let shutdown = chat_core::shutdown::on_signal();
+    let mut config = args.server;
+
+    // The mock cluster lives as long as this function: it stops at return.
+    let _embedded_kafka = if kafka_given {
+        None
+    } else {
+        let cluster = MockCluster::new(1).map_err(|e| format!("cannot start the embedded Kafka broker: {e}"))?;
+        cluster
+            .create_topic(&config.kafka.topic, config.kafka.topic_partitions, 1)
+            .map_err(|e| format!("cannot create topic {}: {e}", config.kafka.topic))?;
+        config.kafka.brokers = cluster.bootstrap_servers();
+        // The mock broker does not take CreateTopics requests; the topic exists.
+        config.kafka.create_topic = false;
+        Some::<MockCluster<'static, DefaultProducerContext>>(cluster)
+    };
+
+    let mut redis_child = None;
+    if !redis_given {
+        let (child, url) = start_redis(args.dev_redis_port, &args.dev_data_dir).await?;
+        redis_child = Some(child);
+        config.redis.url = url;
+    }
+
+    let server = chat_server::Server::bind(config.clone()).await.map_err(|e| e.to_string())?;
+    let kafka_note = if kafka_given { "" } else { "  (embedded mock broker: events live until exit)" };
+    let redis_note = if redis_given {
+        String::new()
+    } else {
+        format!("  (local redis-server, files in {})", args.dev_data_dir.join("redis").display())
+    };
+    let banner = format!(
+        "\nchat backend running:\n  chat-server  http://{addr}\n  Kafka        {brokers}  topic {topic}{kafka_note}\n  Redis        {redis}{redis_note}\n\nTry:\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n\nPress Ctrl-C to stop.\n",
+        addr = server.local_addr(),
+        brokers = config.kafka.brokers,
+        topic = config.kafka.topic,
+        redis = config.redis.url,
+    );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+
+    let served = server.run(shutdown).await.map_err(|e| e.to_string());
+    if let Some(child) = redis_child {
+        stop_child("redis-server", child).await;
+    }
+    info!("everything stopped");
+    served
+}
+
+/// Starts `redis-server` on `port` with its files under `data_dir`, and
+/// waits until it answers.
+async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, String), String> {
+    let dir = data_dir.join("redis");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return Err(format!(
+            "port {port} is taken, so the local redis-server cannot start there: \
+             set DEV_REDIS_PORT to a free port, or REDIS_URL to use a running Redis"
+        ));
+    }
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--logfile", "redis.log", "--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (is it installed? `make run` installs it): {e}"))?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+    for _ in 0..100 {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+        {
+            return Ok((child, url));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("redis-server did not answer on port {port}; see {}/redis.log", dir.display()))
+}
+
+/// Puts a child in its own process group (so a terminal's Ctrl-C reaches
+/// only this launcher, which stops children in order) and has the kernel
+/// stop it should this launcher die without cleaning up.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    command.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Asks a child to stop (SIGTERM) and waits for it, killing it after 5 s.
+#[allow(unsafe_code)]
+async fn stop_child(name: &str, mut child: Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(Ok(status)) => info!(%name, %status, "stopped"),
+        Ok(Err(error)) => warn!(%name, %error, "cannot wait for child"),
+        Err(_) => {
+            warn!(%name, "did not stop within 5 s; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The HTTP API: routes, extractors and handlers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use chat_core::event::{self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged};
+use chat_core::id::EventId;
+use chat_core::problem::Problem;
+use chat_core::validate::{ChatId, ClientMessageId, Emoji, Invalid, UserId, check_text};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tracing::{error, warn};
+
+use crate::client_messages::{Claim, ClientMessages};
+use crate::producer::{EventProducer, ProduceError};
+use crate::redis_conn::RedisConn;
+
+/// Bounds on what a request may carry.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The longest message text, in Unicode scalar values.
+    pub max_text_chars: usize,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    producer: EventProducer,
+    redis: RedisConn,
+    client_messages: ClientMessages,
+    limits: Limits,
+    metrics: PrometheusHandle,
+    /// How long a retry waits for a concurrent request with the same
+    /// `clientMessageId` to finish its write.
+    claim_wait: Duration,
+}
+
+impl AppState {
+    /// The state of a server writing with `producer`.
+    pub fn new(
+        producer: EventProducer,
+        redis: RedisConn,
+        client_messages: ClientMessages,
+        limits: Limits,
+        metrics: PrometheusHandle,
+        claim_wait: Duration,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            producer,
+            redis,
+            client_messages,
+            limits,
+            metrics,
+            claim_wait,
+        }))
+    }
+
+    /// The producer, for flushing at shutdown.
+    pub fn producer(&self) -> &EventProducer {
+        &self.0.producer
+    }
+}
+
+/// The API's routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/chats/{chat_id}/messages", post(post_message))
+        .route(
+            "/api/chats/{chat_id}/messages/{message_id}/reactions",
+            post(add_reaction),
+        )
+        .route(
+            "/api/chats/{chat_id}/messages/{message_id}/reactions/{emoji}",
+            axum::routing::delete(remove_reaction),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(crate::metrics::track))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> Problem {
+    Problem::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A JSON request body: `application/json`, within the size limit, read
+/// within the body timeout, and of the expected shape.
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Problem> {
+        let limits = &state.0.limits;
+        check_json_content_type(request.headers())?;
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Body too large",
+                format!("the request body must be at most {} bytes", limits.max_body_bytes),
+            )
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        let read = axum::body::to_bytes(request.into_body(), limits.max_body_bytes);
+        let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-timeout",
+                    "Request timeout",
+                    format!("the request body did not arrive within {:?}", limits.body_timeout),
+                ));
+            }
+            Ok(Err(_)) => return Err(too_large()),
+            Ok(Ok(bytes)) => bytes,
+        };
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            if e.is_data() {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-field",
+                    "Invalid field",
+                    e.to_string(),
+                )
+            } else {
+                Problem::bad_request(format!("the request body is not valid JSON: {e}"))
+            }
+        })
+    }
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), Problem> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    if media_type.as_deref() == Some("application/json") {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        format!(
+            "the request body must be application/json, got {}",
+            media_type.map_or_else(|| "no Content-Type".to_owned(), |m| format!("{m:?}"))
+        ),
+    ))
+}
+
+/// A path parameter that breaks the API's rules is a malformed URL: 400.
+fn path_param<T: std::str::FromStr<Err = Invalid>>(value: &str) -> Result<T, Problem> {
+    value
+        .parse()
+        .map_err(|e: Invalid| Problem::bad_request(e.to_string()))
+}
+
+fn path_rejection(rejection: PathRejection) -> Problem {
+    Problem::bad_request(rejection.body_text())
+}
+
+fn produce_problem(error: ProduceError) -> Problem {
+    Problem::unavailable(format!("the event was not stored: {error}"))
+}
+
+fn redis_problem(error: redis::RedisError) -> Problem {
+    warn!(%error, "Redis unavailable");
+    Problem::unavailable(format!(
+        "the clientMessageId store (Redis) is unavailable, so the message was not stored; retry: {error}"
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostMessageBody {
+    user_id: String,
+    text: String,
+    #[serde(default)]
+    client_message_id: Option<String>,
+}
+
+async fn post_message(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<PostMessageBody>,
+) -> Result<Response, Problem> {
+    let Path(chat_id) = path.map_err(path_rejection)?;
+    let chat_id: ChatId = path_param(&chat_id)?;
+    let user_id: UserId = body.user_id.parse()?;
+    check_text(&body.text, state.0.limits.max_text_chars)?;
+    let client_message_id: Option<ClientMessageId> =
+        body.client_message_id.map(|id| id.parse()).transpose()?;
+    let event = MessagePosted {
+        chat_id,
+        user_id,
+        text: body.text,
+        client_message_id,
+        created_at: event::now(),
+    };
+    let (message, replayed) = match event.client_message_id.clone() {
+        None => {
+            let id = state.0.producer.send(&ChatEvent::Message(event.clone())).await.map_err(produce_problem)?;
+            (Message::stored(id, event), false)
+        }
+        Some(client_id) => post_once(&state, event, &client_id).await?,
+    };
+    let mut response = (StatusCode::CREATED, Json(message)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Posts a message with a `clientMessageId` at most once: answers the stored
+/// message (and `true`) when the id was used before.
+async fn post_once(
+    state: &AppState,
+    event: MessagePosted,
+    client_id: &ClientMessageId,
+) -> Result<(Message, bool), Problem> {
+    let inner = &state.0;
+    let store = &inner.client_messages;
+    let give_up = Instant::now() + inner.claim_wait;
+    loop {
+        match store
+            .claim(&inner.redis, &event.chat_id, &event.user_id, client_id)
+            .await
+            .map_err(redis_problem)?
+        {
+            Claim::Won => {
+                let sent = inner.producer.send(&ChatEvent::Message(event.clone())).await;
+                return match sent {
+                    Ok(id) => {
+                        let message = Message::stored(id, event);
+                        if let Err(error) = store.complete(&inner.redis, &message, client_id).await {
+                            error!(%error, %message.chat_id, %client_id,
+                                "message stored but its clientMessageId was not recorded; a retry may duplicate it");
+                        }
+                        Ok((message, false))
+                    }
+                    Err(produce_error) => {
+                        if let Err(error) = store
+                            .release(&inner.redis, &event.chat_id, &event.user_id, client_id)
+                            .await
+                        {
+                            warn!(%error, %client_id, "cannot release clientMessageId; it frees itself when the claim lapses");
+                        }
+                        Err(produce_problem(produce_error))
+                    }
+                };
+            }
+            Claim::Stored(message) if message.text == event.text => return Ok((message, true)),
+            Claim::Stored(message) => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "client-message-id-reused",
+                    "clientMessageId reused",
+                    format!(
+                        "clientMessageId {client_id:?} was already used for message {} with a different text",
+                        message.id
+                    ),
+                ));
+            }
+            Claim::Pending if Instant::now() >= give_up => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "client-message-id-in-progress",
+                    "Request in progress",
+                    format!("a request with clientMessageId {client_id:?} is still being stored; retry"),
+                ));
+            }
+            Claim::Pending => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddReactionBody {
+    user_id: String,
+    emoji: String,
+}
+
+async fn add_reaction(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(body): JsonBody<AddReactionBody>,
+) -> Result<Response, Problem> {
+    let Path((chat_id, message_id)) = path.map_err(path_rejection)?;
+    let chat_id: ChatId = path_param(&chat_id)?;
+    let message_id: EventId = path_param(&message_id)?;
+    let user_id: UserId = body.user_id.parse()?;
+    let emoji: Emoji = body.emoji.parse()?;
+    let reaction = change_reaction(&state, chat_id, message_id, user_id, emoji, ReactionAction::Add).await?;
+    Ok((StatusCode::CREATED, Json(reaction)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RemoveReactionQuery {
+    user_id: String,
+}
+
+async fn remove_reaction(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<RemoveReactionQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Path((chat_id, message_id, emoji)) = path.map_err(path_rejection)?;
+    let chat_id: ChatId = path_param(&chat_id)?;
+    let message_id: EventId = path_param(&message_id)?;
+    let emoji: Emoji = path_param(&emoji)?;
+    let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+    let user_id: UserId = path_param(&query.user_id)?;
+    let reaction = change_reaction(&state, chat_id, message_id, user_id, emoji, ReactionAction::Remove).await?;
+    Ok((StatusCode::OK, Json(reaction)).into_response())
+}
+
+async fn change_reaction(
+    state: &AppState,
+    chat_id: ChatId,
+    message_id: EventId,
+    user_id: UserId,
+    emoji: Emoji,
+    action: ReactionAction,
+) -> Result<Reaction, Problem> {
+    let change = ReactionChanged {
+        chat_id,
+        message_id,
+        user_id,
+        emoji,
+        action,
+        created_at: event::now(),
+    };
+    let id = state
+        .0
+        .producer
+        .send(&ChatEvent::Reaction(change.clone()))
+        .await
+        .map_err(produce_problem)?;
+    Ok(Reaction { id, change })
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    let (kafka, redis) = tokio::join!(state.0.producer.check(), state.0.redis.ping());
+    let mut failures = Vec::new();
+    if let Err(e) = kafka {
+        failures.push(format!("Kafka: {e}"));
+    }
+    if let Err(e) = redis {
+        failures.push(format!("Redis: {e}"));
+    }
+    if failures.is_empty() {
+        Ok(Json(serde_json::json!({"status": "ready", "kafka": "ok", "redis": "ok"})))
+    } else {
+        Err(Problem::unavailable(format!("not ready: {}", failures.join("; "))))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.0.metrics.render(),
+    )
+        .into_response()
+}
+

@@ -1,0 +1,174 @@
+//! Writes chat events to Kafka and reports where they landed.
+//!
+//! The producer is idempotent with `acks=all`, so an event the broker
+//! acknowledged is stored exactly once; a write that is not acknowledged
+//! within the delivery timeout fails instead of waiting. A producer that hit a
+//! fatal error (which ends an idempotent producer for good) is replaced.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chat_core::config::KafkaConfig;
+use chat_core::event::ChatEvent;
+use chat_core::id::EventId;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing::{info, warn};
+
+/// Why an event was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("the Kafka producer's queue is full; retry shortly")]
+    QueueFull,
+    #[error("Kafka did not acknowledge the event within {0:?}")]
+    Timeout(Duration),
+    #[error("Kafka refused the event: {0}")]
+    Kafka(#[source] KafkaError),
+}
+
+/// The chat events producer.
+pub struct EventProducer {
+    /// The live producer; swapped for a new one after a fatal error.
+    producer: RwLock<Arc<FutureProducer>>,
+    config: KafkaConfig,
+}
+
+impl std::fmt::Debug for EventProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProducer")
+            .field("brokers", &self.config.brokers)
+            .field("topic", &self.config.topic)
+            .finish()
+    }
+}
+
+impl EventProducer {
+    /// A producer for `config`'s brokers and topic. Connecting happens in the
+    /// background: this fails only on invalid settings.
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let producer = config.producer_config("chat-server").create()?;
+        Ok(Self {
+            producer: RwLock::new(Arc::new(producer)),
+            config: config.clone(),
+        })
+    }
+
+    fn current(&self) -> Arc<FutureProducer> {
+        Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Writes `event` keyed by its chat id and returns its id once Kafka
+    /// acknowledged it.
+    pub async fn send(&self, event: &ChatEvent) -> Result<EventId, ProduceError> {
+        let producer = self.current();
+        let payload = event.to_json();
+        let record = FutureRecord::to(&self.config.topic)
+            .key(event.chat_id().as_str())
+            .payload(&payload);
+        let started = Instant::now();
+        let result = match producer.send_result(record) {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(ProduceError::QueueFull)
+            }
+            Err((error, _)) => Err(ProduceError::Kafka(error)),
+            Ok(delivery) => {
+                // librdkafka fails the write at the delivery timeout; the
+                // extra second only guards against a lost delivery report.
+                let limit = self.config.delivery_timeout() + Duration::from_secs(1);
+                match tokio::time::timeout(limit, delivery).await {
+                    Ok(Ok(Ok(delivery))) => Ok(EventId::new(delivery.partition, delivery.offset)),
+                    Ok(Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))) => {
+                        Err(ProduceError::Timeout(self.config.delivery_timeout()))
+                    }
+                    Ok(Ok(Err((error, _)))) => Err(ProduceError::Kafka(error)),
+                    Ok(Err(_canceled)) => Err(ProduceError::Kafka(KafkaError::Canceled)),
+                    Err(_elapsed) => Err(ProduceError::Timeout(self.config.delivery_timeout())),
+                }
+            }
+        };
+        metrics::histogram!("kafka_produce_duration_seconds").record(started.elapsed());
+        if let Err(error) = &result {
+            let reason = match error {
+                ProduceError::QueueFull => "queue_full",
+                ProduceError::Timeout(_) => "timeout",
+                ProduceError::Kafka(_) => "refused",
+            };
+            metrics::counter!("kafka_produce_errors_total", "reason" => reason).increment(1);
+            warn!(%error, "produce failed");
+            self.replace_if_fatal(&producer);
+        }
+        result
+    }
+
+    /// An idempotent producer that hit a fatal error refuses every later
+    /// write; start a fresh one (once, however many writes saw the error).
+    fn replace_if_fatal(&self, failed: &Arc<FutureProducer>) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&slot, failed) {
+            return;
+        }
+        match self.config.producer_config("chat-server").create() {
+            Ok(fresh) => {
+                warn!(?code, %reason, "Kafka producer failed fatally; replaced it");
+                *slot = Arc::new(fresh);
+            }
+            Err(error) => warn!(%error, "cannot replace the failed Kafka producer"),
+        }
+    }
+
+    /// Checks that Kafka answers and the topic has partitions.
+    pub async fn check(&self) -> Result<(), String> {
+        let producer = self.current();
+        let topic = self.config.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("Kafka metadata: {e}"))?;
+        match metadata.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            _ => Err(format!("topic {:?} does not exist", self.config.topic)),
+        }
+    }
+
+    /// Creates the topic unless it exists.
+    pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config.client_config("chat-server-admin").create()?;
+        let topic = NewTopic::new(
+            &self.config.topic,
+            self.config.topic_partitions,
+            TopicReplication::Fixed(self.config.topic_replication),
+        );
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(5)));
+        for result in admin.create_topics([&topic], &options).await? {
+            match result {
+                Ok(name) => info!(topic = %name, partitions = self.config.topic_partitions, "created Kafka topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| warn!(topic = %name, ?code, "cannot create Kafka topic"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `limit` for queued writes to be acknowledged.
+    pub async fn flush(&self, limit: Duration) {
+        let producer = self.current();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(limit)).await;
+        if let Ok(Err(error)) = flushed {
+            warn!(%error, "writes still unacknowledged at shutdown");
+        }
+    }
+}
