@@ -11,7 +11,11 @@ use crate::names;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaConfig {
     /// Kafka bootstrap servers, comma-separated host:port pairs.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
 
     /// The topic of chat events (key: chat id).
@@ -83,7 +87,10 @@ impl KafkaConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
-            .set("request.timeout.ms", self.delivery_timeout_ms.min(30_000).to_string())
+            .set(
+                "request.timeout.ms",
+                self.delivery_timeout_ms.min(30_000).to_string(),
+            )
             .set("linger.ms", "2")
             // Bounded local queue: past it a write fails at once.
             .set("queue.buffering.max.messages", "100000")
@@ -96,7 +103,11 @@ impl KafkaConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisConfig {
     /// Redis URL (`redis://host:port/db`).
-    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub url: String,
 
     /// Prefix of every Redis key, so several deployments can share one Redis.

@@ -184,7 +184,10 @@ mod tests {
                    "userId": "bob", "emoji": "👍", "action": "remove",
                    "createdAt": "2026-11-21T09:30:00.123Z"})
         );
-        assert_eq!(serde_json::from_value::<ChatEvent>(value).expect("decodes"), event);
+        assert_eq!(
+            serde_json::from_value::<ChatEvent>(value).expect("decodes"),
+            event
+        );
     }
 
     #[test]

@@ -52,10 +52,17 @@ impl FromStr for EventId {
         };
         let (partition, offset) = s.split_once('-').ok_or_else(invalid)?;
         let digits_only = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits_only(partition) || partition.len() > 10 || (partition.len() > 1 && partition.starts_with('0')) {
+        if !digits_only(partition)
+            || partition.len() > 10
+            || (partition.len() > 1 && partition.starts_with('0'))
+        {
             return Err(invalid());
         }
-        if offset.len() != 16 || !offset.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if offset.len() != 16
+            || !offset
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(invalid());
         }
         let partition: i32 = partition.parse().map_err(|_| invalid())?;
@@ -94,10 +101,16 @@ mod tests {
     #[test]
     fn ids_of_one_partition_sort_as_strings_like_their_offsets() {
         let mut offsets = [0, 9, 10, 15, 16, 255, 256, 1 << 40, i64::MAX];
-        let mut texts: Vec<String> = offsets.iter().map(|&o| EventId::new(3, o).to_string()).collect();
+        let mut texts: Vec<String> = offsets
+            .iter()
+            .map(|&o| EventId::new(3, o).to_string())
+            .collect();
         texts.sort();
         offsets.sort();
-        let parsed: Vec<i64> = texts.iter().map(|t| t.parse::<EventId>().map(|id| id.offset).expect("valid")).collect();
+        let parsed: Vec<i64> = texts
+            .iter()
+            .map(|t| t.parse::<EventId>().map(|id| id.offset).expect("valid"))
+            .collect();
         assert_eq!(parsed, offsets);
     }
 

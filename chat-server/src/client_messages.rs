@@ -103,7 +103,12 @@ impl ClientMessages {
     }
 
     /// Records that the claimed id became `message`.
-    pub async fn complete(&self, redis: &RedisConn, message: &Message, id: &ClientMessageId) -> redis::RedisResult<()> {
+    pub async fn complete(
+        &self,
+        redis: &RedisConn,
+        message: &Message,
+        id: &ClientMessageId,
+    ) -> redis::RedisResult<()> {
         let mut conn = redis.get().await?;
         let json = serde_json::to_string(message).unwrap_or_default();
         redis::cmd("SET")

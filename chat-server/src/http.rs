@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use chat_core::event::{self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged};
+use chat_core::event::{
+    self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
+};
 use chat_core::id::EventId;
 use chat_core::problem::Problem;
 use chat_core::validate::{ChatId, ClientMessageId, Emoji, Invalid, UserId, check_text};
@@ -124,7 +126,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "Body too large",
-                format!("the request body must be at most {} bytes", limits.max_body_bytes),
+                format!(
+                    "the request body must be at most {} bytes",
+                    limits.max_body_bytes
+                ),
             )
         };
         let declared = request
@@ -141,7 +146,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     StatusCode::REQUEST_TIMEOUT,
                     "body-timeout",
                     "Request timeout",
-                    format!("the request body did not arrive within {:?}", limits.body_timeout),
+                    format!(
+                        "the request body did not arrive within {:?}",
+                        limits.body_timeout
+                    ),
                 ));
             }
             Ok(Err(_)) => return Err(too_large()),
@@ -166,7 +174,13 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), Problem> {
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
     if media_type.as_deref() == Some("application/json") {
         return Ok(());
     }
@@ -232,7 +246,12 @@ async fn post_message(
     };
     let (message, replayed) = match event.client_message_id.clone() {
         None => {
-            let id = state.0.producer.send(&ChatEvent::Message(event.clone())).await.map_err(produce_problem)?;
+            let id = state
+                .0
+                .producer
+                .send(&ChatEvent::Message(event.clone()))
+                .await
+                .map_err(produce_problem)?;
             (Message::stored(id, event), false)
         }
         Some(client_id) => post_once(&state, event, &client_id).await?,
@@ -263,11 +282,15 @@ async fn post_once(
             .map_err(redis_problem)?
         {
             Claim::Won => {
-                let sent = inner.producer.send(&ChatEvent::Message(event.clone())).await;
+                let sent = inner
+                    .producer
+                    .send(&ChatEvent::Message(event.clone()))
+                    .await;
                 return match sent {
                     Ok(id) => {
                         let message = Message::stored(id, event);
-                        if let Err(error) = store.complete(&inner.redis, &message, client_id).await {
+                        if let Err(error) = store.complete(&inner.redis, &message, client_id).await
+                        {
                             error!(%error, %message.chat_id, %client_id,
                                 "message stored but its clientMessageId was not recorded; a retry may duplicate it");
                         }
@@ -301,7 +324,9 @@ async fn post_once(
                     StatusCode::CONFLICT,
                     "client-message-id-in-progress",
                     "Request in progress",
-                    format!("a request with clientMessageId {client_id:?} is still being stored; retry"),
+                    format!(
+                        "a request with clientMessageId {client_id:?} is still being stored; retry"
+                    ),
                 ));
             }
             Claim::Pending => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -326,7 +351,15 @@ async fn add_reaction(
     let message_id: EventId = path_param(&message_id)?;
     let user_id: UserId = body.user_id.parse()?;
     let emoji: Emoji = body.emoji.parse()?;
-    let reaction = change_reaction(&state, chat_id, message_id, user_id, emoji, ReactionAction::Add).await?;
+    let reaction = change_reaction(
+        &state,
+        chat_id,
+        message_id,
+        user_id,
+        emoji,
+        ReactionAction::Add,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(reaction)).into_response())
 }
 
@@ -347,7 +380,15 @@ async fn remove_reaction(
     let emoji: Emoji = path_param(&emoji)?;
     let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
     let user_id: UserId = path_param(&query.user_id)?;
-    let reaction = change_reaction(&state, chat_id, message_id, user_id, emoji, ReactionAction::Remove).await?;
+    let reaction = change_reaction(
+        &state,
+        chat_id,
+        message_id,
+        user_id,
+        emoji,
+        ReactionAction::Remove,
+    )
+    .await?;
     Ok((StatusCode::OK, Json(reaction)).into_response())
 }
 
@@ -390,9 +431,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         failures.push(format!("Redis: {e}"));
     }
     if failures.is_empty() {
-        Ok(Json(serde_json::json!({"status": "ready", "kafka": "ok", "redis": "ok"})))
+        Ok(Json(
+            serde_json::json!({"status": "ready", "kafka": "ok", "redis": "ok"}),
+        ))
     } else {
-        Err(Problem::unavailable(format!("not ready: {}", failures.join("; "))))
+        Err(Problem::unavailable(format!(
+            "not ready: {}",
+            failures.join("; ")
+        )))
     }
 }
 
@@ -403,4 +449,3 @@ async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
-

@@ -82,10 +82,12 @@ impl Server {
     /// Kafka producer and the Redis connection. Neither Kafka nor Redis needs
     /// to be up: requests that need them answer 503 until they are.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let producer = producer::EventProducer::new(&config.kafka)?;
         let redis = redis_conn::RedisConn::new(&config.redis)?;
         let delivery_timeout = config.kafka.delivery_timeout();
@@ -118,9 +120,7 @@ impl Server {
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen)
+        self.listener.local_addr().unwrap_or(self.config.listen)
     }
 
     /// Serves until `shutdown` fires, then finishes requests in flight and

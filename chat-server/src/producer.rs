@@ -79,9 +79,10 @@ impl EventProducer {
                 let limit = self.config.delivery_timeout() + Duration::from_secs(1);
                 match tokio::time::timeout(limit, delivery).await {
                     Ok(Ok(Ok(delivery))) => Ok(EventId::new(delivery.partition, delivery.offset)),
-                    Ok(Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))) => {
-                        Err(ProduceError::Timeout(self.config.delivery_timeout()))
-                    }
+                    Ok(Ok(Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                        _,
+                    )))) => Err(ProduceError::Timeout(self.config.delivery_timeout())),
                     Ok(Ok(Err((error, _)))) => Err(ProduceError::Kafka(error)),
                     Ok(Err(_canceled)) => Err(ProduceError::Kafka(KafkaError::Canceled)),
                     Err(_elapsed) => Err(ProduceError::Timeout(self.config.delivery_timeout())),
@@ -153,10 +154,13 @@ impl EventProducer {
             .request_timeout(Some(Duration::from_secs(5)));
         for result in admin.create_topics([&topic], &options).await? {
             match result {
-                Ok(name) => info!(topic = %name, partitions = self.config.topic_partitions, "created Kafka topic"),
+                Ok(name) => {
+                    info!(topic = %name, partitions = self.config.topic_partitions, "created Kafka topic")
+                }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| warn!(topic = %name, ?code, "cannot create Kafka topic"));
+                    return Err(KafkaError::AdminOp(code))
+                        .inspect_err(|_| warn!(topic = %name, ?code, "cannot create Kafka topic"));
                 }
             }
         }

@@ -50,6 +50,9 @@ impl RedisConn {
     /// Checks that Redis answers.
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.get().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop)
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
     }
 }

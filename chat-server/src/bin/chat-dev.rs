@@ -69,7 +69,8 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
     let _embedded_kafka = if kafka_given {
         None
     } else {
-        let cluster = MockCluster::new(1).map_err(|e| format!("cannot start the embedded Kafka broker: {e}"))?;
+        let cluster = MockCluster::new(1)
+            .map_err(|e| format!("cannot start the embedded Kafka broker: {e}"))?;
         cluster
             .create_topic(&config.kafka.topic, config.kafka.topic_partitions, 1)
             .map_err(|e| format!("cannot create topic {}: {e}", config.kafka.topic))?;
@@ -86,12 +87,21 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         config.redis.url = url;
     }
 
-    let server = chat_server::Server::bind(config.clone()).await.map_err(|e| e.to_string())?;
-    let kafka_note = if kafka_given { "" } else { "  (embedded mock broker: events live until exit)" };
+    let server = chat_server::Server::bind(config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let kafka_note = if kafka_given {
+        ""
+    } else {
+        "  (embedded mock broker: events live until exit)"
+    };
     let redis_note = if redis_given {
         String::new()
     } else {
-        format!("  (local redis-server, files in {})", args.dev_data_dir.join("redis").display())
+        format!(
+            "  (local redis-server, files in {})",
+            args.dev_data_dir.join("redis").display()
+        )
     };
     let banner = format!(
         "\nchat backend running:\n  chat-server  http://{addr}\n  Kafka        {brokers}  topic {topic}{kafka_note}\n  Redis        {redis}{redis_note}\n\nTry:\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n\nPress Ctrl-C to stop.\n",
@@ -124,7 +134,16 @@ async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, St
     }
     let mut command = Command::new("redis-server");
     command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(&dir)
         .args(["--logfile", "redis.log", "--daemonize", "no"])
@@ -132,20 +151,26 @@ async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, St
         .stdout(Stdio::null())
         .kill_on_drop(true);
     die_with_parent(&mut command);
-    let child = command
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server (is it installed? `make run` installs it): {e}"))?;
+    let child = command.spawn().map_err(|e| {
+        format!("cannot start redis-server (is it installed? `make run` installs it): {e}")
+    })?;
     let url = format!("redis://127.0.0.1:{port}");
     let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
     for _ in 0..100 {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-            && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
         {
             return Ok((child, url));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("redis-server did not answer on port {port}; see {}/redis.log", dir.display()))
+    Err(format!(
+        "redis-server did not answer on port {port}; see {}/redis.log",
+        dir.display()
+    ))
 }
 
 /// Puts a child in its own process group (so a terminal's Ctrl-C reaches

@@ -1,0 +1,29 @@
+# The chat backend's two commands: `make run` and `make test`.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run test build bench-post fmt clippy
+
+## Run the whole system locally (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
+run:
+	@if [ -z "$$REDIS_URL" ]; then scripts/ensure-redis.sh; fi
+	$(CARGO) build -p chat-server --bins
+	@exec ./target/debug/chat-dev
+
+## Run every check and test against a real Tansu broker and redis-server (installed when absent).
+test:
+	scripts/test.sh
+
+build:
+	$(CARGO) build --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Measure POST throughput and latency (wrk) against the embedded broker and Tansu.
+bench-post:
+	scripts/bench-post.sh

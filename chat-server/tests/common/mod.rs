@@ -1,0 +1,223 @@
+//! Test helpers: a chat-server on a free port with its own topic and Redis
+//! prefix, and a Kafka reader that sees exactly what the server wrote.
+//!
+//! Kafka and Redis addresses come from `KAFKA_BROKERS` and `REDIS_URL`
+//! (`make test` starts a Tansu broker and a redis-server and sets them).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no other test (in this run or another) uses.
+pub fn unique(name: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{name}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The configuration of a test server: port 0, its own topic and prefix.
+pub fn config() -> chat_server::Config {
+    let mut config = chat_server::Config::parse_from(["chat-server"]);
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    config.kafka.brokers = kafka_brokers();
+    config.kafka.topic = unique("test-events");
+    config.kafka.topic_partitions = 3;
+    config.kafka.create_topic = true;
+    config.redis.url = redis_url();
+    config.redis.key_prefix = unique("test");
+    config
+}
+
+/// A chat-server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub config: chat_server::Config,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), chat_server::Error>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(config()).await
+    }
+
+    pub async fn start_with(config: chat_server::Config) -> Self {
+        let server = chat_server::Server::bind(config.clone())
+            .await
+            .expect("server binds");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let server = Self {
+            addr,
+            config,
+            http,
+            shutdown,
+            task: Some(task),
+        };
+        // The server is up once it answers; the topic exists once run() started.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server
+            .get("/healthz")
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.http.get(self.url(path)).send().await
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    /// Every record of this server's topic, oldest first per partition.
+    pub async fn records(&self) -> Vec<Record> {
+        read_topic(&self.config.kafka.brokers, &self.config.kafka.topic).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One record as a reader of the topic sees it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub value: serde_json::Value,
+}
+
+impl Record {
+    /// The id the API gives the event at this record's position.
+    pub fn id(&self) -> String {
+        format!("{}-{:016x}", self.partition, self.offset)
+    }
+}
+
+/// Reads every record of `topic`: the partitions' high watermarks say how
+/// many there are, so the read ends as soon as all are in.
+pub async fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let brokers = brokers.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&brokers, &topic))
+        .await
+        .expect("reader thread")
+}
+
+fn read_topic_blocking(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("test-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .expect("topic metadata");
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    let mut expected = 0;
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .expect("watermarks");
+        expected += high - low;
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (records.len() as i64) < expected {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expected} records of {topic}",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => records.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: String::from_utf8(m.key().expect("key").to_vec()).expect("utf-8 key"),
+                value: serde_json::from_slice(m.payload().expect("value")).expect("JSON value"),
+            }),
+        }
+    }
+    records
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

@@ -1,0 +1,283 @@
+//! Posting messages and reactions: what lands in Kafka, and what the client
+//! is told. Runs against a real Kafka-protocol broker and Redis.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::TestServer;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_posted_message_lands_keyed_by_chat_with_the_documented_envelope() {
+    let server = TestServer::start().await;
+    let response = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let message: Value = response.json().await.expect("JSON body");
+    assert_eq!(message["chatId"], "lobby");
+    assert_eq!(message["userId"], "alice");
+    assert_eq!(message["text"], "hi");
+    let created_at = message["createdAt"].as_str().expect("createdAt");
+    assert!(
+        created_at.ends_with('Z'),
+        "createdAt {created_at} is RFC 3339 UTC"
+    );
+    chrono::DateTime::parse_from_rfc3339(created_at).expect("createdAt is RFC 3339");
+
+    let records = server.records().await;
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.key, "lobby");
+    assert_eq!(
+        record.id(),
+        message["id"],
+        "the id is the record's position"
+    );
+    assert_eq!(
+        record.value,
+        json!({"type": "message", "chatId": "lobby", "userId": "alice", "text": "hi",
+               "createdAt": created_at})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_posts_from_fifty_clients_land_once_each_in_each_clients_order() {
+    const CLIENTS: usize = 50;
+    const EACH: usize = 20;
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for seq in 0..EACH {
+                let response = server
+                    .post_json(
+                        "/api/chats/busy/messages",
+                        json!({"userId": format!("user{client}"), "text": format!("{client}:{seq}")}),
+                    )
+                    .await;
+                assert_eq!(response.status(), 201);
+                let body: Value = response.json().await.expect("JSON body");
+                ids.push(body["id"].as_str().expect("id").to_owned());
+            }
+            ids
+        }));
+    }
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    for (client, task) in tasks.into_iter().enumerate() {
+        for (seq, id) in task.await.expect("client task").into_iter().enumerate() {
+            acknowledged.insert(format!("{client}:{seq}"), id);
+        }
+    }
+    assert_eq!(acknowledged.len(), CLIENTS * EACH);
+
+    let records = server.records().await;
+    assert_eq!(
+        records.len(),
+        CLIENTS * EACH,
+        "every post lands exactly once"
+    );
+    let partitions: HashSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions.len(), 1, "one chat is one partition");
+    let mut seen = HashSet::new();
+    let mut last_seq: HashMap<String, usize> = HashMap::new();
+    for record in &records {
+        let text = record.value["text"].as_str().expect("text").to_owned();
+        assert!(seen.insert(text.clone()), "{text} landed twice");
+        assert_eq!(acknowledged[&text], record.id(), "201 id of {text}");
+        let (client, seq) = text.split_once(':').expect("client:seq");
+        let seq: usize = seq.parse().expect("seq");
+        if let Some(previous) = last_seq.insert(client.to_owned(), seq) {
+            assert!(
+                previous < seq,
+                "client {client} sent {previous} before {seq}"
+            );
+        }
+    }
+    match std::sync::Arc::try_unwrap(server) {
+        Ok(server) => server.stop().await,
+        Err(_) => panic!("server still shared"),
+    }
+}
+
+#[tokio::test]
+async fn a_retried_client_message_id_answers_the_original_and_writes_nothing_new() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let body = json!({"userId": "alice", "text": "once", "clientMessageId": "c-1"});
+    let first = server
+        .post_json("/api/chats/lobby/messages", body.clone())
+        .await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let original: Value = first.json().await.expect("JSON");
+    assert_eq!(original["clientMessageId"], "c-1");
+
+    // Sequential and concurrent retries.
+    let retry = server
+        .post_json("/api/chats/lobby/messages", body.clone())
+        .await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.expect("JSON"), original);
+    let concurrent = futures::future::join_all((0..8).map(|_| {
+        let server = server.clone();
+        let body = body.clone();
+        async move {
+            let r = server.post_json("/api/chats/lobby/messages", body).await;
+            (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
+        }
+    }))
+    .await;
+    for (status, message) in concurrent {
+        assert_eq!(status, 201);
+        assert_eq!(message, original);
+    }
+
+    // The same id with another text is a client bug, not a retry.
+    let reused = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "other", "clientMessageId": "c-1"}),
+        )
+        .await;
+    assert_eq!(reused.status(), 409);
+    assert_eq!(reused.headers()["content-type"], "application/problem+json");
+
+    // Another user, or another chat, may use the same client id.
+    let other_user = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "bob", "text": "once", "clientMessageId": "c-1"}),
+        )
+        .await;
+    assert_eq!(other_user.status(), 201);
+    assert_ne!(
+        other_user.json::<Value>().await.expect("JSON")["id"],
+        original["id"]
+    );
+
+    let records = server.records().await;
+    assert_eq!(
+        records.len(),
+        2,
+        "one record per distinct message: {records:?}"
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.value["userId"] == "alice")
+            .count(),
+        1
+    );
+    assert_eq!(records[0].value["clientMessageId"], "c-1");
+}
+
+#[tokio::test]
+async fn reactions_are_added_and_removed_through_kafka() {
+    let server = TestServer::start().await;
+    let message: Value = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "react to me"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let message_id = message["id"].as_str().expect("id");
+
+    let added = server
+        .post_json(
+            &format!("/api/chats/lobby/messages/{message_id}/reactions"),
+            json!({"userId": "bob", "emoji": "👍🏽"}),
+        )
+        .await;
+    assert_eq!(added.status(), 201);
+    let added: Value = added.json().await.expect("JSON");
+    assert_eq!(added["action"], "add");
+    assert_eq!(added["messageId"], message_id);
+    assert_eq!(added["emoji"], "👍🏽");
+
+    // The emoji travels percent-encoded in the path.
+    let removed = server
+        .http
+        .delete(server.url(&format!(
+            "/api/chats/lobby/messages/{message_id}/reactions/%F0%9F%91%8D%F0%9F%8F%BD?userId=bob"
+        )))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(removed.status(), 200);
+    let removed: Value = removed.json().await.expect("JSON");
+    assert_eq!(removed["action"], "remove");
+
+    let records = server.records().await;
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.key == "lobby"));
+    let reactions: Vec<&common::Record> = records
+        .iter()
+        .filter(|r| r.value["type"] == "reaction")
+        .collect();
+    assert_eq!(reactions.len(), 2);
+    assert_eq!(reactions[0].id(), added["id"]);
+    assert_eq!(
+        reactions[0].value,
+        json!({"type": "reaction", "chatId": "lobby", "messageId": message_id, "userId": "bob",
+               "emoji": "👍🏽", "action": "add", "createdAt": added["createdAt"]})
+    );
+    assert_eq!(reactions[1].id(), removed["id"]);
+    assert_eq!(reactions[1].value["action"], "remove");
+    assert!(
+        reactions[0].offset < reactions[1].offset,
+        "add before remove"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let server = TestServer::start().await;
+    let health = server.get("/healthz").await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = server.get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<Value>().await.expect("JSON"),
+        json!({"status": "ready", "kafka": "ok", "redis": "ok"})
+    );
+    let posted = server
+        .post_json(
+            "/api/chats/metrics/messages",
+            json!({"userId": "a", "text": "count me"}),
+        )
+        .await;
+    assert_eq!(posted.status(), 201);
+    let metrics = server
+        .get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total{")
+                && l.contains(r#"route="/api/chats/{chat_id}/messages""#)
+                && l.contains(r#"status="201""#)),
+        "requests by route and status:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("kafka_produce_duration_seconds_bucket"),
+        "produce latency:\n{metrics}"
+    );
+    server.stop().await;
+}
