@@ -143,10 +143,12 @@ impl Server {
         served.map_err(Error::Serve)
     }
 
-    /// Creates the topic now if Kafka answers; otherwise keeps trying in the
-    /// background while the server runs.
+    /// Creates the topic now if Kafka answers within 3 s; otherwise keeps
+    /// trying in the background while the server runs.
     async fn ensure_topic(&self, shutdown: &CancellationToken) {
-        if self.state.producer().ensure_topic().await.is_ok() {
+        let first =
+            tokio::time::timeout(Duration::from_secs(3), self.state.producer().ensure_topic());
+        if matches!(first.await, Ok(Ok(()))) {
             return;
         }
         warn!(topic = %self.config.kafka.topic, "cannot create the topic yet; retrying in the background");

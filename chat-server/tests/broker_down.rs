@@ -1,0 +1,97 @@
+//! With the Kafka broker gone, a POST answers 503 within the delivery
+//! timeout: never a hang, never a 201 for an event that was not stored.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Tansu, TestServer};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
+    let mut tansu = Tansu::start();
+    let mut config = common::config();
+    config.kafka.brokers = tansu.brokers.clone();
+    config.kafka.delivery_timeout_ms = 2000;
+    let server = TestServer::start_with(config).await;
+
+    let before = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "before"}),
+        )
+        .await;
+    assert_eq!(before.status(), 201);
+
+    tansu.kill();
+
+    // The delivery timeout is 2 s; librdkafka fails the write then, and the
+    // server adds at most one second of guard. Five seconds of slack keeps a
+    // loaded machine from failing this while still catching a hang.
+    let bound = Duration::from_secs(2 + 1 + 5);
+    let requests = [
+        (
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "during"}),
+        ),
+        (
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "retry me", "clientMessageId": "c-down"}),
+        ),
+        (
+            "/api/chats/lobby/messages/0-0000000000000000/reactions",
+            json!({"userId": "bob", "emoji": "👍"}),
+        ),
+    ];
+    for (path, body) in requests {
+        let started = Instant::now();
+        let response = server.post_json(path, body).await;
+        let took = started.elapsed();
+        assert_eq!(response.status(), 503, "{path}");
+        assert!(took < bound, "{path} took {took:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(response.headers().contains_key("retry-after"));
+        let problem: Value = response.json().await.expect("problem JSON");
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains("Kafka"), "detail says why: {detail}");
+    }
+
+    let ready = server.get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    // A failed write gives its clientMessageId back: it is not stuck pending.
+    let retry = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "retry me", "clientMessageId": "c-down"}),
+        )
+        .await;
+    assert_eq!(retry.status(), 503, "still no broker, so still not stored");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
+    let mut config = common::config();
+    config.kafka.brokers = format!("127.0.0.1:{}", common::free_port());
+    config.kafka.delivery_timeout_ms = 1000;
+    let server = TestServer::start_with(config).await;
+    let started = Instant::now();
+    let response = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "alice", "text": "hello?"}),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(1 + 1 + 5),
+        "took {:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
