@@ -31,24 +31,29 @@ pub struct Config {
     pub redis: RedisConfig,
 
     /// The largest request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(256..=16 * 1024 * 1024))]
+    pub max_body_bytes: u32,
 
     /// The longest message text, in Unicode characters.
-    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 4000)]
-    pub max_text_chars: usize,
+    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 4000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_text_chars: u32,
 
     /// How long a client may take to send a request body, in milliseconds.
-    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub body_timeout_ms: u64,
 
     /// How long a `clientMessageId` is remembered, in seconds: a retry within
     /// this window answers with the original message.
-    #[arg(long, env = "CLIENT_MESSAGE_ID_WINDOW_SECS", default_value_t = 24 * 3600)]
+    #[arg(long, env = "CLIENT_MESSAGE_ID_WINDOW_SECS", default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
     pub client_message_id_window_secs: u64,
 
     /// How long shutdown waits for unacknowledged writes, in milliseconds.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_timeout_ms: u64,
 }
 
@@ -99,8 +104,8 @@ impl Server {
             claim_wait * 2,
         );
         let limits = http::Limits {
-            max_body_bytes: config.max_body_bytes,
-            max_text_chars: config.max_text_chars,
+            max_body_bytes: config.max_body_bytes as usize,
+            max_text_chars: config.max_text_chars as usize,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         };
         let state = http::AppState::new(
