@@ -12,9 +12,8 @@ use axum::{Json, Router, middleware};
 use chat_core::event::{
     self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
 };
-use chat_core::id::EventId;
 use chat_core::problem::Problem;
-use chat_core::validate::{ChatId, ClientMessageId, Emoji, Invalid, UserId, check_text};
+use chat_core::validate::{ChatId, ClientMessageId, Invalid, UserId, check_text};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -347,19 +346,15 @@ async fn add_reaction(
     JsonBody(body): JsonBody<AddReactionBody>,
 ) -> Result<Response, Problem> {
     let Path((chat_id, message_id)) = path.map_err(path_rejection)?;
-    let chat_id: ChatId = path_param(&chat_id)?;
-    let message_id: EventId = path_param(&message_id)?;
-    let user_id: UserId = body.user_id.parse()?;
-    let emoji: Emoji = body.emoji.parse()?;
-    let reaction = change_reaction(
-        &state,
-        chat_id,
-        message_id,
-        user_id,
-        emoji,
-        ReactionAction::Add,
-    )
-    .await?;
+    let change = ReactionChanged {
+        chat_id: path_param(&chat_id)?,
+        message_id: path_param(&message_id)?,
+        user_id: body.user_id.parse()?,
+        emoji: body.emoji.parse()?,
+        action: ReactionAction::Add,
+        created_at: event::now(),
+    };
+    let reaction = store_reaction(&state, change).await?;
     Ok((StatusCode::CREATED, Json(reaction)).into_response())
 }
 
@@ -375,39 +370,23 @@ async fn remove_reaction(
     query: Result<Query<RemoveReactionQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Path((chat_id, message_id, emoji)) = path.map_err(path_rejection)?;
-    let chat_id: ChatId = path_param(&chat_id)?;
-    let message_id: EventId = path_param(&message_id)?;
-    let emoji: Emoji = path_param(&emoji)?;
+    let chat_id = path_param(&chat_id)?;
+    let message_id = path_param(&message_id)?;
+    let emoji = path_param(&emoji)?;
     let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
-    let user_id: UserId = path_param(&query.user_id)?;
-    let reaction = change_reaction(
-        &state,
-        chat_id,
-        message_id,
-        user_id,
-        emoji,
-        ReactionAction::Remove,
-    )
-    .await?;
-    Ok((StatusCode::OK, Json(reaction)).into_response())
-}
-
-async fn change_reaction(
-    state: &AppState,
-    chat_id: ChatId,
-    message_id: EventId,
-    user_id: UserId,
-    emoji: Emoji,
-    action: ReactionAction,
-) -> Result<Reaction, Problem> {
     let change = ReactionChanged {
         chat_id,
         message_id,
-        user_id,
+        user_id: path_param(&query.user_id)?,
         emoji,
-        action,
+        action: ReactionAction::Remove,
         created_at: event::now(),
     };
+    let reaction = store_reaction(&state, change).await?;
+    Ok((StatusCode::OK, Json(reaction)).into_response())
+}
+
+async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Reaction, Problem> {
     let id = state
         .0
         .producer
