@@ -57,4 +57,8 @@ echo "test services: Kafka (Tansu) $KAFKA_BROKERS, Redis $REDIS_URL"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo test --workspace 2>&1 | tee "$work/cargo-test.log"
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log"
