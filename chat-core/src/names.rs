@@ -31,6 +31,25 @@ impl Keys {
         &self.prefix
     }
 
+    /// The read model of one chat.
+    pub fn chat(&self, chat: &ChatId) -> ChatKeys {
+        let base = format!("{}:{{c:{}}}", self.prefix, chat.as_str());
+        ChatKeys {
+            messages: format!("{base}:messages"),
+            bodies: format!("{base}:bodies"),
+            client_ids: format!("{base}:client-ids"),
+            head: format!("{base}:head"),
+            counts_prefix: format!("{base}:counts:"),
+            users_prefix: format!("{base}:users:"),
+        }
+    }
+
+    /// The offset up to which the projector has applied a partition of
+    /// `topic` to the read model.
+    pub fn projected(&self, topic: &str, partition: i32) -> String {
+        format!("{}:projected:{topic}:{partition}", self.prefix)
+    }
+
     /// Remembers the message a user posted under a `clientMessageId`, so a
     /// retried POST answers with the original message.
     pub fn client_message(&self, chat: &ChatId, user: &UserId, cmid: &ClientMessageId) -> String {
@@ -42,6 +61,25 @@ impl Keys {
             cmid.as_str()
         )
     }
+}
+
+/// The Redis keys of one chat's read model. They share one hash tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatKeys {
+    /// Sorted set of message ids, scored by Kafka offset: the chat's order.
+    pub messages: String,
+    /// Hash of message id to the stored message's JSON.
+    pub bodies: String,
+    /// Hash of `userId\nclientMessageId` to the message id it became, so a
+    /// message written twice (a retry after a lost acknowledgement) shows once.
+    pub client_ids: String,
+    /// Hash with the id and offset of the last event of the chat applied.
+    pub head: String,
+    /// Followed by a message id: hash of emoji to count.
+    pub counts_prefix: String,
+    /// Followed by a message id: hash whose fields are `emoji\nuserId`, the
+    /// users holding each emoji.
+    pub users_prefix: String,
 }
 
 #[cfg(test)]
@@ -58,5 +96,16 @@ mod tests {
             keys.client_message(&chat, &user, &cmid),
             "t1:{c:lobby}:cmid:alice:m-1"
         );
+        let read_model = keys.chat(&chat);
+        for key in [
+            &read_model.messages,
+            &read_model.bodies,
+            &read_model.client_ids,
+            &read_model.head,
+            &read_model.counts_prefix,
+            &read_model.users_prefix,
+        ] {
+            assert!(key.starts_with("t1:{c:lobby}:"), "{key}");
+        }
     }
 }

@@ -32,7 +32,7 @@ return 0
 
 /// What a claim on a `clientMessageId` found.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Nobody used the id: the caller writes the message, then `complete`s.
     Won,
     /// Another request is writing this message right now.
@@ -43,7 +43,7 @@ pub enum Claim {
 
 /// The store of `clientMessageId`s, in Redis.
 #[derive(Debug)]
-pub struct ClientMessages {
+pub(crate) struct ClientMessages {
     keys: Keys,
     /// How long a stored id answers retries.
     window: Duration,
@@ -56,7 +56,7 @@ pub struct ClientMessages {
 impl ClientMessages {
     /// A store that remembers ids for `window`, with claims that lapse after
     /// `pending_for` (should a server die mid-write).
-    pub fn new(keys: Keys, window: Duration, pending_for: Duration) -> Self {
+    pub(crate) fn new(keys: Keys, window: Duration, pending_for: Duration) -> Self {
         Self {
             keys,
             window,
@@ -71,7 +71,7 @@ impl ClientMessages {
     }
 
     /// Claims `id` for a new message, or tells what it is already used for.
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         redis: &RedisConn,
         chat: &ChatId,
@@ -103,7 +103,7 @@ impl ClientMessages {
     }
 
     /// Records that the claimed id became `message`.
-    pub async fn complete(
+    pub(crate) async fn complete(
         &self,
         redis: &RedisConn,
         message: &Message,
@@ -121,7 +121,7 @@ impl ClientMessages {
     }
 
     /// Gives a claimed id back after the write failed, so a retry can try again.
-    pub async fn release(
+    pub(crate) async fn release(
         &self,
         redis: &RedisConn,
         chat: &ChatId,

@@ -12,6 +12,7 @@ use axum::{Json, Router, middleware};
 use chat_core::event::{
     self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
 };
+use chat_core::id::EventId;
 use chat_core::problem::Problem;
 use chat_core::validate::{ChatId, ClientMessageId, Invalid, UserId, check_text};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -21,11 +22,12 @@ use tracing::{error, warn};
 
 use crate::client_messages::{Claim, ClientMessages};
 use crate::producer::{EventProducer, ProduceError};
+use crate::read_model::{Lookup, Page, ReadModel};
 use crate::redis_conn::RedisConn;
 
 /// Bounds on what a request may carry.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The largest request body, in bytes.
     pub max_body_bytes: usize,
     /// The longest message text, in Unicode scalar values.
@@ -39,47 +41,46 @@ pub struct Limits {
 pub struct AppState(Arc<Inner>);
 
 #[derive(Debug)]
-struct Inner {
-    producer: EventProducer,
-    redis: RedisConn,
-    client_messages: ClientMessages,
-    limits: Limits,
-    metrics: PrometheusHandle,
+pub(crate) struct Inner {
+    pub(crate) producer: EventProducer,
+    pub(crate) redis: Arc<RedisConn>,
+    pub(crate) read_model: Arc<ReadModel>,
+    pub(crate) client_messages: ClientMessages,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: PrometheusHandle,
     /// How long a retry waits for a concurrent request with the same
     /// `clientMessageId` to finish its write.
-    claim_wait: Duration,
+    pub(crate) claim_wait: Duration,
+    /// How long a reaction waits for the projector to reach its message.
+    pub(crate) reaction_wait: Duration,
 }
 
 impl AppState {
-    /// The state of a server writing with `producer`.
-    pub fn new(
-        producer: EventProducer,
-        redis: RedisConn,
-        client_messages: ClientMessages,
-        limits: Limits,
-        metrics: PrometheusHandle,
-        claim_wait: Duration,
-    ) -> Self {
-        Self(Arc::new(Inner {
-            producer,
-            redis,
-            client_messages,
-            limits,
-            metrics,
-            claim_wait,
-        }))
+    pub(crate) fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
     }
 
     /// The producer, for flushing at shutdown.
-    pub fn producer(&self) -> &EventProducer {
+    pub(crate) fn producer(&self) -> &EventProducer {
         &self.0.producer
+    }
+
+    pub(crate) fn redis(&self) -> &Arc<RedisConn> {
+        &self.0.redis
+    }
+
+    pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
+        &self.0.read_model
     }
 }
 
 /// The API's routes.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/api/chats/{chat_id}/messages", post(post_message))
+        .route(
+            "/api/chats/{chat_id}/messages",
+            get(fetch_messages).post(post_message),
+        )
         .route(
             "/api/chats/{chat_id}/messages/{message_id}/reactions",
             post(add_reaction),
@@ -209,11 +210,16 @@ fn produce_problem(error: ProduceError) -> Problem {
     Problem::unavailable(format!("the event was not stored: {error}"))
 }
 
-fn redis_problem(error: redis::RedisError) -> Problem {
+fn redis_problem(what: &str, error: &redis::RedisError) -> Problem {
     warn!(%error, "Redis unavailable");
-    Problem::unavailable(format!(
-        "the clientMessageId store (Redis) is unavailable, so the message was not stored; retry: {error}"
-    ))
+    Problem::unavailable(format!("{what} (Redis) is unavailable; retry: {error}"))
+}
+
+fn client_ids_unavailable(error: redis::RedisError) -> Problem {
+    redis_problem(
+        "the clientMessageId store, so the message was not stored,",
+        &error,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,7 +284,7 @@ async fn post_once(
         match store
             .claim(&inner.redis, &event.chat_id, &event.user_id, client_id)
             .await
-            .map_err(redis_problem)?
+            .map_err(client_ids_unavailable)?
         {
             Claim::Won => {
                 let sent = inner
@@ -354,6 +360,7 @@ async fn add_reaction(
         action: ReactionAction::Add,
         created_at: event::now(),
     };
+    ensure_message_exists(&state, &change).await?;
     let reaction = store_reaction(&state, change).await?;
     Ok((StatusCode::CREATED, Json(reaction)).into_response())
 }
@@ -382,8 +389,110 @@ async fn remove_reaction(
         action: ReactionAction::Remove,
         created_at: event::now(),
     };
+    ensure_message_exists(&state, &change).await?;
     let reaction = store_reaction(&state, change).await?;
     Ok((StatusCode::OK, Json(reaction)).into_response())
+}
+
+/// A reaction needs its message in the read model. A message posted a
+/// moment ago may not be there yet: wait (boundedly) for the projector to
+/// pass its position before calling it missing.
+async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Result<(), Problem> {
+    let inner = &state.0;
+    let give_up = Instant::now() + inner.reaction_wait;
+    loop {
+        let found = inner
+            .read_model
+            .lookup(&inner.redis, &change.chat_id, change.message_id)
+            .await
+            .map_err(|e| redis_problem("the read model, so the reaction was not stored,", &e))?;
+        match found {
+            Lookup::Found => return Ok(()),
+            Lookup::Missing => {
+                return Err(Problem::not_found(format!(
+                    "chat {} has no message {}",
+                    change.chat_id, change.message_id
+                )));
+            }
+            Lookup::NotYetProjected if Instant::now() >= give_up => {
+                return Err(Problem::unavailable(format!(
+                    "message {} is not in the read model yet; retry",
+                    change.message_id
+                )));
+            }
+            Lookup::NotYetProjected => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The most messages one fetch returns.
+pub(crate) const MAX_FETCH_LIMIT: u32 = 100;
+/// How many messages a fetch returns when `limit` is not given.
+pub(crate) const DEFAULT_FETCH_LIMIT: u32 = 50;
+
+#[derive(Debug, Deserialize)]
+struct FetchQuery {
+    after: Option<String>,
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+async fn fetch_messages(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FetchQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let started = Instant::now();
+    let result = fetch_page(&state, path, query).await;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(problem) => problem.status,
+    };
+    metrics::histogram!("fetch_duration_seconds").record(started.elapsed());
+    metrics::counter!("fetch_requests_total", "status" => status.as_u16().to_string()).increment(1);
+    result.map(|page| Json(page).into_response())
+}
+
+async fn fetch_page(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FetchQuery>, QueryRejection>,
+) -> Result<crate::read_model::FetchPage, Problem> {
+    let Path(chat_id) = path.map_err(path_rejection)?;
+    let chat_id: ChatId = path_param(&chat_id)?;
+    let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_FETCH_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_FETCH_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "limit: must be a whole number from 1 to {MAX_FETCH_LIMIT}, got {text:?}"
+                ))
+            })?,
+    };
+    let cursor = |name: &str, text: &str| {
+        text.parse::<EventId>()
+            .map_err(|e| Problem::bad_request(format!("{name}: {}", e.reason)))
+    };
+    let page = match (query.after.as_deref(), query.before.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "give either after or before, not both",
+            ));
+        }
+        (Some(after), None) => Page::After(cursor("after", after)?),
+        (None, Some(before)) => Page::Before(cursor("before", before)?),
+        (None, None) => Page::Latest,
+    };
+    state
+        .0
+        .read_model
+        .fetch(&state.0.redis, &chat_id, page, limit)
+        .await
+        .map_err(|e| redis_problem("the read model", &e))
 }
 
 async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Reaction, Problem> {

@@ -1,6 +1,7 @@
 //! chat-server: the HTTP API that writes chat messages and reactions to Kafka.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::config::{KafkaConfig, RedisConfig};
@@ -12,6 +13,8 @@ mod client_messages;
 mod http;
 mod metrics;
 mod producer;
+mod projector;
+mod read_model;
 mod redis_conn;
 
 pub use http::app;
@@ -50,6 +53,27 @@ pub struct Config {
     #[arg(long, env = "CLIENT_MESSAGE_ID_WINDOW_SECS", default_value_t = 24 * 3600,
           value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
     pub client_message_id_window_secs: u64,
+
+    /// Run the projector, which applies the topic to the Redis read model
+    /// (a Kafka consumer group: run it in as many instances as you like).
+    #[arg(long, env = "PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub projector: bool,
+
+    /// Kafka consumer group of the projector.
+    #[arg(long, env = "PROJECTOR_GROUP", default_value = "chat-projector")]
+    pub projector_group: String,
+
+    /// Messages kept per chat in the read model; older ones (and their
+    /// reactions) are dropped from it, not from Kafka.
+    #[arg(long, env = "RETENTION_MESSAGES", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub retention_messages: u32,
+
+    /// How long a reaction waits for the projector to reach its message
+    /// (posted a moment ago) before answering 503, in milliseconds.
+    #[arg(long, env = "REACTION_WAIT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub reaction_wait_ms: u64,
 
     /// How long shutdown waits for unacknowledged writes, in milliseconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
@@ -94,7 +118,12 @@ impl Server {
                 source,
             })?;
         let producer = producer::EventProducer::new(&config.kafka)?;
-        let redis = redis_conn::RedisConn::new(&config.redis)?;
+        let redis = Arc::new(redis_conn::RedisConn::new(&config.redis)?);
+        let read_model = Arc::new(read_model::ReadModel::new(
+            config.redis.keys(),
+            &config.kafka.topic,
+            config.retention_messages,
+        ));
         let delivery_timeout = config.kafka.delivery_timeout();
         let claim_wait = delivery_timeout + Duration::from_secs(2);
         let client_messages = client_messages::ClientMessages::new(
@@ -108,14 +137,16 @@ impl Server {
             max_text_chars: config.max_text_chars as usize,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         };
-        let state = http::AppState::new(
+        let state = http::AppState::new(http::Inner {
             producer,
             redis,
+            read_model,
             client_messages,
             limits,
-            metrics::handle(),
+            metrics: metrics::handle(),
             claim_wait,
-        );
+            reaction_wait: Duration::from_millis(config.reaction_wait_ms),
+        });
         Ok(Self {
             listener,
             state,
@@ -135,6 +166,15 @@ impl Server {
         if self.config.kafka.create_topic {
             self.ensure_topic(&shutdown).await;
         }
+        let projector = self.config.projector.then(|| {
+            tokio::spawn(projector::run(
+                self.config.kafka.clone(),
+                self.config.projector_group.clone(),
+                self.state.read_model().clone(),
+                self.state.redis().clone(),
+                shutdown.clone(),
+            ))
+        });
         info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
         let app = http::app(self.state.clone());
         let served = axum::serve(self.listener, app)
@@ -144,6 +184,13 @@ impl Server {
             .producer()
             .flush(Duration::from_millis(self.config.shutdown_timeout_ms))
             .await;
+        if let Some(projector) = projector {
+            match projector.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(%error, "the projector could not start"),
+                Err(error) => warn!(%error, "the projector failed"),
+            }
+        }
         info!("chat-server stopped");
         served.map_err(Error::Serve)
     }

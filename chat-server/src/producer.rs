@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 /// Why an event was not stored.
 #[derive(Debug, thiserror::Error)]
-pub enum ProduceError {
+pub(crate) enum ProduceError {
     #[error("the Kafka producer's queue is full; retry shortly")]
     QueueFull,
     #[error("Kafka did not acknowledge the event within {0:?}")]
@@ -29,7 +29,7 @@ pub enum ProduceError {
 }
 
 /// The chat events producer.
-pub struct EventProducer {
+pub(crate) struct EventProducer {
     /// The live producer; swapped for a new one after a fatal error.
     producer: RwLock<Arc<FutureProducer>>,
     config: KafkaConfig,
@@ -47,7 +47,7 @@ impl std::fmt::Debug for EventProducer {
 impl EventProducer {
     /// A producer for `config`'s brokers and topic. Connecting happens in the
     /// background: this fails only on invalid settings.
-    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+    pub(crate) fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let producer = config.producer_config("chat-server").create()?;
         Ok(Self {
             producer: RwLock::new(Arc::new(producer)),
@@ -61,7 +61,7 @@ impl EventProducer {
 
     /// Writes `event` keyed by its chat id and returns its id once Kafka
     /// acknowledged it.
-    pub async fn send(&self, event: &ChatEvent) -> Result<EventId, ProduceError> {
+    pub(crate) async fn send(&self, event: &ChatEvent) -> Result<EventId, ProduceError> {
         let producer = self.current();
         let payload = event.to_json();
         let record = FutureRecord::to(&self.config.topic)
@@ -123,7 +123,7 @@ impl EventProducer {
     }
 
     /// Checks that Kafka answers and the topic has partitions.
-    pub async fn check(&self) -> Result<(), String> {
+    pub(crate) async fn check(&self) -> Result<(), String> {
         let producer = self.current();
         let topic = self.config.topic.clone();
         let metadata = tokio::task::spawn_blocking(move || {
@@ -141,7 +141,7 @@ impl EventProducer {
     }
 
     /// Creates the topic unless it exists.
-    pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
+    pub(crate) async fn ensure_topic(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> =
             self.config.client_config("chat-server-admin").create()?;
         let topic = NewTopic::new(
@@ -168,7 +168,7 @@ impl EventProducer {
     }
 
     /// Waits up to `limit` for queued writes to be acknowledged.
-    pub async fn flush(&self, limit: Duration) {
+    pub(crate) async fn flush(&self, limit: Duration) {
         let producer = self.current();
         let flushed = tokio::task::spawn_blocking(move || producer.flush(limit)).await;
         if let Ok(Err(error)) = flushed {

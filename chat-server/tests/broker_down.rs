@@ -16,13 +16,17 @@ async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
     config.kafka.delivery_timeout_ms = 2000;
     let server = TestServer::start_with(config).await;
 
-    let before = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "alice", "text": "before"}),
-        )
-        .await;
-    assert_eq!(before.status(), 201);
+    let before = server.post_message("lobby", "alice", "before").await;
+    // A reaction needs its message in the read model.
+    common::eventually(
+        Duration::from_secs(30),
+        "the message to be projected",
+        || async {
+            let (_, page) = server.get_json("/api/chats/lobby/messages").await;
+            (page["messages"][0]["id"] == before.as_str()).then_some(())
+        },
+    )
+    .await;
 
     tansu.kill();
 
@@ -40,7 +44,7 @@ async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
             json!({"userId": "alice", "text": "retry me", "clientMessageId": "c-down"}),
         ),
         (
-            "/api/chats/lobby/messages/0-0000000000000000/reactions",
+            &*format!("/api/chats/lobby/messages/{before}/reactions"),
             json!({"userId": "bob", "emoji": "👍"}),
         ),
     ];

@@ -48,6 +48,7 @@ pub fn config() -> chat_server::Config {
     config.kafka.create_topic = true;
     config.redis.url = redis_url();
     config.redis.key_prefix = unique("test");
+    config.projector_group = unique("test-projector");
     config
 }
 
@@ -113,6 +114,55 @@ impl TestServer {
             .send()
             .await
             .expect("request completes")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.get(path).await.expect("request completes");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Posts a message and answers its id.
+    pub async fn post_message(&self, chat: &str, user: &str, text: &str) -> String {
+        let response = self
+            .post_json(
+                &format!("/api/chats/{chat}/messages"),
+                serde_json::json!({"userId": user, "text": text}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "posting {text}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Every message of `chat`, oldest first: walks back with `before` to
+    /// the oldest page, then forward with `after` to the newest.
+    pub async fn all_messages(&self, chat: &str, limit: u32) -> Vec<serde_json::Value> {
+        let base = format!("/api/chats/{chat}/messages?limit={limit}");
+        let (status, mut page) = self.get_json(&base).await;
+        assert_eq!(status, 200, "{page}");
+        while page["hasOlder"] == true {
+            let first = page["messages"][0]["id"].as_str().expect("id").to_owned();
+            let (status, older) = self.get_json(&format!("{base}&before={first}")).await;
+            assert_eq!(status, 200, "{older}");
+            page = older;
+        }
+        let mut messages: Vec<serde_json::Value> =
+            page["messages"].as_array().expect("messages").clone();
+        while page["hasMore"] == true {
+            let cursor = page["cursor"].as_str().expect("cursor").to_owned();
+            let (status, newer) = self.get_json(&format!("{base}&after={cursor}")).await;
+            assert_eq!(status, 200, "{newer}");
+            messages.extend(
+                newer["messages"]
+                    .as_array()
+                    .expect("messages")
+                    .iter()
+                    .cloned(),
+            );
+            page = newer;
+        }
+        messages
     }
 
     pub async fn stop(mut self) {
@@ -281,5 +331,125 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Polls `check` every 50 ms until it answers `Some`, for up to `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A redis-server of this test's own, with an append-only file so that a
+/// restart on the same folder brings its data back.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("chat-test-redis"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut redis = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and folder.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (make test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The chat-server binary in a process of its own, killed on drop.
+pub struct ServerProcess {
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    pub fn start(config: &chat_server::Config) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .env("CHAT_SERVER_LISTEN", "127.0.0.1:0")
+            .env("KAFKA_BROKERS", &config.kafka.brokers)
+            .env("KAFKA_TOPIC", &config.kafka.topic)
+            .env("REDIS_URL", &config.redis.url)
+            .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
+            .env("PROJECTOR", config.projector.to_string())
+            .env("PROJECTOR_GROUP", &config.projector_group)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("chat-server binary starts");
+        Self { child }
+    }
+
+    /// SIGKILL: no shutdown, no flush, no offset commit.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

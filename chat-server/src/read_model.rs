@@ -1,0 +1,389 @@
+//! The read model in Redis: per chat, its latest messages in log order and,
+//! per message, the users holding each emoji and the counts.
+//!
+//! Every change is applied by a Lua script, atomically per chat, and skips
+//! events at or below the chat's head (the offset of the last event applied),
+//! so replaying the log, whole or in part, changes nothing that was applied.
+
+use std::collections::HashMap;
+
+use chat_core::event::{ChatEvent, Message, ReactionAction};
+use chat_core::id::EventId;
+use chat_core::names::Keys;
+use chat_core::validate::ChatId;
+use redis::Script;
+use serde::Serialize;
+
+use crate::redis_conn::RedisConn;
+
+/// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
+/// head. ARGV: counts prefix, users prefix, retention, then 7 values per
+/// event: kind (`m`/`r`), id, offset, and for a message userId,
+/// clientMessageId (or empty), body; for a reaction message id, userId,
+/// emoji, action.
+const APPLY: &str = r"
+local messages, bodies, client_ids, head_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local counts_prefix, users_prefix, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
+local applied = 0
+for i = 4, #ARGV, 7 do
+  local kind, id, offset = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if offset > head then
+    if kind == 'm' then
+      local user, client_id, body = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+      local fresh = true
+      if client_id ~= '' then
+        local field = user .. '\n' .. client_id
+        local first = redis.call('HGET', client_ids, field)
+        if first and first ~= id then fresh = false else redis.call('HSET', client_ids, field, id) end
+      end
+      if fresh then
+        redis.call('ZADD', messages, offset, id)
+        redis.call('HSET', bodies, id, body)
+        local excess = redis.call('ZCARD', messages) - retention
+        if excess > 0 then
+          for _, old in ipairs(redis.call('ZRANGE', messages, 0, excess - 1)) do
+            local stored = cjson.decode(redis.call('HGET', bodies, old) or '{}')
+            if stored.clientMessageId then
+              local field = stored.userId .. '\n' .. stored.clientMessageId
+              if redis.call('HGET', client_ids, field) == old then redis.call('HDEL', client_ids, field) end
+            end
+            redis.call('HDEL', bodies, old)
+            redis.call('DEL', counts_prefix .. old, users_prefix .. old)
+          end
+          redis.call('ZREMRANGEBYRANK', messages, 0, excess - 1)
+        end
+      end
+    else
+      local message, user, emoji, action = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+      if redis.call('HEXISTS', bodies, message) == 1 then
+        local users, counts = users_prefix .. message, counts_prefix .. message
+        local field = emoji .. '\n' .. user
+        if action == 'add' then
+          if redis.call('HSETNX', users, field, '1') == 1 then redis.call('HINCRBY', counts, emoji, 1) end
+        elseif redis.call('HDEL', users, field) == 1 then
+          if redis.call('HINCRBY', counts, emoji, -1) <= 0 then redis.call('HDEL', counts, emoji) end
+        end
+      end
+    end
+    head = offset
+    redis.call('HSET', head_key, 'offset', ARGV[i + 2], 'id', id)
+    applied = applied + 1
+  end
+end
+return applied
+";
+
+/// Moves a partition's projected offset forward, never back.
+const ADVANCE: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+";
+
+/// Reads a page of messages with their counts. KEYS: messages, bodies,
+/// head. ARGV: counts prefix, mode (`after`, `before`, `latest`), offset,
+/// limit. Answers head id (or false), has newer (0/1), has older (0/1),
+/// then per message its body and its counts as a flat field/value list.
+const FETCH: &str = r"
+local messages, bodies, head_key = KEYS[1], KEYS[2], KEYS[3]
+local counts_prefix, mode, offset, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ids
+if mode == 'after' then
+  ids = redis.call('ZRANGEBYSCORE', messages, '(' .. offset, '+inf', 'LIMIT', 0, limit)
+else
+  if mode == 'before' then
+    ids = redis.call('ZREVRANGEBYSCORE', messages, '(' .. offset, '-inf', 'LIMIT', 0, limit)
+  else
+    ids = redis.call('ZREVRANGE', messages, 0, limit - 1)
+  end
+  local n = #ids
+  for i = 1, math.floor(n / 2) do ids[i], ids[n - i + 1] = ids[n - i + 1], ids[i] end
+end
+local newer, older = 0, 0
+if #ids > 0 then
+  local first = redis.call('ZSCORE', messages, ids[1])
+  local last = redis.call('ZSCORE', messages, ids[#ids])
+  if #redis.call('ZRANGEBYSCORE', messages, '(' .. last, '+inf', 'LIMIT', 0, 1) > 0 then newer = 1 end
+  if #redis.call('ZREVRANGEBYSCORE', messages, '(' .. first, '-inf', 'LIMIT', 0, 1) > 0 then older = 1 end
+elseif mode == 'after' then
+  if #redis.call('ZREVRANGEBYSCORE', messages, offset, '-inf', 'LIMIT', 0, 1) > 0 then older = 1 end
+elseif mode == 'before' then
+  if #redis.call('ZRANGEBYSCORE', messages, offset, '+inf', 'LIMIT', 0, 1) > 0 then newer = 1 end
+end
+local out = { redis.call('HGET', head_key, 'id'), newer, older }
+for _, id in ipairs(ids) do
+  out[#out + 1] = redis.call('HGET', bodies, id) or '{}'
+  out[#out + 1] = redis.call('HGETALL', counts_prefix .. id)
+end
+return out
+";
+
+/// Which page of a chat to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// The latest messages.
+    Latest,
+    /// The messages right after this id.
+    After(EventId),
+    /// The messages right before this id.
+    Before(EventId),
+}
+
+/// A message as the fetch API shows it: with its reaction counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FetchedMessage {
+    #[serde(flatten)]
+    pub(crate) message: Message,
+    pub(crate) reactions: HashMap<String, i64>,
+}
+
+/// One page of a chat, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FetchPage {
+    pub(crate) chat_id: ChatId,
+    pub(crate) messages: Vec<FetchedMessage>,
+    /// Where to continue: pass as `after` for what came since, or as
+    /// `Last-Event-ID` to stream from here. When no newer message is left it
+    /// is the chat's last applied event, reactions included, so the page's
+    /// counts and the events after the cursor never overlap.
+    pub(crate) cursor: Option<EventId>,
+    /// Newer messages exist after `cursor`.
+    pub(crate) has_more: bool,
+    /// Older messages exist before the first one of the page.
+    pub(crate) has_older: bool,
+}
+
+/// What a lookup of a message found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Found,
+    /// The projector has passed the message's position: it does not exist
+    /// (or was trimmed by retention).
+    Missing,
+    /// The projector has not reached the message's position yet.
+    NotYetProjected,
+}
+
+/// Reads and writes the read model.
+#[derive(Debug)]
+pub(crate) struct ReadModel {
+    keys: Keys,
+    topic: String,
+    /// Messages kept per chat; older ones are dropped with their reactions.
+    retention: u32,
+    apply: Script,
+    advance: Script,
+    fetch: Script,
+}
+
+impl ReadModel {
+    pub(crate) fn new(keys: Keys, topic: &str, retention: u32) -> Self {
+        Self {
+            keys,
+            topic: topic.to_owned(),
+            retention,
+            apply: Script::new(APPLY),
+            advance: Script::new(ADVANCE),
+            fetch: Script::new(FETCH),
+        }
+    }
+
+    /// Applies events (in log order per partition) in one round trip, then
+    /// records the partitions' progress in a second. Safe to repeat.
+    pub(crate) async fn apply(
+        &self,
+        redis: &RedisConn,
+        events: &[(EventId, ChatEvent)],
+    ) -> redis::RedisResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One script call per chat, its events in log order.
+        let mut by_chat: Vec<(&ChatId, Vec<&(EventId, ChatEvent)>)> = Vec::new();
+        let mut index: HashMap<&ChatId, usize> = HashMap::new();
+        let mut progress: HashMap<i32, i64> = HashMap::new();
+        for event in events {
+            let chat = event.1.chat_id();
+            let slot = *index.entry(chat).or_insert_with(|| {
+                by_chat.push((chat, Vec::new()));
+                by_chat.len() - 1
+            });
+            by_chat[slot].1.push(event);
+            let seen = progress.entry(event.0.partition).or_insert(event.0.offset);
+            *seen = (*seen).max(event.0.offset);
+        }
+        let mut conn = redis.get().await?;
+        let mut pipe = redis::pipe();
+        // The script cache empties when Redis restarts: load it each batch.
+        pipe.cmd("SCRIPT").arg("LOAD").arg(APPLY).ignore();
+        for (chat, chat_events) in &by_chat {
+            let keys = self.keys.chat(chat);
+            let mut call = self.apply.key(&keys.messages);
+            call.key(&keys.bodies)
+                .key(&keys.client_ids)
+                .key(&keys.head)
+                .arg(&keys.counts_prefix)
+                .arg(&keys.users_prefix)
+                .arg(self.retention);
+            for (id, event) in chat_events {
+                encode(&mut call, *id, event);
+            }
+            pipe.invoke_script(&call).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(ADVANCE).ignore();
+        for (partition, offset) in progress {
+            pipe.invoke_script(
+                self.advance
+                    .key(self.keys.projected(&self.topic, partition))
+                    .arg(offset),
+            )
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Reads one page of `chat`, up to `limit` messages, in one round trip.
+    pub(crate) async fn fetch(
+        &self,
+        redis: &RedisConn,
+        chat: &ChatId,
+        page: Page,
+        limit: u32,
+    ) -> redis::RedisResult<FetchPage> {
+        let keys = self.keys.chat(chat);
+        let (mode, offset) = match page {
+            Page::Latest => ("latest", 0),
+            Page::After(id) => ("after", id.offset),
+            Page::Before(id) => ("before", id.offset),
+        };
+        let mut conn = redis.get().await?;
+        let reply: Vec<redis::Value> = self
+            .fetch
+            .key(&keys.messages)
+            .key(&keys.bodies)
+            .key(&keys.head)
+            .arg(&keys.counts_prefix)
+            .arg(mode)
+            .arg(offset)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        decode_page(chat, page, reply)
+    }
+
+    /// Whether `message` is in `chat`'s read model, and if not, whether the
+    /// projector has passed its position.
+    pub(crate) async fn lookup(
+        &self,
+        redis: &RedisConn,
+        chat: &ChatId,
+        message: EventId,
+    ) -> redis::RedisResult<Lookup> {
+        let keys = self.keys.chat(chat);
+        let mut conn = redis.get().await?;
+        let (exists, head, projected): (bool, Option<String>, Option<i64>) = redis::pipe()
+            .hexists(&keys.bodies, message.to_string())
+            .hget(&keys.head, "id")
+            .get(self.keys.projected(&self.topic, message.partition))
+            .query_async(&mut conn)
+            .await?;
+        // All of a chat's events share one partition.
+        let other_partition = head
+            .and_then(|id| id.parse::<EventId>().ok())
+            .is_some_and(|head| head.partition != message.partition);
+        Ok(if exists {
+            Lookup::Found
+        } else if other_partition || projected.is_some_and(|p| p >= message.offset) {
+            Lookup::Missing
+        } else {
+            Lookup::NotYetProjected
+        })
+    }
+}
+
+fn encode(call: &mut redis::ScriptInvocation<'_>, id: EventId, event: &ChatEvent) {
+    call.arg(match event {
+        ChatEvent::Message(_) => "m",
+        ChatEvent::Reaction(_) => "r",
+    })
+    .arg(id.to_string())
+    .arg(id.offset);
+    match event {
+        ChatEvent::Message(posted) => {
+            let body =
+                serde_json::to_string(&Message::stored(id, posted.clone())).unwrap_or_default();
+            call.arg(posted.user_id.as_str())
+                .arg(posted.client_message_id.as_ref().map_or("", |c| c.as_str()))
+                .arg(body)
+                .arg("");
+        }
+        ChatEvent::Reaction(change) => {
+            call.arg(change.message_id.to_string())
+                .arg(change.user_id.as_str())
+                .arg(change.emoji.as_str())
+                .arg(match change.action {
+                    ReactionAction::Add => "add",
+                    ReactionAction::Remove => "remove",
+                });
+        }
+    }
+}
+
+fn invalid(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected read model reply",
+        what.to_owned(),
+    ))
+}
+
+fn decode_page(
+    chat: &ChatId,
+    page: Page,
+    reply: Vec<redis::Value>,
+) -> redis::RedisResult<FetchPage> {
+    use redis::FromRedisValue as _;
+    let mut reply = reply.into_iter();
+    let mut next = || reply.next().ok_or_else(|| invalid("short reply"));
+    let head = Option::<String>::from_redis_value(next()?)?
+        .map(|id| id.parse::<EventId>().map_err(|e| invalid(&e.to_string())))
+        .transpose()?;
+    let has_more = i64::from_redis_value(next()?)? == 1;
+    let has_older = i64::from_redis_value(next()?)? == 1;
+    let mut messages = Vec::new();
+    while let Some(body) = reply.next() {
+        let body = String::from_redis_value(body)?;
+        let counts = reply.next().ok_or_else(|| invalid("counts missing"))?;
+        let message: Message = serde_json::from_str(&body).map_err(|e| invalid(&e.to_string()))?;
+        let reactions = HashMap::<String, i64>::from_redis_value(counts)?;
+        messages.push(FetchedMessage { message, reactions });
+    }
+    let last = messages.last().map(|m| m.message.id);
+    // With nothing newer left, continue from the chat's head, which also
+    // covers reactions applied after the last message.
+    let cursor = match (has_more, last, page) {
+        (true, Some(last), _) => Some(last),
+        (_, last, page) => {
+            let given = match page {
+                Page::After(id) => Some(id),
+                _ => None,
+            };
+            [last, given, head]
+                .into_iter()
+                .flatten()
+                .max_by_key(|id| id.offset)
+        }
+    };
+    Ok(FetchPage {
+        chat_id: chat.clone(),
+        messages,
+        cursor,
+        has_more,
+        has_older,
+    })
+}

@@ -1,0 +1,474 @@
+//! The projector and the fetch API, against a real Kafka-protocol broker and
+//! real Redis: paging, replay, crash and restart, Redis outages, reactions.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{OwnRedis, ServerProcess, TestServer, eventually};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn ids(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Waits until every id in `expected` is fetchable, and answers all messages.
+async fn until_fetchable(server: &TestServer, chat: &str, expected: &[String]) -> Vec<Value> {
+    eventually(PATIENCE, "messages to be fetchable", || async {
+        let messages = server.all_messages(chat, 100).await;
+        let have: HashSet<String> = ids(&messages).into_iter().collect();
+        expected
+            .iter()
+            .all(|id| have.contains(id))
+            .then_some(messages)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn paging_with_any_limit_visits_every_message_once_in_order_while_posts_continue() {
+    let server = Arc::new(TestServer::start().await);
+    let mut posted = Vec::new();
+    for i in 0..60 {
+        posted.push(
+            server
+                .post_message("paging", "alice", &format!("early {i}"))
+                .await,
+        );
+    }
+    until_fetchable(&server, "paging", &posted).await;
+    let poster = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..60 {
+                ids.push(
+                    server
+                        .post_message("paging", "bob", &format!("late {i}"))
+                        .await,
+                );
+            }
+            ids
+        })
+    };
+    // Page forward from the first message while bob posts.
+    for limit in [1, 7, 50, 100] {
+        let base = format!("/api/chats/paging/messages?limit={limit}");
+        let mut seen = vec![posted[0].clone()];
+        let mut cursor = posted[0].clone();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (status, page) = server.get_json(&format!("{base}&after={cursor}")).await;
+            assert_eq!(status, 200, "{page}");
+            let page_ids = ids(page["messages"].as_array().expect("messages"));
+            assert!(
+                page_ids.len() <= limit,
+                "limit {limit} gave {}",
+                page_ids.len()
+            );
+            seen.extend(page_ids);
+            cursor = page["cursor"].as_str().expect("cursor").to_owned();
+            if page["hasMore"] == false && (poster.is_finished() || limit != 100) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "paging did not end");
+        }
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "limit {limit}: a message came twice"
+        );
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, seen, "limit {limit}: out of order");
+        assert!(
+            posted.iter().all(|id| unique.contains(id)),
+            "limit {limit}: an early message was skipped"
+        );
+    }
+    let late = poster.await.expect("poster");
+    posted.extend(late);
+    let everything = until_fetchable(&server, "paging", &posted).await;
+    assert_eq!(
+        ids(&everything),
+        posted,
+        "every message once, in posting order"
+    );
+}
+
+#[tokio::test]
+async fn fetch_answers_latest_first_pages_unknown_chats_and_refuses_bad_cursors() {
+    let server = TestServer::start().await;
+    let (status, empty) = server.get_json("/api/chats/never-used/messages").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        empty,
+        json!({"chatId": "never-used", "messages": [], "cursor": null, "hasMore": false, "hasOlder": false})
+    );
+    let mut posted = Vec::new();
+    for i in 0..5 {
+        posted.push(
+            server
+                .post_message("latest", "alice", &format!("m{i}"))
+                .await,
+        );
+    }
+    until_fetchable(&server, "latest", &posted).await;
+    let (_, page) = server.get_json("/api/chats/latest/messages?limit=2").await;
+    assert_eq!(
+        ids(page["messages"].as_array().expect("messages")),
+        posted[3..]
+    );
+    assert_eq!(page["hasOlder"], true);
+    assert_eq!(page["hasMore"], false);
+    assert_eq!(page["cursor"], posted[4].as_str());
+    let message = &page["messages"][1];
+    assert_eq!(message["text"], "m4");
+    assert_eq!(message["userId"], "alice");
+    assert_eq!(message["reactions"], json!({}));
+    let (_, default_limit) = server.get_json("/api/chats/latest/messages").await;
+    assert_eq!(
+        default_limit["messages"]
+            .as_array()
+            .expect("messages")
+            .len(),
+        5
+    );
+
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "limit=-1",
+        "after=42",
+        "after=0-2a",
+        "before=zzz",
+        &format!("after={}&before={}", posted[0], posted[1]),
+    ] {
+        let response = server
+            .get(&format!("/api/chats/latest/messages?{bad}"))
+            .await
+            .expect("request completes");
+        assert_eq!(response.status(), 400, "{bad}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{bad}"
+        );
+    }
+    let (status, _) = server.get_json("/api/chats/bad.chat/messages").await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_emoji_twice_counts_once_and_removing_it_decrements_once() {
+    let server = TestServer::start().await;
+    let id = server.post_message("emoji", "alice", "react").await;
+    let reactions = format!("/api/chats/emoji/messages/{id}/reactions");
+    for (user, emoji) in [
+        ("bob", "👍"),
+        ("bob", "👍"),
+        ("carol", "👍"),
+        ("carol", "🎉"),
+    ] {
+        let response = server
+            .post_json(&reactions, json!({"userId": user, "emoji": emoji}))
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let counts = |want: Value| {
+        let server = &server;
+        async move {
+            eventually(PATIENCE, "reaction counts", || async {
+                let (_, page) = server.get_json("/api/chats/emoji/messages").await;
+                (page["messages"][0]["reactions"] == want).then_some(())
+            })
+            .await
+        }
+    };
+    counts(json!({"👍": 2, "🎉": 1})).await;
+    for _ in 0..2 {
+        let response = server
+            .http
+            .delete(server.url(&format!("{reactions}/%F0%9F%91%8D?userId=bob")))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(response.status(), 200);
+    }
+    counts(json!({"👍": 1, "🎉": 1})).await;
+    let response = server
+        .http
+        .delete(server.url(&format!("{reactions}/%F0%9F%8E%89?userId=carol")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(response.status(), 200);
+    counts(json!({"👍": 1})).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reaction_on_a_message_that_does_not_exist_is_404_and_writes_nothing() {
+    let server = TestServer::start().await;
+    let id = server.post_message("missing", "alice", "real").await;
+    let reaction: Value = server
+        .post_json(
+            &format!("/api/chats/missing/messages/{id}/reactions"),
+            json!({"userId": "bob", "emoji": "👍"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let reaction_id = reaction["id"].as_str().expect("id");
+    let partition: i32 = id
+        .split('-')
+        .next()
+        .expect("partition")
+        .parse()
+        .expect("number");
+    let other_partition = format!("{}-0000000000000000", (partition + 1) % 3);
+    let before = server.records().await.len();
+    for missing in [reaction_id, other_partition.as_str()] {
+        let response = server
+            .post_json(
+                &format!("/api/chats/missing/messages/{missing}/reactions"),
+                json!({"userId": "bob", "emoji": "👍"}),
+            )
+            .await;
+        assert_eq!(response.status(), 404, "{missing}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let response = server
+            .http
+            .delete(server.url(&format!(
+                "/api/chats/missing/messages/{missing}/reactions/%F0%9F%91%8D?userId=bob"
+            )))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(response.status(), 404, "{missing}");
+    }
+    assert_eq!(server.records().await.len(), before, "404s wrote nothing");
+    server.stop().await;
+}
+
+/// Everything a user can see of a chat: messages, counts and the cursor.
+async fn snapshot(server: &TestServer, chat: &str) -> (Vec<Value>, Value) {
+    let messages = server.all_messages(chat, 100).await;
+    let (_, latest) = server
+        .get_json(&format!("/api/chats/{chat}/messages?limit=1"))
+        .await;
+    (messages, latest["cursor"].clone())
+}
+
+#[tokio::test]
+async fn replaying_the_topic_into_an_empty_redis_reproduces_the_read_model() {
+    let original = TestServer::start().await;
+    let mut posted = Vec::new();
+    for i in 0..30 {
+        posted.push(
+            original
+                .post_message("replay", &format!("u{}", i % 4), &format!("text {i}"))
+                .await,
+        );
+    }
+    for (i, id) in posted.iter().enumerate() {
+        let path = format!("/api/chats/replay/messages/{id}/reactions");
+        for user in ["a", "b", "c"].iter().take(i % 4) {
+            let r = original
+                .post_json(&path, json!({"userId": user, "emoji": "👍"}))
+                .await;
+            assert_eq!(r.status(), 201);
+        }
+        if i % 3 == 0 {
+            let r = original
+                .http
+                .delete(original.url(&format!("{path}/%F0%9F%91%8D?userId=a")))
+                .send()
+                .await
+                .expect("DELETE");
+            assert_eq!(r.status(), 200);
+        }
+    }
+    // The last event written is the head every replay must reach.
+    let last = original
+        .records()
+        .await
+        .iter()
+        .map(|r| r.id())
+        .max()
+        .expect("records");
+    let wanted = eventually(PATIENCE, "the original read model", || async {
+        let snap = snapshot(&original, "replay").await;
+        (snap.1 == last.as_str()).then_some(snap)
+    })
+    .await;
+    assert_eq!(ids(&wanted.0), posted);
+
+    // A second server with an empty key prefix and a new consumer group
+    // reads the log from the beginning.
+    let mut config = common::config();
+    config.kafka.topic = original.config.kafka.topic.clone();
+    let rebuilt = TestServer::start_with(config).await;
+    let got = eventually(PATIENCE, "the rebuilt read model", || async {
+        let snap = snapshot(&rebuilt, "replay").await;
+        (snap.1 == last.as_str()).then_some(snap)
+    })
+    .await;
+    assert_eq!(got, wanted);
+
+    // Replaying again over the existing state changes nothing.
+    let mut config = common::config();
+    config.kafka.topic = original.config.kafka.topic.clone();
+    config.redis.key_prefix = original.config.redis.key_prefix.clone();
+    let replayer = TestServer::start_with(config).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(snapshot(&replayer, "replay").await, wanted);
+    for server in [original, rebuilt, replayer] {
+        server.stop().await;
+    }
+}
+
+/// Four writers each post 15 messages to chat `crash`, and on each: 👍 by x
+/// twice and by y, then y removes it, so every message ends with 👍 = 1.
+fn spawn_writers(api: &Arc<TestServer>, round: u32) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..4)
+        .map(|w| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..15 {
+                    let id = api
+                        .post_message("crash", &format!("w{w}"), &format!("r{round} w{w} {i}"))
+                        .await;
+                    let path = format!("/api/chats/crash/messages/{id}/reactions");
+                    for user in ["x", "x", "y"] {
+                        let r = api
+                            .post_json(&path, json!({"userId": user, "emoji": "👍"}))
+                            .await;
+                        assert_eq!(r.status(), 201);
+                    }
+                    let r = api
+                        .http
+                        .delete(api.url(&format!("{path}/%F0%9F%91%8D?userId=y")))
+                        .send()
+                        .await
+                        .expect("DELETE");
+                    assert_eq!(r.status(), 200);
+                    mine.push(id);
+                }
+                mine
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn killing_and_restarting_the_projector_loses_nothing_and_double_counts_nothing() {
+    // The API server here only writes; a chat-server process of its own
+    // projects, and is killed with SIGKILL while events stream in.
+    let mut config = common::config();
+    config.projector = false;
+    config.reaction_wait_ms = 30_000;
+    let api = Arc::new(TestServer::start_with(config.clone()).await);
+    let mut projector_config = config;
+    projector_config.projector = true;
+    let projector = ServerProcess::start(&projector_config);
+
+    let mut writers = spawn_writers(&api, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    projector.kill();
+    // Restart once the dead member's session (10 s) has lapsed: Tansu 0.6.0
+    // never completes a rebalance that a replacement starts while the dead
+    // member is still in the group. Writers go on meanwhile.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let _restarted = ServerProcess::start(&projector_config);
+    writers.extend(spawn_writers(&api, 1));
+    let mut expected = Vec::new();
+    for writer in writers {
+        expected.extend(writer.await.expect("writer"));
+    }
+
+    let last = api
+        .records()
+        .await
+        .iter()
+        .map(|r| r.id())
+        .max()
+        .expect("records");
+    eventually(
+        PATIENCE,
+        "the projector to reach the end of the log",
+        || async {
+            let (_, page) = api.get_json("/api/chats/crash/messages?limit=1").await;
+            (page["cursor"] == last.as_str()).then_some(())
+        },
+    )
+    .await;
+    let messages = api.all_messages("crash", 100).await;
+    let mut got = ids(&messages);
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every message once");
+    for message in &messages {
+        assert_eq!(
+            message["reactions"],
+            json!({"👍": 1}),
+            "counts of {}",
+            message["id"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_redis_stopped_fetch_answers_503_fast_posts_go_on_and_the_projector_catches_up() {
+    let mut redis = OwnRedis::start();
+    let mut config = common::config();
+    config.redis.url = redis.url();
+    config.redis.timeout_ms = 500;
+    let server = TestServer::start_with(config).await;
+    let mut posted = vec![server.post_message("outage", "alice", "before").await];
+    until_fetchable(&server, "outage", &posted).await;
+
+    redis.kill();
+    let started = Instant::now();
+    let response = server
+        .get("/api/chats/outage/messages")
+        .await
+        .expect("request completes");
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    // The Redis timeout is 0.5 s; three more seconds of slack for a loaded machine.
+    assert!(took < Duration::from_millis(3500), "fetch took {took:?}");
+    for i in 0..5 {
+        posted.push(
+            server
+                .post_message("outage", "alice", &format!("during {i}"))
+                .await,
+        );
+    }
+    let ready = server.get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    redis.restart();
+    let messages = until_fetchable(&server, "outage", &posted).await;
+    assert_eq!(ids(&messages), posted);
+    server.stop().await;
+}
