@@ -7,7 +7,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router, middleware};
 use chat_core::event::{
     self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
@@ -74,32 +74,51 @@ impl AppState {
     }
 }
 
+/// Every route: path template, method and handler. The router is built from
+/// this table, and a test holds it equal to `openapi.json`.
+pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
+    const MESSAGES: &str = "/api/chats/{chat_id}/messages";
+    const REACTIONS: &str = "/api/chats/{chat_id}/messages/{message_id}/reactions";
+    const REACTION: &str = "/api/chats/{chat_id}/messages/{message_id}/reactions/{emoji}";
+    vec![
+        (MESSAGES, Method::GET, get(fetch_messages)),
+        (MESSAGES, Method::POST, post(post_message)),
+        (REACTIONS, Method::POST, post(add_reaction)),
+        (REACTION, Method::DELETE, delete(remove_reaction)),
+        ("/api/openapi.json", Method::GET, get(openapi)),
+        ("/healthz", Method::GET, get(healthz)),
+        ("/readyz", Method::GET, get(readyz)),
+        ("/metrics", Method::GET, get(metrics)),
+    ]
+}
+
 /// The API's routes.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/api/chats/{chat_id}/messages",
-            get(fetch_messages).post(post_message),
-        )
-        .route(
-            "/api/chats/{chat_id}/messages/{message_id}/reactions",
-            post(add_reaction),
-        )
-        .route(
-            "/api/chats/{chat_id}/messages/{message_id}/reactions/{emoji}",
-            axum::routing::delete(remove_reaction),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| {
+            router.route(path, handler)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
 
+/// The OpenAPI 3.1 document of this API.
+pub(crate) const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 async fn not_found(method: Method, uri: Uri) -> Problem {
-    Problem::not_found(format!("no route for {method} {}", uri.path()))
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-route",
+        "Not found",
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Problem {

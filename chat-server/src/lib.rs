@@ -19,6 +19,15 @@ mod redis_conn;
 
 pub use http::app;
 
+/// Every route the API serves, as path template and method: what
+/// `/api/openapi.json` must document.
+pub fn route_table() -> Vec<(&'static str, axum::http::Method)> {
+    http::routes()
+        .into_iter()
+        .map(|(path, method, _)| (path, method))
+        .collect()
+}
+
 /// Everything chat-server can be told.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "chat-server", version, about = "The chat backend's HTTP API")]

@@ -279,5 +279,28 @@ async fn health_readiness_and_metrics_answer() {
         metrics.contains("kafka_produce_duration_seconds_bucket"),
         "produce latency:\n{metrics}"
     );
+    // Fetch metrics, and the projector's lag once it applied something.
+    let (status, _) = server.get_json("/api/chats/metrics/messages?limit=5").await;
+    assert_eq!(status, 200);
+    let (status, _) = server.get_json("/api/chats/metrics/messages?limit=0").await;
+    assert_eq!(status, 400);
+    let metrics = common::eventually(
+        std::time::Duration::from_secs(30),
+        "projector metrics",
+        || async {
+            let text = server.get("/metrics").await.ok()?.text().await.ok()?;
+            (text.contains("projector_lag_seconds") && text.contains("projector_lag_records"))
+                .then_some(text)
+        },
+    )
+    .await;
+    for wanted in [
+        r#"fetch_requests_total{status="200"}"#,
+        r#"fetch_requests_total{status="400"}"#,
+        "fetch_duration_seconds_bucket",
+        "projector_events_applied_total",
+    ] {
+        assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
+    }
     server.stop().await;
 }
