@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build bench-post fmt clippy
+.PHONY: run test build bench-post bench-fetch fmt clippy
 
 ## Run the whole system locally (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
@@ -27,3 +27,7 @@ clippy:
 ## Measure POST throughput and latency (wrk) against the embedded broker and Tansu.
 bench-post:
 	scripts/bench-post.sh
+
+## Measure fetch throughput and latency (wrk) and the delay from a 201 to the message being fetchable.
+bench-fetch:
+	scripts/bench-fetch.sh

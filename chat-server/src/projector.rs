@@ -44,6 +44,10 @@ pub(crate) async fn run(
         // A member that died hands its partitions over within 10 s.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
+        // Brokers that do not answer a waiting fetch when data arrives (the
+        // embedded mock broker, for one) would hold each new event for the
+        // whole wait: keep it short, at the cost of idle fetches.
+        .set("fetch.wait.max.ms", "20")
         .create()?;
     consumer.subscribe(&[&kafka.topic])?;
     let consumer = Arc::new(consumer);

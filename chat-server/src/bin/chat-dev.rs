@@ -104,7 +104,7 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         )
     };
     let banner = format!(
-        "\nchat backend running:\n  chat-server  http://{addr}\n  Kafka        {brokers}  topic {topic}{kafka_note}\n  Redis        {redis}{redis_note}\n\nTry:\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n\nPress Ctrl-C to stop.\n",
+        "\nchat backend running:\n  chat-server  http://{addr}\n  Kafka        {brokers}  topic {topic}{kafka_note}\n  Redis        {redis}{redis_note}\n\nTry:\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
         addr = server.local_addr(),
         brokers = config.kafka.brokers,
         topic = config.kafka.topic,
