@@ -39,6 +39,7 @@ impl Keys {
             bodies: format!("{base}:bodies"),
             client_ids: format!("{base}:client-ids"),
             head: format!("{base}:head"),
+            reactions: format!("{base}:reactions"),
             counts_prefix: format!("{base}:counts:"),
             users_prefix: format!("{base}:users:"),
         }
@@ -75,6 +76,9 @@ pub struct ChatKeys {
     pub client_ids: String,
     /// Hash with the id and offset of the last event of the chat applied.
     pub head: String,
+    /// Hash of message id to its counts as a JSON object (`{"👍":2}`), kept
+    /// beside `counts_prefix` so a page of counts is one read.
+    pub reactions: String,
     /// Followed by a message id: hash of emoji to count.
     pub counts_prefix: String,
     /// Followed by a message id: hash whose fields are `emoji\nuserId`, the
@@ -102,6 +106,7 @@ mod tests {
             &read_model.bodies,
             &read_model.client_ids,
             &read_model.head,
+            &read_model.reactions,
             &read_model.counts_prefix,
             &read_model.users_prefix,
         ] {

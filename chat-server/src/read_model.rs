@@ -17,13 +17,23 @@ use serde::Serialize;
 use crate::redis_conn::RedisConn;
 
 /// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
-/// head. ARGV: counts prefix, users prefix, retention, then 7 values per
+/// head, reactions. ARGV: counts prefix, users prefix, retention, then 7 values per
 /// event: kind (`m`/`r`), id, offset, and for a message userId,
 /// clientMessageId (or empty), body; for a reaction message id, userId,
 /// emoji, action.
 const APPLY: &str = r"
-local messages, bodies, client_ids, head_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local messages, bodies, client_ids, head_key, reactions = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local counts_prefix, users_prefix, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function publish_counts(message)
+  local flat = redis.call('HGETALL', counts_prefix .. message)
+  if #flat == 0 then
+    redis.call('HDEL', reactions, message)
+  else
+    local counts = {}
+    for j = 1, #flat, 2 do counts[flat[j]] = tonumber(flat[j + 1]) end
+    redis.call('HSET', reactions, message, cjson.encode(counts))
+  end
+end
 local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
 local applied = 0
 for i = 4, #ARGV, 7 do
@@ -49,6 +59,7 @@ for i = 4, #ARGV, 7 do
               if redis.call('HGET', client_ids, field) == old then redis.call('HDEL', client_ids, field) end
             end
             redis.call('HDEL', bodies, old)
+            redis.call('HDEL', reactions, old)
             redis.call('DEL', counts_prefix .. old, users_prefix .. old)
           end
           redis.call('ZREMRANGEBYRANK', messages, 0, excess - 1)
@@ -60,9 +71,13 @@ for i = 4, #ARGV, 7 do
         local users, counts = users_prefix .. message, counts_prefix .. message
         local field = emoji .. '\n' .. user
         if action == 'add' then
-          if redis.call('HSETNX', users, field, '1') == 1 then redis.call('HINCRBY', counts, emoji, 1) end
+          if redis.call('HSETNX', users, field, '1') == 1 then
+            redis.call('HINCRBY', counts, emoji, 1)
+            publish_counts(message)
+          end
         elseif redis.call('HDEL', users, field) == 1 then
           if redis.call('HINCRBY', counts, emoji, -1) <= 0 then redis.call('HDEL', counts, emoji) end
+          publish_counts(message)
         end
       end
     end
@@ -82,12 +97,12 @@ return 1
 ";
 
 /// Reads a page of messages with their counts. KEYS: messages, bodies,
-/// head. ARGV: counts prefix, mode (`after`, `before`, `latest`), offset,
+/// head, reactions. ARGV: mode (`after`, `before`, `latest`), offset,
 /// limit. Answers head id (or false), has newer (0/1), has older (0/1),
-/// then per message its body and its counts as a flat field/value list.
+/// the bodies, then the counts (JSON, or false for none), in page order.
 const FETCH: &str = r"
-local messages, bodies, head_key = KEYS[1], KEYS[2], KEYS[3]
-local counts_prefix, mode, offset, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local messages, bodies, head_key, reactions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode, offset, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ids
 if mode == 'after' then
   ids = redis.call('ZRANGEBYSCORE', messages, '(' .. offset, '+inf', 'LIMIT', 0, limit)
@@ -111,12 +126,12 @@ elseif mode == 'after' then
 elseif mode == 'before' then
   if #redis.call('ZRANGEBYSCORE', messages, offset, '+inf', 'LIMIT', 0, 1) > 0 then newer = 1 end
 end
-local out = { redis.call('HGET', head_key, 'id'), newer, older }
-for _, id in ipairs(ids) do
-  out[#out + 1] = redis.call('HGET', bodies, id) or '{}'
-  out[#out + 1] = redis.call('HGETALL', counts_prefix .. id)
+local page_bodies, page_counts = {}, {}
+if #ids > 0 then
+  page_bodies = redis.call('HMGET', bodies, unpack(ids))
+  page_counts = redis.call('HMGET', reactions, unpack(ids))
 end
-return out
+return { redis.call('HGET', head_key, 'id'), newer, older, page_bodies, page_counts }
 ";
 
 /// Which page of a chat to read.
@@ -225,6 +240,7 @@ impl ReadModel {
             call.key(&keys.bodies)
                 .key(&keys.client_ids)
                 .key(&keys.head)
+                .key(&keys.reactions)
                 .arg(&keys.counts_prefix)
                 .arg(&keys.users_prefix)
                 .arg(self.retention);
@@ -267,7 +283,7 @@ impl ReadModel {
             .key(&keys.messages)
             .key(&keys.bodies)
             .key(&keys.head)
-            .arg(&keys.counts_prefix)
+            .key(&keys.reactions)
             .arg(mode)
             .arg(offset)
             .arg(limit)
@@ -355,12 +371,21 @@ fn decode_page(
         .transpose()?;
     let has_more = i64::from_redis_value(next()?)? == 1;
     let has_older = i64::from_redis_value(next()?)? == 1;
-    let mut messages = Vec::new();
-    while let Some(body) = reply.next() {
-        let body = String::from_redis_value(body)?;
-        let counts = reply.next().ok_or_else(|| invalid("counts missing"))?;
+    let bodies = Vec::<Option<String>>::from_redis_value(next()?)?;
+    let counts = Vec::<Option<String>>::from_redis_value(next()?)?;
+    let mut messages = Vec::with_capacity(bodies.len());
+    // A body is missing only if retention dropped it between the range and
+    // the read, which one script call rules out; skip rather than fail.
+    for (body, counts) in bodies
+        .into_iter()
+        .zip(counts)
+        .filter_map(|(b, c)| Some((b?, c)))
+    {
         let message: Message = serde_json::from_str(&body).map_err(|e| invalid(&e.to_string()))?;
-        let reactions = HashMap::<String, i64>::from_redis_value(counts)?;
+        let reactions = match counts {
+            Some(json) => serde_json::from_str(&json).map_err(|e| invalid(&e.to_string()))?,
+            None => HashMap::new(),
+        };
         messages.push(FetchedMessage { message, reactions });
     }
     let last = messages.last().map(|m| m.message.id);
