@@ -40,6 +40,7 @@ impl Keys {
             client_ids: format!("{base}:client-ids"),
             head: format!("{base}:head"),
             reactions: format!("{base}:reactions"),
+            events: format!("{base}:events"),
             counts_prefix: format!("{base}:counts:"),
             users_prefix: format!("{base}:users:"),
         }
@@ -79,6 +80,9 @@ pub struct ChatKeys {
     /// Hash of message id to its counts as a JSON object (`{"👍":2}`), kept
     /// beside `counts_prefix` so a page of counts is one read.
     pub reactions: String,
+    /// Sorted set of the chat's latest events as SSE frames, scored by
+    /// offset: what publish-server replays to a client that reconnects.
+    pub events: String,
     /// Followed by a message id: hash of emoji to count.
     pub counts_prefix: String,
     /// Followed by a message id: hash whose fields are `emoji\nuserId`, the
@@ -107,6 +111,7 @@ mod tests {
             &read_model.client_ids,
             &read_model.head,
             &read_model.reactions,
+            &read_model.events,
             &read_model.counts_prefix,
             &read_model.users_prefix,
         ] {

@@ -12,7 +12,7 @@ use chat_core::names::Keys;
 use chat_core::validate::{ChatId, ClientMessageId, UserId};
 use redis::Script;
 
-use crate::redis_conn::RedisConn;
+use chat_core::redis_conn::RedisConn;
 
 const PENDING: &str = "pending";
 

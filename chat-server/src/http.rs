@@ -22,8 +22,8 @@ use tracing::{error, warn};
 
 use crate::client_messages::{Claim, ClientMessages};
 use crate::producer::{EventProducer, ProduceError};
-use crate::read_model::{Lookup, Page, ReadModel};
-use crate::redis_conn::RedisConn;
+use chat_core::read_model::{Lookup, Page, ReadModel};
+use chat_core::redis_conn::RedisConn;
 
 /// Bounds on what a request may carry.
 #[derive(Debug, Clone)]
@@ -476,7 +476,7 @@ async fn fetch_page(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FetchQuery>, QueryRejection>,
-) -> Result<crate::read_model::FetchPage, Problem> {
+) -> Result<chat_core::read_model::FetchPage, Problem> {
     let Path(chat_id) = path.map_err(path_rejection)?;
     let chat_id: ChatId = path_param(&chat_id)?;
     let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;

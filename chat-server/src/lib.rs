@@ -14,8 +14,6 @@ mod http;
 mod metrics;
 mod producer;
 mod projector;
-mod read_model;
-mod redis_conn;
 
 pub use http::app;
 
@@ -78,6 +76,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub retention_messages: u32,
 
+    /// Events kept per chat in Redis for publish-server to replay to
+    /// clients that reconnect with an older Last-Event-ID.
+    #[arg(long, env = "REPLAY_EVENTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub replay_events: u32,
+
     /// How long a reaction waits for the projector to reach its message
     /// (posted a moment ago) before answering 503, in milliseconds.
     #[arg(long, env = "REACTION_WAIT_MS", default_value_t = 2000,
@@ -127,11 +131,12 @@ impl Server {
                 source,
             })?;
         let producer = producer::EventProducer::new(&config.kafka)?;
-        let redis = Arc::new(redis_conn::RedisConn::new(&config.redis)?);
-        let read_model = Arc::new(read_model::ReadModel::new(
+        let redis = Arc::new(chat_core::redis_conn::RedisConn::new(&config.redis)?);
+        let read_model = Arc::new(chat_core::read_model::ReadModel::new(
             config.redis.keys(),
             &config.kafka.topic,
             config.retention_messages,
+            config.replay_events,
         ));
         let delivery_timeout = config.kafka.delivery_timeout();
         let claim_wait = delivery_timeout + Duration::from_secs(2);

@@ -17,8 +17,8 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::read_model::ReadModel;
-use crate::redis_conn::RedisConn;
+use chat_core::read_model::ReadModel;
+use chat_core::redis_conn::RedisConn;
 
 /// The most records applied in one Redis round trip.
 const MAX_BATCH: usize = 500;

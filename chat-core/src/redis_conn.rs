@@ -1,12 +1,12 @@
 //! A Redis connection that is made on first use and remade after failures,
 //! so the server starts, and keeps answering what it can, while Redis is down.
 
-use chat_core::config::RedisConfig;
+use crate::config::RedisConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 /// A lazily connected, self-healing Redis connection.
-pub(crate) struct RedisConn {
+pub struct RedisConn {
     client: redis::Client,
     /// Made by the first command; the manager reconnects by itself after that.
     manager: OnceCell<ConnectionManager>,
@@ -23,7 +23,7 @@ impl std::fmt::Debug for RedisConn {
 
 impl RedisConn {
     /// A connection to `config.url`; fails only on a malformed URL.
-    pub(crate) fn new(config: &RedisConfig) -> redis::RedisResult<Self> {
+    pub fn new(config: &RedisConfig) -> redis::RedisResult<Self> {
         Ok(Self {
             client: redis::Client::open(config.url.as_str())?,
             manager: OnceCell::new(),
@@ -32,7 +32,7 @@ impl RedisConn {
     }
 
     /// The connection, made now if it never was.
-    pub(crate) async fn get(&self) -> redis::RedisResult<ConnectionManager> {
+    pub async fn get(&self) -> redis::RedisResult<ConnectionManager> {
         let timeout = self.config.timeout();
         self.manager
             .get_or_try_init(|| async {
@@ -48,7 +48,7 @@ impl RedisConn {
     }
 
     /// Checks that Redis answers.
-    pub(crate) async fn ping(&self) -> redis::RedisResult<()> {
+    pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.get().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)

@@ -7,23 +7,23 @@
 
 use std::collections::HashMap;
 
-use chat_core::event::{ChatEvent, Message, ReactionAction};
-use chat_core::id::EventId;
-use chat_core::names::Keys;
-use chat_core::validate::ChatId;
+use crate::event::{ChatEvent, Message, ReactionAction};
+use crate::id::EventId;
+use crate::names::Keys;
+use crate::validate::ChatId;
 use redis::Script;
 use serde::Serialize;
 
 use crate::redis_conn::RedisConn;
 
 /// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
-/// head, reactions. ARGV: counts prefix, users prefix, retention, then 7 values per
-/// event: kind (`m`/`r`), id, offset, and for a message userId,
-/// clientMessageId (or empty), body; for a reaction message id, userId,
-/// emoji, action.
+/// head, reactions, events. ARGV: counts prefix, users prefix, retention,
+/// replay log length, then 8 values per event: kind (`m`/`r`), id, offset,
+/// for a message userId, clientMessageId (or empty), body, unused; for a
+/// reaction message id, userId, emoji, action; then its SSE frame.
 const APPLY: &str = r"
-local messages, bodies, client_ids, head_key, reactions = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local counts_prefix, users_prefix, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local messages, bodies, client_ids, head_key, reactions, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local counts_prefix, users_prefix, retention, log_length = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local function publish_counts(message)
   local flat = redis.call('HGETALL', counts_prefix .. message)
   if #flat == 0 then
@@ -36,7 +36,7 @@ local function publish_counts(message)
 end
 local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
 local applied = 0
-for i = 4, #ARGV, 7 do
+for i = 5, #ARGV, 8 do
   local kind, id, offset = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if offset > head then
     if kind == 'm' then
@@ -81,10 +81,17 @@ for i = 4, #ARGV, 7 do
         end
       end
     end
+    redis.call('ZADD', events, offset, ARGV[i + 7])
     head = offset
     redis.call('HSET', head_key, 'offset', ARGV[i + 2], 'id', id)
     applied = applied + 1
   end
+end
+local extra = redis.call('ZCARD', events) - log_length
+if extra > 0 then
+  local cut = redis.call('ZRANGE', events, extra - 1, extra - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', events, 0, extra - 1)
+  redis.call('HSET', head_key, 'trimmed', cut[2])
 end
 return applied
 ";
@@ -134,9 +141,29 @@ end
 return { redis.call('HGET', head_key, 'id'), newer, older, page_bodies, page_counts }
 ";
 
+/// Reads the replay log after an offset. KEYS: events, head. ARGV: offset,
+/// most frames. Answers the head offset (or false), the highest offset
+/// trimmed from the log (or false), then offset/frame pairs.
+const REPLAY: &str = r"
+local head = redis.call('HMGET', KEYS[2], 'offset', 'trimmed')
+local frames = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+return { head[1], head[2], frames }
+";
+
+/// What the replay log of a chat holds after a given offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The offset of the last event applied to the chat, if any.
+    pub head: Option<i64>,
+    /// Events up to this offset were dropped from the log.
+    pub trimmed: Option<i64>,
+    /// Offsets and SSE frames, oldest first.
+    pub frames: Vec<(i64, String)>,
+}
+
 /// Which page of a chat to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Page {
+pub enum Page {
     /// The latest messages.
     Latest,
     /// The messages right after this id.
@@ -148,32 +175,32 @@ pub(crate) enum Page {
 /// A message as the fetch API shows it: with its reaction counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct FetchedMessage {
+pub struct FetchedMessage {
     #[serde(flatten)]
-    pub(crate) message: Message,
-    pub(crate) reactions: HashMap<String, i64>,
+    pub message: Message,
+    pub reactions: HashMap<String, i64>,
 }
 
 /// One page of a chat, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct FetchPage {
-    pub(crate) chat_id: ChatId,
-    pub(crate) messages: Vec<FetchedMessage>,
+pub struct FetchPage {
+    pub chat_id: ChatId,
+    pub messages: Vec<FetchedMessage>,
     /// Where to continue: pass as `after` for what came since, or as
     /// `Last-Event-ID` to stream from here. When no newer message is left it
     /// is the chat's last applied event, reactions included, so the page's
     /// counts and the events after the cursor never overlap.
-    pub(crate) cursor: Option<EventId>,
+    pub cursor: Option<EventId>,
     /// Newer messages exist after `cursor`.
-    pub(crate) has_more: bool,
+    pub has_more: bool,
     /// Older messages exist before the first one of the page.
-    pub(crate) has_older: bool,
+    pub has_older: bool,
 }
 
 /// What a lookup of a message found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lookup {
+pub enum Lookup {
     Found,
     /// The projector has passed the message's position: it does not exist
     /// (or was trimmed by retention).
@@ -184,31 +211,36 @@ pub(crate) enum Lookup {
 
 /// Reads and writes the read model.
 #[derive(Debug)]
-pub(crate) struct ReadModel {
+pub struct ReadModel {
     keys: Keys,
     topic: String,
     /// Messages kept per chat; older ones are dropped with their reactions.
     retention: u32,
+    /// Events kept per chat for replay to reconnecting SSE clients.
+    replay_events: u32,
     apply: Script,
     advance: Script,
     fetch: Script,
+    replay: Script,
 }
 
 impl ReadModel {
-    pub(crate) fn new(keys: Keys, topic: &str, retention: u32) -> Self {
+    pub fn new(keys: Keys, topic: &str, retention: u32, replay_events: u32) -> Self {
         Self {
             keys,
             topic: topic.to_owned(),
             retention,
+            replay_events,
             apply: Script::new(APPLY),
             advance: Script::new(ADVANCE),
             fetch: Script::new(FETCH),
+            replay: Script::new(REPLAY),
         }
     }
 
     /// Applies events (in log order per partition) in one round trip, then
     /// records the partitions' progress in a second. Safe to repeat.
-    pub(crate) async fn apply(
+    pub async fn apply(
         &self,
         redis: &RedisConn,
         events: &[(EventId, ChatEvent)],
@@ -241,9 +273,11 @@ impl ReadModel {
                 .key(&keys.client_ids)
                 .key(&keys.head)
                 .key(&keys.reactions)
+                .key(&keys.events)
                 .arg(&keys.counts_prefix)
                 .arg(&keys.users_prefix)
-                .arg(self.retention);
+                .arg(self.retention)
+                .arg(self.replay_events);
             for (id, event) in chat_events {
                 encode(&mut call, *id, event);
             }
@@ -264,7 +298,7 @@ impl ReadModel {
     }
 
     /// Reads one page of `chat`, up to `limit` messages, in one round trip.
-    pub(crate) async fn fetch(
+    pub async fn fetch(
         &self,
         redis: &RedisConn,
         chat: &ChatId,
@@ -292,9 +326,44 @@ impl ReadModel {
         decode_page(chat, page, reply)
     }
 
+    /// Up to `most` events of `chat`'s replay log after `after`, with the
+    /// chat's head and how far the log was trimmed, in one round trip.
+    pub async fn replay(
+        &self,
+        redis: &RedisConn,
+        chat: &ChatId,
+        after: i64,
+        most: u32,
+    ) -> redis::RedisResult<Replay> {
+        use redis::FromRedisValue as _;
+        let keys = self.keys.chat(chat);
+        let mut conn = redis.get().await?;
+        let (head, trimmed, flat): (Option<i64>, Option<i64>, Vec<redis::Value>) = self
+            .replay
+            .key(&keys.events)
+            .key(&keys.head)
+            .arg(after)
+            .arg(most)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut frames = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(frame), Some(score)) = (flat.next(), flat.next()) {
+            frames.push((
+                i64::from_redis_value(score)?,
+                String::from_redis_value(frame)?,
+            ));
+        }
+        Ok(Replay {
+            head,
+            trimmed,
+            frames,
+        })
+    }
+
     /// Whether `message` is in `chat`'s read model, and if not, whether the
     /// projector has passed its position.
-    pub(crate) async fn lookup(
+    pub async fn lookup(
         &self,
         redis: &RedisConn,
         chat: &ChatId,
@@ -348,6 +417,7 @@ fn encode(call: &mut redis::ScriptInvocation<'_>, id: EventId, event: &ChatEvent
                 });
         }
     }
+    call.arg(crate::sse::frame(id, event));
 }
 
 fn invalid(what: &str) -> redis::RedisError {

@@ -1,0 +1,67 @@
+//! Server-Sent Events frames of chat events. An event is encoded once, here,
+//! and the same bytes go to every subscriber and into the replay log.
+
+use crate::event::{ChatEvent, Message, Reaction};
+use crate::id::EventId;
+
+/// Sent once at the start of a stream: how long EventSource waits before
+/// reconnecting, in milliseconds.
+pub const RETRY: &str = "retry: 2000\n\n";
+
+/// A comment line that keeps proxies and clients from timing the stream out.
+pub const HEARTBEAT: &str = ": heartbeat\n\n";
+
+/// The SSE frame of the event at `id`: `id:`, `event:` named after its type,
+/// and the event as the API shows it (a stored message or reaction).
+pub fn frame(id: EventId, event: &ChatEvent) -> String {
+    let (name, data) = match event {
+        ChatEvent::Message(posted) => (
+            "message",
+            serde_json::to_string(&Message::stored(id, posted.clone())),
+        ),
+        ChatEvent::Reaction(change) => (
+            "reaction",
+            serde_json::to_string(&Reaction {
+                id,
+                change: change.clone(),
+            }),
+        ),
+    };
+    // Stored messages and reactions are strings and numbers: they encode,
+    // and JSON puts no raw line break in a string.
+    let data = data.unwrap_or_default();
+    format!("id: {id}\nevent: {name}\ndata: {data}\n\n")
+}
+
+/// A `reset` frame: the server cannot replay from the client's id; the
+/// client refetches with the fetch API. It has no `id:`, so the client's
+/// last event id stays as it was.
+pub fn reset(reason: &str) -> String {
+    let data = serde_json::json!({ "reason": reason });
+    format!("event: reset\ndata: {data}\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MessagePosted;
+
+    #[test]
+    fn a_message_frame_has_id_event_and_one_data_line() {
+        let event = ChatEvent::Message(MessagePosted {
+            chat_id: "lobby".parse().expect("chat"),
+            user_id: "alice".parse().expect("user"),
+            text: "two\nlines".into(),
+            client_message_id: None,
+            created_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T09:30:00.123Z")
+                .expect("time")
+                .with_timezone(&chrono::Utc),
+        });
+        let frame = frame(EventId::new(1, 42), &event);
+        assert_eq!(
+            frame,
+            "id: 1-000000000000002a\nevent: message\ndata: {\"id\":\"1-000000000000002a\",\"chatId\":\"lobby\",\"userId\":\"alice\",\"text\":\"two\\nlines\",\"createdAt\":\"2026-11-21T09:30:00.123Z\"}\n\n"
+        );
+        assert!(reset("gone").starts_with("event: reset\ndata: {"));
+    }
+}
