@@ -4,6 +4,7 @@
 pub mod config;
 pub mod event;
 pub mod id;
+pub mod metrics;
 pub mod names;
 pub mod problem;
 pub mod read_model;

@@ -159,6 +159,9 @@ pub struct Replay {
     pub trimmed: Option<i64>,
     /// Offsets and SSE frames, oldest first.
     pub frames: Vec<(i64, String)>,
+    /// The projector has applied the whole partition up to this offset, so
+    /// the log holds every event of the chat up to it.
+    pub projected: Option<i64>,
 }
 
 /// Which page of a chat to read.
@@ -332,20 +335,28 @@ impl ReadModel {
         &self,
         redis: &RedisConn,
         chat: &ChatId,
-        after: i64,
+        after: EventId,
         most: u32,
     ) -> redis::RedisResult<Replay> {
         use redis::FromRedisValue as _;
         let keys = self.keys.chat(chat);
         let mut conn = redis.get().await?;
+        // Read before the log: the projector records a partition's progress
+        // only after the chats' logs hold it, so the log read next holds at
+        // least everything up to this offset.
+        let projected: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.projected(&self.topic, after.partition))
+            .query_async(&mut conn)
+            .await?;
         let (head, trimmed, flat): (Option<i64>, Option<i64>, Vec<redis::Value>) = self
             .replay
             .key(&keys.events)
             .key(&keys.head)
-            .arg(after)
+            .arg(after.offset)
             .arg(most)
             .invoke_async(&mut conn)
             .await?;
+
         let mut frames = Vec::with_capacity(flat.len() / 2);
         let mut flat = flat.into_iter();
         while let (Some(frame), Some(score)) = (flat.next(), flat.next()) {
@@ -358,6 +369,7 @@ impl ReadModel {
             head,
             trimmed,
             frames,
+            projected,
         })
     }
 

@@ -13,9 +13,9 @@ use chat_core::event::{
     self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
 };
 use chat_core::id::EventId;
+use chat_core::metrics::PrometheusHandle;
 use chat_core::problem::Problem;
 use chat_core::validate::{ChatId, ClientMessageId, Invalid, UserId, check_text};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::{error, warn};
@@ -101,7 +101,7 @@ pub fn app(state: AppState) -> Router {
         })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn(chat_core::metrics::track))
         .with_state(state)
 }
 

@@ -11,7 +11,6 @@ use tracing::{info, warn};
 
 mod client_messages;
 mod http;
-mod metrics;
 mod producer;
 mod projector;
 
@@ -157,7 +156,7 @@ impl Server {
             read_model,
             client_messages,
             limits,
-            metrics: metrics::handle(),
+            metrics: chat_core::metrics::handle(),
             claim_wait,
             reaction_wait: Duration::from_millis(config.reaction_wait_ms),
         });

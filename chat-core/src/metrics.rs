@@ -7,7 +7,8 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Latency buckets, in seconds: 1 ms to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -15,7 +16,7 @@ const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// The process's metrics recorder, installed on first use.
-pub(crate) fn handle() -> PrometheusHandle {
+pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -33,7 +34,7 @@ pub(crate) fn handle() -> PrometheusHandle {
 }
 
 /// Counts every request by route template, method and status, and times it.
-pub(crate) async fn track(request: Request, next: Next) -> Response {
+pub async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,0 +1,262 @@
+//! Hubs: one per chat with subscribers. A hub keeps the chat's recent
+//! frames (for replay) and broadcasts new ones; it exists from the first
+//! subscribe to the last unsubscribe.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chat_core::id::EventId;
+use chat_core::validate::ChatId;
+use tokio::sync::broadcast;
+
+/// One event, encoded once as its SSE frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) id: EventId,
+    pub(crate) bytes: Bytes,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("this server streams {0} chats already, its limit")]
+    TooManyChats(usize),
+}
+
+#[derive(Debug)]
+struct HubState {
+    /// The latest frames, oldest first, at most `capacity`.
+    recent: VecDeque<Arc<Frame>>,
+    /// Per partition: every event after this offset went through the hub
+    /// (the reader's position when the hub was made).
+    complete_after: HashMap<i32, i64>,
+    /// The highest offset dropped from `recent`.
+    evicted_upto: Option<i64>,
+    subscribers: usize,
+}
+
+/// The hub of one chat.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    chat: ChatId,
+    live: broadcast::Sender<Arc<Frame>>,
+    state: Mutex<HubState>,
+    capacity: usize,
+}
+
+/// What a subscriber starts from: live frames from `live`, and the recent
+/// frames taken at the same instant, so nothing falls between the two.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) live: broadcast::Receiver<Arc<Frame>>,
+    pub(crate) recent: Vec<Arc<Frame>>,
+    /// The hub holds every event of the chat's partition after this offset
+    /// (`None`: the reader had not started when the hub was made).
+    pub(crate) covers_after: Option<i64>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes to live frames and takes the recent ones atomically.
+    pub(crate) fn start(&self, partition: Option<i32>) -> Start {
+        let state = self.lock();
+        let live = self.live.subscribe();
+        let recent: Vec<Arc<Frame>> = state.recent.iter().cloned().collect();
+        let partition = partition.or_else(|| recent.first().map(|f| f.id.partition));
+        let covers_after = partition
+            .and_then(|p| state.complete_after.get(&p).copied())
+            .map(|after| after.max(state.evicted_upto.unwrap_or(-1)));
+        Start {
+            live,
+            recent,
+            covers_after,
+        }
+    }
+
+    fn push(&self, frame: Arc<Frame>) {
+        let mut state = self.lock();
+        if state.recent.len() == self.capacity
+            && let Some(old) = state.recent.pop_front()
+        {
+            state.evicted_upto = Some(old.id.offset);
+        }
+        state.recent.push_back(frame.clone());
+        // No receiver is fine: the last subscriber may be leaving.
+        let _ = self.live.send(frame);
+    }
+
+    pub(crate) fn chat(&self) -> &ChatId {
+        &self.chat
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    hubs: HashMap<ChatId, Arc<Hub>>,
+    /// Per partition, the offset of the last record the reader handled.
+    positions: HashMap<i32, i64>,
+}
+
+/// All hubs of this server.
+#[derive(Debug)]
+pub(crate) struct Hubs {
+    registry: Mutex<Registry>,
+    /// Frames kept per chat for replay, and the live channel's capacity:
+    /// a subscriber further behind than this is caught up another way.
+    capacity: usize,
+    max_chats: usize,
+}
+
+impl Hubs {
+    pub(crate) fn new(capacity: usize, max_chats: usize) -> Self {
+        Self {
+            registry: Mutex::new(Registry::default()),
+            capacity,
+            max_chats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The reader starts partition `partition` after `offset`.
+    pub(crate) fn started(&self, partition: i32, offset: i64) {
+        self.lock().positions.insert(partition, offset);
+    }
+
+    /// Hands an event to its chat's hub, if the chat has one; `encode` runs
+    /// only then, once.
+    pub(crate) fn publish(
+        &self,
+        id: EventId,
+        chat: &ChatId,
+        encode: impl FnOnce() -> String,
+    ) -> bool {
+        let mut registry = self.lock();
+        registry.positions.insert(id.partition, id.offset);
+        let Some(hub) = registry.hubs.get(chat) else {
+            return false;
+        };
+        hub.push(Arc::new(Frame {
+            id,
+            bytes: Bytes::from(encode()),
+        }));
+        true
+    }
+
+    /// Joins `chat`'s hub, making it if needed.
+    pub(crate) fn join(&self, chat: &ChatId) -> Result<Arc<Hub>, Refused> {
+        let mut registry = self.lock();
+        let hub = match registry.hubs.get(chat) {
+            Some(hub) => hub.clone(),
+            None => {
+                if registry.hubs.len() >= self.max_chats {
+                    return Err(Refused::TooManyChats(self.max_chats));
+                }
+                let hub = Arc::new(Hub {
+                    chat: chat.clone(),
+                    live: broadcast::channel(self.capacity).0,
+                    state: Mutex::new(HubState {
+                        recent: VecDeque::with_capacity(self.capacity.min(64)),
+                        complete_after: registry.positions.clone(),
+                        evicted_upto: None,
+                        subscribers: 0,
+                    }),
+                    capacity: self.capacity,
+                });
+                registry.hubs.insert(chat.clone(), hub.clone());
+                metrics::gauge!("publish_hubs").set(registry.hubs.len() as f64);
+                hub
+            }
+        };
+        hub.lock().subscribers += 1;
+        Ok(hub)
+    }
+
+    /// Leaves a hub; the last to leave drops it.
+    pub(crate) fn leave(&self, hub: &Arc<Hub>) {
+        let mut registry = self.lock();
+        let mut state = hub.lock();
+        state.subscribers -= 1;
+        if state.subscribers == 0
+            && registry
+                .hubs
+                .get(&hub.chat)
+                .is_some_and(|h| Arc::ptr_eq(h, hub))
+        {
+            registry.hubs.remove(&hub.chat);
+            metrics::gauge!("publish_hubs").set(registry.hubs.len() as f64);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> usize {
+        self.lock().hubs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(name: &str) -> ChatId {
+        name.parse().expect("chat id")
+    }
+
+    #[test]
+    fn a_subscriber_sees_each_frame_once_across_recent_and_live() {
+        let hubs = Hubs::new(4, 10);
+        hubs.started(0, 9);
+        let lobby = chat("lobby");
+        let first = hubs.join(&lobby).expect("join");
+        assert!(hubs.publish(EventId::new(0, 10), &lobby, || "a".into()));
+        assert!(
+            !hubs.publish(EventId::new(0, 11), &chat("other"), || unreachable!(
+                "not encoded"
+            ))
+        );
+        let mut start = first.start(Some(0));
+        assert_eq!(start.covers_after, Some(9));
+        assert_eq!(
+            start.recent.iter().map(|f| f.id.offset).collect::<Vec<_>>(),
+            [10]
+        );
+        hubs.publish(EventId::new(0, 12), &lobby, || "b".into());
+        assert_eq!(start.live.try_recv().expect("live").id.offset, 12);
+    }
+
+    #[test]
+    fn the_recent_window_is_bounded_and_says_what_it_dropped() {
+        let hubs = Hubs::new(2, 10);
+        hubs.started(0, -1);
+        let lobby = chat("lobby");
+        let hub = hubs.join(&lobby).expect("join");
+        for offset in 0..5 {
+            hubs.publish(EventId::new(0, offset), &lobby, || format!("{offset}"));
+        }
+        let start = hub.start(Some(0));
+        assert_eq!(start.recent.len(), 2);
+        assert_eq!(start.covers_after, Some(2), "offsets 0..=2 were dropped");
+    }
+
+    #[test]
+    fn hubs_are_dropped_with_their_last_subscriber_and_bounded_in_number() {
+        let hubs = Hubs::new(2, 1);
+        let a = hubs.join(&chat("a")).expect("join");
+        let a2 = hubs.join(&chat("a")).expect("second join");
+        assert!(matches!(
+            hubs.join(&chat("b")),
+            Err(Refused::TooManyChats(1))
+        ));
+        hubs.leave(&a);
+        assert_eq!(hubs.count(), 1);
+        hubs.leave(&a2);
+        assert_eq!(hubs.count(), 0);
+        assert!(hubs.join(&chat("b")).is_ok());
+    }
+}

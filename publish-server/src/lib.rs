@@ -1,0 +1,384 @@
+//! publish-server: streams each chat's events from Kafka to its subscribers
+//! over Server-Sent Events, with resume by `Last-Event-ID` and a bounded
+//! memory per chat and per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use chat_core::config::{KafkaConfig, RedisConfig};
+use chat_core::metrics::PrometheusHandle;
+use chat_core::problem::Problem;
+use chat_core::read_model::ReadModel;
+use chat_core::redis_conn::RedisConn;
+use chat_core::validate::ChatId;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::{info, warn};
+
+mod hub;
+mod reader;
+mod stream;
+
+const LAST_EVENT_ID: header::HeaderName = header::HeaderName::from_static("last-event-id");
+
+/// Everything publish-server can be told.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "publish-server",
+    version,
+    about = "Streams chat events over Server-Sent Events"
+)]
+pub struct Config {
+    /// Address the SSE API listens on.
+    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub redis: RedisConfig,
+
+    /// Origins allowed to open streams from a browser (CORS), comma-separated.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        default_value = "http://127.0.0.1:8080,http://localhost:8080",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Most chats streamed at once; a stream for one more answers 503.
+    #[arg(long, env = "MAX_CHATS", default_value_t = 100_000)]
+    pub max_chats: usize,
+
+    /// Most open streams; one more answers 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Recent events kept in memory per chat, for replay and for
+    /// subscribers that fall behind.
+    #[arg(long, env = "HUB_BUFFER", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub hub_buffer: u32,
+
+    /// Most events replayed from Redis to a reconnecting client; a client
+    /// further behind gets `reset`.
+    #[arg(long, env = "REPLAY_MAX", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub replay_max: u32,
+
+    /// How long a resume waits for the read model to catch up before
+    /// sending `reset`, in milliseconds.
+    #[arg(long, env = "REPLAY_WAIT_MS", default_value_t = 2000)]
+    pub replay_wait_ms: u64,
+
+    /// Seconds between heartbeat comments on idle streams.
+    #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+
+    /// A client that takes no data for this long is disconnected, in
+    /// milliseconds.
+    #[arg(long, env = "SEND_TIMEOUT_MS", default_value_t = 30_000)]
+    pub send_timeout_ms: u64,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Kafka settings: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("invalid CORS origin {0:?}")]
+    Origin(String),
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    hubs: Arc<hub::Hubs>,
+    redis: RedisConn,
+    read_model: ReadModel,
+    metrics: PrometheusHandle,
+    connections: AtomicUsize,
+    /// Set once the reader has its partitions.
+    reading: Arc<AtomicBool>,
+    /// Fires at shutdown: every stream ends.
+    shutdown: CancellationToken,
+}
+
+/// What every handler and stream shares.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub(crate) fn hubs(&self) -> &hub::Hubs {
+        &self.0.hubs
+    }
+    pub(crate) fn redis(&self) -> &RedisConn {
+        &self.0.redis
+    }
+    pub(crate) fn read_model(&self) -> &ReadModel {
+        &self.0.read_model
+    }
+    pub(crate) fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.0.config.heartbeat_secs)
+    }
+    pub(crate) fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.0.config.send_timeout_ms)
+    }
+    pub(crate) fn replay_max(&self) -> u32 {
+        self.0.config.replay_max
+    }
+    pub(crate) fn replay_wait(&self) -> Duration {
+        Duration::from_millis(self.0.config.replay_wait_ms)
+    }
+}
+
+/// The API's routes.
+pub fn app(state: AppState) -> Result<Router, Error> {
+    let origins = state
+        .0
+        .config
+        .cors_origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o.trim()).map_err(|_| Error::Origin(o.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET])
+        .allow_headers([LAST_EVENT_ID, header::CACHE_CONTROL]);
+    Ok(Router::new()
+        .route("/api/chats/{chat_id}/events", get(events))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors)
+        .layer(middleware::from_fn(chat_core::metrics::track))
+        .with_state(state))
+}
+
+async fn not_found(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-route",
+        "Not found",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    last_event_id: Option<String>,
+}
+
+/// Counts an open stream; uncounts it when dropped.
+struct Counted(AppState);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let open = self.0.0.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("publish_connections").set(open as f64);
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let Path(chat) = path.map_err(|r| Problem::bad_request(r.body_text()))?;
+    let chat: ChatId = chat
+        .parse()
+        .map_err(|e: chat_core::validate::Invalid| Problem::bad_request(e.to_string()))?;
+    let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+    // The header wins: EventSource sends it on every reconnect.
+    let last = headers
+        .get(LAST_EVENT_ID)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
+        .or(query.last_event_id);
+    let last_seen = match last.as_deref().map(str::trim) {
+        None | Some("") => stream::LastSeen::Nothing,
+        Some(text) => text
+            .parse()
+            .map_or(stream::LastSeen::Malformed, stream::LastSeen::Id),
+    };
+    let open = state.0.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let counted = Counted(state.clone());
+    if open > state.0.config.max_connections {
+        return Err(Problem::unavailable(format!(
+            "this server holds {} streams, its limit; retry on another",
+            state.0.config.max_connections
+        )));
+    }
+    metrics::gauge!("publish_connections").set(open as f64);
+    let hub = state
+        .hubs()
+        .join(&chat)
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let (out, frames) = tokio::sync::mpsc::channel(16);
+    tokio::spawn({
+        let state = state.clone();
+        let shutdown = state.0.shutdown.clone();
+        async move {
+            stream::run(state, hub, last_seen, out, shutdown).await;
+            drop(counted);
+        }
+    });
+    let body =
+        Body::from_stream(ReceiverStream::new(frames).map(Ok::<_, std::convert::Infallible>));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    let mut failures = Vec::new();
+    if !state.0.reading.load(Ordering::Acquire) {
+        failures.push("Kafka: not reading the topic yet".to_owned());
+    }
+    if let Err(e) = state.0.redis.ping().await {
+        failures.push(format!("Redis: {e}"));
+    }
+    if failures.is_empty() {
+        Ok(Json(
+            serde_json::json!({"status": "ready", "kafka": "ok", "redis": "ok"}),
+        ))
+    } else {
+        Err(Problem::unavailable(format!(
+            "not ready: {}",
+            failures.join("; ")
+        )))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.0.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A publish-server bound to its address, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+}
+
+impl Server {
+    /// Binds the listen address (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let redis = RedisConn::new(&config.redis)?;
+        let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
+        let hubs = Arc::new(hub::Hubs::new(config.hub_buffer as usize, config.max_chats));
+        let state = AppState(Arc::new(Inner {
+            config,
+            hubs,
+            redis,
+            read_model,
+            metrics: chat_core::metrics::handle(),
+            connections: AtomicUsize::new(0),
+            reading: Arc::new(AtomicBool::new(false)),
+            shutdown: CancellationToken::new(),
+        }));
+        let router = app(state.clone())?;
+        Ok(Self {
+            listener,
+            state,
+            router,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.0.config.listen)
+    }
+
+    /// Serves until `shutdown` fires: then stops accepting, ends every
+    /// stream (clients reconnect elsewhere with their Last-Event-ID) and
+    /// returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let inner = &self.state.0;
+        let reader = tokio::spawn(reader::run(
+            inner.config.kafka.clone(),
+            inner.hubs.clone(),
+            inner.reading.clone(),
+            inner.shutdown.clone(),
+        ));
+        info!(addr = %self.local_addr(), topic = %inner.config.kafka.topic, "publish-server listening");
+        let streams = inner.shutdown.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            streams.cancel();
+        });
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        inner.shutdown.cancel();
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "the Kafka reader could not start"),
+            Err(error) => warn!(%error, "the Kafka reader failed"),
+        }
+        info!("publish-server stopped");
+        served.map_err(Error::Serve)
+    }
+}

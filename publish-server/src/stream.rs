@@ -1,0 +1,196 @@
+//! One SSE connection: resume from the client's last event id (recent
+//! frames in memory, else the Redis replay log, else `reset`), then live
+//! frames, merged by id so nothing comes twice or goes missing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chat_core::id::EventId;
+use chat_core::sse;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::hub::{Frame, Hub};
+
+/// What the client said it saw last.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LastSeen {
+    Nothing,
+    Malformed,
+    Id(EventId),
+}
+
+/// The client went away or stopped reading for longer than allowed.
+struct Gone;
+
+struct Connection {
+    state: AppState,
+    hub: Arc<Hub>,
+    out: mpsc::Sender<Bytes>,
+    /// The id of the last frame sent: later frames only.
+    last_sent: Option<EventId>,
+}
+
+/// Streams to `out` until the client leaves or `shutdown` fires.
+pub(crate) async fn run(
+    state: AppState,
+    hub: Arc<Hub>,
+    last_seen: LastSeen,
+    out: mpsc::Sender<Bytes>,
+    shutdown: CancellationToken,
+) {
+    let mut connection = Connection {
+        state: state.clone(),
+        hub: hub.clone(),
+        out,
+        last_sent: None,
+    };
+    let _ = connection.stream(last_seen, &shutdown).await;
+    state.hubs().leave(&hub);
+}
+
+impl Connection {
+    async fn stream(
+        &mut self,
+        last_seen: LastSeen,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Gone> {
+        self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
+        let mut live = match last_seen {
+            LastSeen::Nothing => self.hub.start(None).live,
+            LastSeen::Malformed => {
+                self.reset("malformed Last-Event-ID").await?;
+                self.hub.start(None).live
+            }
+            LastSeen::Id(id) => self.resume(id).await?,
+        };
+        let mut heartbeat = tokio::time::interval(self.state.heartbeat());
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                received = live.recv() => match received {
+                    Ok(frame) => self.forward(&frame).await?,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        metrics::counter!("publish_slow_subscriber_catchups_total").increment(1);
+                        tracing::debug!(chat = %self.hub.chat(), missed, "subscriber fell behind");
+                        live = match self.last_sent {
+                            Some(id) => self.resume(id).await?,
+                            None => {
+                                self.reset("fell behind").await?;
+                                self.hub.start(None).live
+                            }
+                        };
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = heartbeat.tick() => self.send(Bytes::from_static(sse::HEARTBEAT.as_bytes())).await?,
+            }
+        }
+    }
+
+    /// Sends `frame` unless the client has it already.
+    async fn forward(&mut self, frame: &Frame) -> Result<(), Gone> {
+        if self
+            .last_sent
+            .is_some_and(|last| frame.id.offset <= last.offset)
+        {
+            return Ok(());
+        }
+        self.send(frame.bytes.clone()).await?;
+        metrics::counter!("publish_frames_delivered_total").increment(1);
+        self.last_sent = Some(frame.id);
+        Ok(())
+    }
+
+    async fn send(&self, bytes: Bytes) -> Result<(), Gone> {
+        match tokio::time::timeout(self.state.send_timeout(), self.out.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Gone),
+        }
+    }
+
+    async fn reset(&mut self, reason: &'static str) -> Result<(), Gone> {
+        metrics::counter!("publish_resets_total", "reason" => reason).increment(1);
+        self.last_sent = None;
+        self.send(Bytes::from(sse::reset(reason))).await
+    }
+
+    /// Replays what came after `after` and answers the live receiver to go
+    /// on with. The receiver is made before anything is replayed.
+    async fn resume(&mut self, after: EventId) -> Result<broadcast::Receiver<Arc<Frame>>, Gone> {
+        let start = self.hub.start(Some(after.partition));
+        self.last_sent = Some(after);
+        if start
+            .covers_after
+            .is_some_and(|covered| after.offset >= covered)
+        {
+            metrics::counter!("publish_replays_total", "source" => "memory").increment(1);
+            for frame in &start.recent {
+                if frame.id.partition == after.partition {
+                    self.forward(frame).await?;
+                }
+            }
+            return Ok(start.live);
+        }
+        // Older than memory: the replay log in Redis, once the projector has
+        // reached the point from which memory takes over.
+        let most = self.state.replay_max();
+        let give_up = Instant::now() + self.state.replay_wait();
+        let replay = loop {
+            let read = self
+                .state
+                .read_model()
+                .replay(self.state.redis(), self.hub.chat(), after, most + 1)
+                .await;
+            let replay = match read {
+                Ok(replay) => replay,
+                Err(error) => {
+                    tracing::warn!(%error, "replay from Redis failed");
+                    self.reset("replay unavailable").await?;
+                    return Ok(start.live);
+                }
+            };
+            // The log and memory join up once the projector has applied
+            // the partition as far as memory's coverage starts.
+            let reaches_memory = match (replay.projected, start.covers_after) {
+                (Some(projected), Some(covered)) => projected >= covered,
+                _ => false,
+            };
+            if reaches_memory || Instant::now() >= give_up {
+                break (replay, reaches_memory);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (replay, reaches_memory) = replay;
+        if replay.trimmed.is_some_and(|trimmed| after.offset < trimmed) {
+            self.reset("too old to replay").await?;
+            return Ok(start.live);
+        }
+        if replay.frames.len() > most as usize {
+            self.reset("too many events missed").await?;
+            return Ok(start.live);
+        }
+        if !reaches_memory {
+            self.reset("replay not available yet").await?;
+            return Ok(start.live);
+        }
+        metrics::counter!("publish_replays_total", "source" => "redis").increment(1);
+        for (offset, frame) in replay.frames {
+            self.forward(&Frame {
+                id: EventId::new(after.partition, offset),
+                bytes: Bytes::from(frame),
+            })
+            .await?;
+        }
+        for frame in &start.recent {
+            if frame.id.partition == after.partition {
+                self.forward(frame).await?;
+            }
+        }
+        Ok(start.live)
+    }
+}
