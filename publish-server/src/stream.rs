@@ -57,15 +57,24 @@ impl Connection {
         last_seen: LastSeen,
         shutdown: &CancellationToken,
     ) -> Result<(), Gone> {
-        self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
+        // Subscribed before the first byte goes out: a client that saw the
+        // stream open misses no event posted after that.
         let mut live = match last_seen {
             LastSeen::Nothing => self.hub.start(None).live,
             LastSeen::Malformed => {
+                let live = self.hub.start(None).live;
+                self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
                 self.reset("malformed Last-Event-ID").await?;
-                self.hub.start(None).live
+                live
             }
-            LastSeen::Id(id) => self.resume(id).await?,
+            LastSeen::Id(id) => {
+                self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
+                self.resume(id).await?
+            }
         };
+        if matches!(last_seen, LastSeen::Nothing) {
+            self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
+        }
         let mut heartbeat = tokio::time::interval(self.state.heartbeat());
         heartbeat.tick().await;
         loop {

@@ -1,0 +1,278 @@
+//! Test helpers: a chat-server and publish-servers in this process, sharing
+//! a topic and Redis prefix of the test's own, and an SSE client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub fn unique(name: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{name}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A running server of either kind, stopped on drop.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Graceful stop (SIGTERM's path): waits until the server returned.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("server stops within 20 s")
+            .expect("server task");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One test's world: its topic and key prefix.
+#[derive(Clone)]
+pub struct World {
+    pub topic: String,
+    pub prefix: String,
+    pub http: reqwest::Client,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            topic: unique("ps-test-events"),
+            prefix: unique("ps-test"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn chat_server(&self) -> Running {
+        let mut config = chat_server::Config::parse_from(["chat-server"]);
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.kafka.brokers = kafka_brokers();
+        config.kafka.topic = self.topic.clone();
+        config.redis.url = redis_url();
+        config.redis.key_prefix = self.prefix.clone();
+        config.projector_group = unique("ps-test-projector");
+        let server = chat_server::Server::bind(config)
+            .await
+            .expect("chat-server binds");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let run = server.run(shutdown.clone());
+        let task = tokio::spawn(async move { run.await.expect("chat-server runs") });
+        let running = Running {
+            addr,
+            shutdown,
+            task: Some(task),
+        };
+        self.until_ready(&running).await;
+        running
+    }
+
+    pub fn publish_config(&self) -> publish_server::Config {
+        let mut config = publish_server::Config::parse_from(["publish-server"]);
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.kafka.brokers = kafka_brokers();
+        config.kafka.topic = self.topic.clone();
+        config.redis.url = redis_url();
+        config.redis.key_prefix = self.prefix.clone();
+        config
+    }
+
+    pub async fn publish_server(&self, config: publish_server::Config) -> Running {
+        let server = publish_server::Server::bind(config)
+            .await
+            .expect("publish-server binds");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let run = server.run(shutdown.clone());
+        let task = tokio::spawn(async move { run.await.expect("publish-server runs") });
+        let running = Running {
+            addr,
+            shutdown,
+            task: Some(task),
+        };
+        self.until_ready(&running).await;
+        running
+    }
+
+    async fn until_ready(&self, server: &Running) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.http.get(server.url("/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} not ready", server.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Posts a message through chat-server; answers its id.
+    pub async fn post(&self, chat_server: SocketAddr, chat: &str, text: &str) -> String {
+        let response = self
+            .http
+            .post(format!("http://{chat_server}/api/chats/{chat}/messages"))
+            .json(&serde_json::json!({"userId": "tester", "text": text}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 201, "posting {text}");
+        let body: Value = response.json().await.expect("JSON");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Adds a reaction through chat-server; answers the reaction's id.
+    pub async fn react(
+        &self,
+        chat_server: SocketAddr,
+        chat: &str,
+        message: &str,
+        user: &str,
+    ) -> String {
+        let response = self
+            .http
+            .post(format!(
+                "http://{chat_server}/api/chats/{chat}/messages/{message}/reactions"
+            ))
+            .json(&serde_json::json!({"userId": user, "emoji": "👍"}))
+            .send()
+            .await
+            .expect("react");
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("JSON");
+        body["id"].as_str().expect("id").to_owned()
+    }
+}
+
+/// One SSE event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// An SSE subscriber: events arrive on `events` as the stream delivers them.
+pub struct Subscriber {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Opens a stream; returns once the response headers arrived and the
+    /// first bytes (`retry:`) were read, so the subscription is live.
+    pub async fn open(http: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = http.get(url).timeout(Duration::from_secs(600));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("stream opens");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut body = response.bytes_stream();
+        let (tx, events) = mpsc::unbounded_channel();
+        let first = body.next().await.expect("first bytes").expect("bytes");
+        let task = tokio::spawn(async move {
+            let mut buffer = String::from_utf8(first.to_vec()).expect("utf-8");
+            loop {
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    if let Some(event) = parse(&block)
+                        && tx.send(event).is_err()
+                    {
+                        return;
+                    }
+                }
+                match body.next().await {
+                    Some(Ok(bytes)) => buffer.push_str(std::str::from_utf8(&bytes).expect("utf-8")),
+                    _ => return,
+                }
+            }
+        });
+        Self { events, task }
+    }
+
+    /// The next `n` events, within `limit`.
+    pub async fn take(&mut self, n: usize, limit: Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => got.push(event),
+                Ok(None) => break,
+                Err(_) => panic!("got {} of {n} events: {got:?}", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Whether the stream has ended (the server closed it).
+    pub fn ended(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn parse(block: &str) -> Option<Event> {
+    let mut id = None;
+    let mut event = None;
+    let mut data = None;
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            event = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = Some(serde_json::from_str(v).expect("data is JSON"));
+        }
+    }
+    Some(Event {
+        id,
+        event: event?,
+        data: data?,
+    })
+}
