@@ -3,12 +3,12 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build bench-post bench-fetch fmt clippy
+.PHONY: run test build bench-post bench-fetch bench-sse fmt clippy
 
-## Run the whole system locally (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
+## Run the whole system locally: chat-server, publish-server (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
 	@if [ -z "$$REDIS_URL" ]; then scripts/ensure-redis.sh; fi
-	$(CARGO) build -p chat-server --bins
+	$(CARGO) build -p chat-server -p publish-server --bins
 	@exec ./target/debug/chat-dev
 
 ## Run every check and test against a real Tansu broker and redis-server (installed when absent).
@@ -31,3 +31,7 @@ bench-post:
 ## Measure fetch throughput and latency (wrk) and the delay from a 201 to the message being fetchable.
 bench-fetch:
 	scripts/bench-fetch.sh
+
+## Measure SSE fan-out: 50,000 subscribers, deliveries/s, post-to-receipt latency, losses, RSS per connection.
+bench-sse:
+	scripts/bench-sse.sh

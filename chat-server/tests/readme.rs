@@ -6,13 +6,18 @@ use clap::CommandFactory as _;
 #[test]
 fn every_flag_env_var_and_default_is_in_the_readme() {
     let readme = include_str!("../../README.md");
+    let section = readme
+        .split("\n### chat-server settings\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n#").next())
+        .expect("README has a '### chat-server settings' section");
     let command = chat_server::Config::command();
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
         if matches!(long, "help" | "version") {
             continue;
         }
-        let row = readme
+        let row = section
             .lines()
             .find(|l| l.starts_with(&format!("| `--{long}`")))
             .unwrap_or_else(|| panic!("README has no row for --{long}"));

@@ -39,7 +39,12 @@ const LAST_EVENT_ID: header::HeaderName = header::HeaderName::from_static("last-
 #[command(
     name = "publish-server",
     version,
-    about = "Streams chat events over Server-Sent Events"
+    about = "Streams chat events over Server-Sent Events",
+    // Kafka settings of the producer side, meaningless here.
+    mut_arg("delivery_timeout_ms", |a| a.hide(true)),
+    mut_arg("create_topic", |a| a.hide(true)),
+    mut_arg("topic_partitions", |a| a.hide(true)),
+    mut_arg("topic_replication", |a| a.hide(true))
 )]
 pub struct Config {
     /// Address the SSE API listens on.

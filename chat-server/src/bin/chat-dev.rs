@@ -1,10 +1,12 @@
 //! chat-dev: runs the whole chat backend on one machine for development and
-//! demos (`make run`). Unless told where Kafka and Redis are, it starts an
-//! embedded Kafka-protocol broker (librdkafka's mock cluster, in this process)
-//! and a local `redis-server` on its own port and data folder. One Ctrl-C
-//! stops everything.
+//! demos (`make run`): chat-server in this process and publish-server as a
+//! child (the `publish-server` binary beside this one). Unless told where
+//! Kafka and Redis are, it starts an embedded Kafka-protocol broker
+//! (librdkafka's mock cluster, in this process) and a local `redis-server` on
+//! its own port and data folder. One Ctrl-C stops everything.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
@@ -14,14 +16,15 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio::process::{Child, Command};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-dev",
     version,
-    about = "Runs the chat backend locally: chat-server with an embedded Kafka-protocol \
-             broker (unless KAFKA_BROKERS is set) and a local redis-server (unless REDIS_URL is set)"
+    about = "Runs the chat backend locally: chat-server and publish-server, with an embedded \
+             Kafka-protocol broker (unless KAFKA_BROKERS is set) and a local redis-server \
+             (unless REDIS_URL is set)"
 )]
 struct DevArgs {
     #[command(flatten)]
@@ -34,6 +37,10 @@ struct DevArgs {
     /// Folder for the local redis-server's working files and log.
     #[arg(long, env = "DEV_DATA_DIR", default_value = ".run")]
     dev_data_dir: PathBuf,
+
+    /// Address publish-server's SSE API listens on.
+    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = "127.0.0.1:8081")]
+    dev_publish_listen: SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +97,17 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
     let server = chat_server::Server::bind(config.clone())
         .await
         .map_err(|e| e.to_string())?;
+    let addr = server.local_addr();
+    let publish_addr = args.dev_publish_listen;
+    let publish = match start_publish_server(&config, addr, publish_addr).await {
+        Ok(child) => child,
+        Err(error) => {
+            if let Some(child) = redis_child {
+                stop_child("redis-server", child).await;
+            }
+            return Err(error);
+        }
+    };
     let kafka_note = if kafka_given {
         ""
     } else {
@@ -104,20 +122,119 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         )
     };
     let banner = format!(
-        "\nchat backend running:\n  chat-server  http://{addr}\n  Kafka        {brokers}  topic {topic}{kafka_note}\n  Redis        {redis}{redis_note}\n\nTry:\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
-        addr = server.local_addr(),
+        "\nchat backend running:\n  chat-server     http://{addr}\n  publish-server  http://{publish_addr}\n  Kafka           {brokers}  topic {topic}{kafka_note}\n  Redis           {redis}{redis_note}\n\nTry:\n  curl -N http://{publish_addr}/api/chats/lobby/events\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
         brokers = config.kafka.brokers,
         topic = config.kafka.topic,
         redis = config.redis.url,
     );
     let _ = std::io::stderr().write_all(banner.as_bytes());
 
-    let served = server.run(shutdown).await.map_err(|e| e.to_string());
+    let serving = tokio::spawn(server.run(shutdown.clone()));
+    let mut publish = Some(publish);
+    if let Some(child) = publish.as_mut() {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                error!(%status, "publish-server stopped on its own; stopping everything");
+                publish = None;
+                shutdown.cancel();
+            }
+            () = shutdown.cancelled() => {}
+        }
+    }
+    let served = match serving.await {
+        Ok(served) => served.map_err(|e| e.to_string()),
+        Err(error) => Err(format!("chat-server failed: {error}")),
+    };
+    if let Some(child) = publish {
+        stop_child("publish-server", child).await;
+    }
     if let Some(child) = redis_child {
         stop_child("redis-server", child).await;
     }
     info!("everything stopped");
     served
+}
+
+/// Starts the `publish-server` binary found beside this one, reading the
+/// same topic and Redis, with chat-server's address among its CORS origins
+/// (unless `CORS_ORIGINS` says otherwise), and waits until it is ready.
+/// Its other settings come from its own environment variables.
+async fn start_publish_server(
+    config: &chat_server::Config,
+    chat_addr: SocketAddr,
+    listen: SocketAddr,
+) -> Result<Child, String> {
+    let binary = std::env::current_exe()
+        .map_err(|e| format!("cannot find this program's folder: {e}"))?
+        .with_file_name("publish-server");
+    if std::net::TcpListener::bind(listen).is_err() {
+        return Err(format!(
+            "{listen} is taken, so publish-server cannot listen there: \
+             set PUBLISH_SERVER_LISTEN to a free address"
+        ));
+    }
+    let mut command = Command::new(&binary);
+    command
+        .env("PUBLISH_SERVER_LISTEN", listen.to_string())
+        .env("KAFKA_BROKERS", &config.kafka.brokers)
+        .env("KAFKA_TOPIC", &config.kafka.topic)
+        .env("REDIS_URL", &config.redis.url)
+        .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if std::env::var_os("CORS_ORIGINS").is_none() {
+        let port = chat_addr.port();
+        command.env(
+            "CORS_ORIGINS",
+            format!("http://{chat_addr},http://127.0.0.1:{port},http://localhost:{port}"),
+        );
+    }
+    die_with_parent(&mut command);
+    let mut child = command.spawn().map_err(|e| {
+        format!(
+            "cannot start {} (`make run` builds it): {e}",
+            binary.display()
+        )
+    })?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if ready(listen).await {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "publish-server exited at start-up ({status}); see its log above"
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            stop_child("publish-server", child).await;
+            return Err(format!(
+                "publish-server was not ready on {listen} within 30 s; see its log above"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `/readyz` at `addr` answers 200.
+async fn ready(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nhost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.ends_with(b" 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// Starts `redis-server` on `port` with its files under `data_dir`, and

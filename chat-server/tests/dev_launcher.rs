@@ -1,0 +1,199 @@
+//! `make run`'s launcher, chat-dev, as a user meets it: the whole system up
+//! (embedded broker, its own redis-server, chat-server, publish-server), a
+//! post streamed over SSE, and one Ctrl-C (or the launcher's death) leaving
+//! no process behind.
+//!
+//! chat-dev starts the `publish-server` binary beside it, which
+//! `cargo test --workspace` builds.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+struct Dev {
+    child: Child,
+    chat: u16,
+    publish: u16,
+    _data: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start() -> Dev {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_chat-dev"));
+    assert!(
+        exe.with_file_name("publish-server").exists(),
+        "publish-server is not built beside chat-dev: run `cargo build --workspace --bins`"
+    );
+    let data = std::env::temp_dir().join(format!(
+        "chat-dev-test-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let (chat, publish) = (free_port(), free_port());
+    let child = Command::new(exe)
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("REDIS_URL")
+        .env("CHAT_SERVER_LISTEN", format!("127.0.0.1:{chat}"))
+        .env("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{publish}"))
+        .env("DEV_REDIS_PORT", free_port().to_string())
+        .env("DEV_DATA_DIR", &data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chat-dev starts");
+    let dev = Dev {
+        child,
+        chat,
+        publish,
+        _data: TempDir(data),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for port in [publish, chat] {
+        loop {
+            let ready = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port} not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    dev
+}
+
+/// The children of `pid` (redis-server and publish-server).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("children")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
+    let mut dev = start().await;
+    let helpers = children(dev.child.id());
+    assert_eq!(helpers.len(), 2, "redis-server and publish-server");
+
+    let http = reqwest::Client::new();
+    let stream = http
+        .get(format!(
+            "http://127.0.0.1:{}/api/chats/lobby/events",
+            dev.publish
+        ))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    let first = body.next().await.expect("retry").expect("bytes");
+    assert!(first.starts_with(b"retry:"));
+    let posted: serde_json::Value = http
+        .post(format!(
+            "http://127.0.0.1:{}/api/chats/lobby/messages",
+            dev.chat
+        ))
+        .json(&serde_json::json!({"userId": "alice", "text": "hi"}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("JSON");
+    let id = posted["id"].as_str().expect("id").to_owned();
+    let mut seen = String::new();
+    let wanted = format!("id: {id}\nevent: message\n");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !seen.contains(&wanted) {
+            let bytes = body.next().await.expect("more").expect("bytes");
+            seen.push_str(std::str::from_utf8(&bytes).expect("utf-8"));
+        }
+    })
+    .await
+    .expect("the post arrives on the stream");
+
+    signal(dev.child.id(), "INT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = dev.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chat-dev still running 30 s after Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "chat-dev exits cleanly: {status}");
+    for pid in helpers {
+        assert!(!alive(pid), "process {pid} left behind");
+    }
+}
+
+#[tokio::test]
+async fn killing_the_launcher_outright_takes_its_children_along() {
+    let mut dev = start().await;
+    let helpers = children(dev.child.id());
+    assert_eq!(helpers.len(), 2);
+    dev.child.kill().expect("SIGKILL");
+    dev.child.wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while helpers.iter().any(|&pid| alive(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "children still alive 10 s after the launcher died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# publish-server under load: SUBSCRIBERS SSE subscribers over CHATS chats,
+# spread over SERVERS publish-server processes (each process here may hold
+# at most `ulimit -Hn` file descriptors), RATE posts per second of SIZE bytes
+# for DURATION seconds, once through chat-server (the full path through
+# Kafka) and once produced straight to Kafka; Tansu (memory storage) and
+# redis-server on free ports, release build, everything on 127.0.0.1 and on
+# this machine's cores. Each row is the median of RUNS runs, each run with
+# freshly started publish-servers (so RSS per connection starts from idle).
+#   SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUBSCRIBERS="${SUBSCRIBERS:-50000}" CHATS="${CHATS:-100}" RATE="${RATE:-1000}" SIZE="${SIZE:-100}"
+DURATION="${DURATION:-20}" SERVERS="${SERVERS:-3}" WORKERS="${WORKERS:-4}" RUNS="${RUNS:-3}"
+SOURCE_ADDRS="${SOURCE_ADDRS:-8}"
+source scripts/bench-lib.sh
+scripts/ensure-redis.sh
+scripts/ensure-tansu.sh
+cargo build --release -p chat-server -p publish-server -p bench --bins
+
+# Every subscriber is a socket at both ends: raise the soft limit as far as allowed.
+ulimit -n "$(ulimit -Hn)"
+echo "file descriptor limit per process: $(ulimit -n)" >&2
+
+work="$(mktemp -d -t chat-bench-sse.XXXXXX)"
+trap 'stop_all; rm -rf "$work"' EXIT
+
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+redis_port="$(free_port)"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+pids+=($!)
+kafka_port="$(free_port)"
+"$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+  --storage-engine memory://tansu/ --silent >"$work/tansu.log" 2>&1 &
+pids+=($!)
+sleep 1
+export KAFKA_BROKERS="127.0.0.1:$kafka_port" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn
+chat_port="$(free_port)"
+CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
+pids+=($!)
+wait_ready "$chat_port"
+
+one_run() { # publish-mode run-number
+  local ps_pids=() urls=() port
+  for s in $(seq 1 "$SERVERS"); do
+    port="$(free_port)"
+    PUBLISH_SERVER_LISTEN="127.0.0.1:$port" ./target/release/publish-server >"$work/publish-$s.log" 2>&1 &
+    ps_pids+=($!)
+    urls+=("http://127.0.0.1:$port/api/chats/{chat}/events")
+    wait_ready "$port"
+  done
+  local pid_list url_list
+  pid_list="$(IFS=,; echo "${ps_pids[*]}")"
+  url_list="$(IFS=,; echo "${urls[*]}")"
+  ./target/release/sse-bench run --json \
+    --subscribe-url "$url_list" --server-pid "$pid_list" \
+    --subscribers "$SUBSCRIBERS" --chats "$CHATS" --rate "$RATE" --size "$SIZE" --duration "$DURATION" \
+    --workers "$WORKERS" --source-addrs "$SOURCE_ADDRS" --chat-prefix "bench-$1-$2" \
+    --publish "$1" --post-url "http://127.0.0.1:$chat_port/api/chats/{chat}/messages" \
+    --kafka-brokers "$KAFKA_BROKERS" --kafka-topic chat-events \
+    | tee "$work/$1-$2.out" >&2
+  tail -n 1 "$work/$1-$2.out" >>"$work/$1.runs"
+  for pid in "${ps_pids[@]}"; do kill "$pid"; done
+  for pid in "${ps_pids[@]}"; do wait "$pid" || true; done
+}
+
+for i in $(seq 1 "$RUNS"); do
+  one_run kafka "$i"
+  one_run chat-server "$i"
+done
+
+python3 - "$work" "$RUNS" "$SUBSCRIBERS" "$CHATS" "$RATE" "$SIZE" "$DURATION" "$SERVERS" <<'PY'
+import json, statistics, sys
+work, runs, n, k, rate, size, duration, servers = sys.argv[1:]
+print(f"\nSSE fan-out: {n} subscribers over {k} chats on {servers} publish-server processes, "
+      f"{rate} posts/s of {size} bytes for {duration} s; median of {runs} runs")
+cols = [("deliveries_per_s", "deliv/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
+        ("max_ms", "max ms", "{:.2f}"), ("lost", "lost", "{:.0f}"), ("rss_per_connection_kib", "KiB/conn", "{:.2f}"),
+        ("server_cpu_s", "srv CPU s", "{:.1f}")]
+print(f"{'path':<28}" + "".join(f"{h:>11}" for _, h, _ in cols) + f"{'deliv ratio':>13}")
+rows = {}
+for name, label in [("kafka", "produced straight to Kafka"), ("chat-server", "posted through chat-server")]:
+    runs_ = [json.loads(l) for l in open(f"{work}/{name}.runs")]
+    rows[name] = {c: statistics.median(r[c] for r in runs_) for c, _, _ in cols}
+    rows[name]["all"] = runs_
+for name, label in [("kafka", "produced straight to Kafka"), ("chat-server", "posted through chat-server")]:
+    r = rows[name]
+    ratio = r["deliveries_per_s"] / rows["kafka"]["deliveries_per_s"]
+    print(f"{label:<28}" + "".join(f"{f.format(r[c]):>11}" for c, _, f in cols) + f"{ratio:>13.2f}")
+for name in rows:
+    print(f"runs ({name}): " + " | ".join(
+        f"{r['deliveries_per_s']:.0f}/s p99 {r['p99_ms']:.2f} lost {r['lost']} {r['rss_per_connection_kib']:.2f} KiB/conn"
+        for r in rows[name]["all"]))
+PY
