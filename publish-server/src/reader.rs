@@ -62,7 +62,15 @@ pub(crate) async fn run(
     ready.store(true, std::sync::atomic::Ordering::Release);
     info!(topic = %kafka.topic, partitions = assignment.len(), "reading from the end of every partition");
 
+    let mut handled: u32 = 0;
     loop {
+        // A fetch brings hundreds of records at once: let the subscribers
+        // forward what they got before more arrive, so that a burst does
+        // not overrun a chat's buffer while its readers wait their turn.
+        handled = handled.wrapping_add(1);
+        if handled % 32 == 0 {
+            tokio::task::yield_now().await;
+        }
         let record = tokio::select! {
             () = shutdown.cancelled() => break,
             record = consumer.recv() => record,

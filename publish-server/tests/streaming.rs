@@ -103,3 +103,224 @@ async fn after_a_restart_subscribers_resume_with_last_event_id_without_gap_or_du
     restarted.stop().await;
     chat.stop().await;
 }
+
+#[tokio::test]
+async fn fetch_then_subscribe_from_the_cursor_gives_every_event_once() {
+    let world = World::new();
+    let chat = world.chat_server().await;
+    let publish = world.publish_server(world.publish_config()).await;
+    let mut messages = Vec::new();
+    let mut last = String::new();
+    for i in 0..15 {
+        let id = world.post(chat.addr, "union", &format!("m{i}")).await;
+        last = world.react(chat.addr, "union", &id, "fan").await;
+        messages.push(id);
+    }
+    // Fetch once the read model has everything so far.
+    let page = loop {
+        let page: serde_json::Value = world
+            .http
+            .get(chat.url("/api/chats/union/messages?limit=100"))
+            .send()
+            .await
+            .expect("fetch")
+            .json()
+            .await
+            .expect("JSON");
+        if page["cursor"] == last.as_str() {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let fetched: Vec<String> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(
+        page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .all(|m| m["reactions"]["👍"] == 1)
+    );
+    let cursor = page["cursor"].as_str().expect("cursor").to_owned();
+    // More events after the fetch, before and after the subscription.
+    let mut later = Vec::new();
+    let mut later_messages = Vec::new();
+    for i in 0..5 {
+        let id = world.post(chat.addr, "union", &format!("later {i}")).await;
+        later.push(id.clone());
+        later_messages.push(id.clone());
+        later.push(world.react(chat.addr, "union", &id, "fan").await);
+    }
+    let mut subscriber = Subscriber::open(
+        &world.http,
+        &publish.url("/api/chats/union/events"),
+        Some(&cursor),
+    )
+    .await;
+    for i in 5..8 {
+        let id = world.post(chat.addr, "union", &format!("later {i}")).await;
+        later.push(id.clone());
+        later_messages.push(id);
+    }
+    let streamed = subscriber.take(later.len(), PATIENCE).await;
+    assert_eq!(ids(&streamed), later, "exactly the events after the cursor");
+    assert_eq!(fetched, messages);
+    let mut all = fetched;
+    all.extend(
+        streamed
+            .iter()
+            .filter(|e| e.event == "message")
+            .filter_map(|e| e.id.clone()),
+    );
+    messages.extend(later_messages);
+    assert_eq!(
+        all, messages,
+        "fetched then streamed: every message once, in order"
+    );
+    publish.stop().await;
+    chat.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_costs_bounded_memory_and_does_not_slow_the_others() {
+    use futures::StreamExt as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::io::Write as _;
+
+    let world = World::new();
+    let chat = world.chat_server().await; // creates the topic
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = world.publish_config();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_publish-server"))
+        .env("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KAFKA_BROKERS", &config.kafka.brokers)
+        .env("KAFKA_TOPIC", &config.kafka.topic)
+        .env("REDIS_URL", &config.redis.url)
+        .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
+        .env("HUB_BUFFER", "256")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("publish-server starts");
+    let child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !world
+        .http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publish-server not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss = || -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    };
+    // A client that asks for the stream and never reads a byte.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stalled
+        .write_all(b"GET /api/chats/slow/events HTTP/1.1\r\nhost: test\r\n\r\n")
+        .expect("request");
+    let mut normal =
+        Subscriber::open(&world.http, &format!("{base}/api/chats/slow/events"), None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss();
+
+    // 6,000 events of 3.5 KB (21 MB) straight into Kafka, 1,000 a second.
+    const EVENTS: usize = 6000;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let text = "x".repeat(3500);
+    let sends = (0..EVENTS).map(|i| {
+        let payload = serde_json::json!({"type": "message", "chatId": "slow", "userId": "load",
+            "text": format!("{i} {text}"), "createdAt": "2026-11-22T00:00:00.000Z"})
+        .to_string();
+        let producer = producer.clone();
+        let topic = config.kafka.topic.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key("slow").payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("produced")
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let got = normal.take(EVENTS, Duration::from_secs(120)).await;
+        (normal, got)
+    });
+    let mut produced = futures::stream::iter(sends).buffered(100);
+    let started = tokio::time::Instant::now();
+    let mut n: u64 = 0;
+    while produced.next().await.is_some() {
+        n += 1;
+        tokio::time::sleep_until(started + Duration::from_millis(n)).await;
+    }
+    let (_normal, got) = reader.await.expect("reader");
+    assert!(
+        got.iter().all(|e| e.event == "message"),
+        "the reading subscriber got no reset: {:?}",
+        got.iter().find(|e| e.event != "message")
+    );
+    let texts: Vec<usize> = got
+        .iter()
+        .map(|e| {
+            e.data["text"]
+                .as_str()
+                .expect("text")
+                .split(' ')
+                .next()
+                .expect("n")
+                .parse()
+                .expect("n")
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        (0..EVENTS).collect::<Vec<_>>(),
+        "the reading subscriber got every event in order"
+    );
+    let after = rss();
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 10 * 1024,
+        "RSS grew {grown} kB while 21 MB went past a stalled client (before {before} kB, after {after} kB)"
+    );
+    drop(stalled);
+    drop(child);
+    chat.stop().await;
+}
+
+/// A server process that goes when the test does, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
