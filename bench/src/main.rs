@@ -707,6 +707,14 @@ async fn post_all(args: &RunArgs) -> Result<Posted, String> {
     let chats = args.shared.chats;
     let total = args.rate * args.duration;
     let sender = Sender::new(args)?;
+    // A new producer first fetches metadata and its producer id, and a new
+    // HTTP client opens its connections: not part of what is measured.
+    // The warm-up post goes to a chat nobody subscribes to.
+    let warm_up = chat_id(&args.shared.chat_prefix, usize::MAX);
+    sender
+        .send(&warm_up, "warm-up".to_owned())
+        .await
+        .map_err(|e| format!("warm-up post to {warm_up} failed: {e}"))?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
     let acknowledged: Arc<Vec<AtomicU64>> =
         Arc::new((0..chats).map(|_| AtomicU64::new(0)).collect());
