@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
 use chat_core::config::{KafkaConfig, RedisConfig};
 use chat_core::metrics::PrometheusHandle;
@@ -22,12 +20,11 @@ use chat_core::redis_conn::RedisConn;
 use chat_core::validate::ChatId;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, warn};
 
+mod conn;
 mod hub;
 mod reader;
 mod stream;
@@ -117,8 +114,6 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("invalid CORS origin {0:?}")]
     Origin(String),
-    #[error("serving HTTP failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 #[derive(Debug)]
@@ -128,6 +123,8 @@ struct Inner {
     redis: RedisConn,
     read_model: ReadModel,
     metrics: PrometheusHandle,
+    /// Origins allowed to open streams from a browser.
+    origins: Vec<String>,
     connections: AtomicUsize,
     /// Set once the reader has its partitions.
     reading: Arc<AtomicBool>,
@@ -161,6 +158,9 @@ impl AppState {
     pub(crate) fn replay_wait(&self) -> Duration {
         Duration::from_millis(self.0.config.replay_wait_ms)
     }
+    pub(crate) fn cors_allows(&self, origin: &str) -> bool {
+        self.0.origins.iter().any(|o| o == origin)
+    }
 }
 
 /// The API's routes.
@@ -177,7 +177,8 @@ pub fn app(state: AppState) -> Result<Router, Error> {
         .allow_methods([Method::GET])
         .allow_headers([LAST_EVENT_ID, header::CACHE_CONTROL]);
     Ok(Router::new()
-        .route("/api/chats/{chat_id}/events", get(events))
+        // A GET is answered by `conn` before it reaches the router.
+        .route("/api/chats/{chat_id}/events", any(events_other_methods))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -212,8 +213,17 @@ struct EventsQuery {
     last_event_id: Option<String>,
 }
 
+async fn events_other_methods(method: Method, uri: Uri) -> Response {
+    let mut response = method_not_allowed(method, uri).await.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    response
+}
+
 /// Counts an open stream; uncounts it when dropped.
-struct Counted(AppState);
+#[derive(Debug)]
+pub(crate) struct Counted(AppState);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -222,22 +232,30 @@ impl Drop for Counted {
     }
 }
 
-async fn events(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<EventsQuery>, QueryRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    let Path(chat) = path.map_err(|r| Problem::bad_request(r.body_text()))?;
-    let chat: ChatId = chat
+/// A stream allowed to start: its chat's hub joined, its place counted.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) last_seen: stream::LastSeen,
+    pub(crate) counted: Counted,
+}
+
+/// Checks a request for a chat's events and joins the chat's hub, or says
+/// why not.
+pub(crate) fn admit(state: &AppState, request: conn::EventsRequest) -> Result<Admitted, Problem> {
+    let chat: ChatId = request
+        .chat
+        .map_err(Problem::bad_request)?
         .parse()
         .map_err(|e: chat_core::validate::Invalid| Problem::bad_request(e.to_string()))?;
-    let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+    let query: EventsQuery = serde_urlencoded::from_str(&request.query)
+        .map_err(|e| Problem::bad_request(format!("query: {e}")))?;
     // The header wins: EventSource sends it on every reconnect.
-    let last = headers
-        .get(LAST_EVENT_ID)
-        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
-        .or(query.last_event_id);
+    let last = match request.last_event_id {
+        Some(Ok(value)) => Some(value),
+        Some(Err(())) => Some("\u{0}".to_owned()),
+        None => query.last_event_id,
+    };
     let last_seen = match last.as_deref().map(str::trim) {
         None | Some("") => stream::LastSeen::Nothing,
         Some(text) => text
@@ -257,26 +275,11 @@ async fn events(
         .hubs()
         .join(&chat)
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    let (out, frames) = tokio::sync::mpsc::channel(16);
-    tokio::spawn({
-        let state = state.clone();
-        let shutdown = state.0.shutdown.clone();
-        async move {
-            stream::run(state, hub, last_seen, out, shutdown).await;
-            drop(counted);
-        }
-    });
-    let body =
-        Body::from_stream(ReceiverStream::new(frames).map(Ok::<_, std::convert::Infallible>));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(Admitted {
+        hub,
+        last_seen,
+        counted,
+    })
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -331,7 +334,13 @@ impl Server {
         let redis = RedisConn::new(&config.redis)?;
         let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
         let hubs = Arc::new(hub::Hubs::new(config.hub_buffer as usize, config.max_chats));
+        let origins = config
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .collect();
         let state = AppState(Arc::new(Inner {
+            origins,
             config,
             hubs,
             redis,
@@ -374,9 +383,13 @@ impl Server {
             signal.cancelled().await;
             streams.cancel();
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        conn::serve(
+            self.listener,
+            self.router,
+            self.state.clone(),
+            shutdown.clone(),
+        )
+        .await;
         inner.shutdown.cancel();
         match reader.await {
             Ok(Ok(())) => {}
@@ -384,6 +397,6 @@ impl Server {
             Err(error) => warn!(%error, "the Kafka reader failed"),
         }
         info!("publish-server stopped");
-        served.map_err(Error::Serve)
+        Ok(())
     }
 }

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chat_core::id::EventId;
 use chat_core::sse;
-use tokio::sync::{broadcast, mpsc};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::hub::{Frame, Hub};
+use crate::{Admitted, AppState};
 
 /// What the client said it saw last.
 #[derive(Debug, Clone, Copy)]
@@ -28,27 +30,48 @@ struct Gone;
 struct Connection {
     state: AppState,
     hub: Arc<Hub>,
-    out: mpsc::Sender<Bytes>,
+    out: OwnedWriteHalf,
     /// The id of the last frame sent: later frames only.
     last_sent: Option<EventId>,
 }
 
-/// Streams to `out` until the client leaves or `shutdown` fires.
+/// Streams to `out` until the client leaves (`input` ends) or `shutdown`
+/// fires; then closes the connection.
 pub(crate) async fn run(
     state: AppState,
-    hub: Arc<Hub>,
-    last_seen: LastSeen,
-    out: mpsc::Sender<Bytes>,
+    admitted: Admitted,
+    mut input: OwnedReadHalf,
+    out: OwnedWriteHalf,
     shutdown: CancellationToken,
 ) {
+    let Admitted {
+        hub,
+        last_seen,
+        counted,
+    } = admitted;
     let mut connection = Connection {
         state: state.clone(),
         hub: hub.clone(),
         out,
         last_sent: None,
     };
-    let _ = connection.stream(last_seen, &shutdown).await;
+    tokio::select! {
+        _ = connection.stream(last_seen, &shutdown) => {}
+        () = client_gone(&mut input) => {}
+    }
     state.hubs().leave(&hub);
+    drop(counted);
+}
+
+/// Returns when the client closes its side (or the connection fails);
+/// anything it sends after its request is ignored.
+async fn client_gone(input: &mut OwnedReadHalf) {
+    let mut sink = [0u8; 64];
+    while let Ok(n) = input.read(&mut sink).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 impl Connection {
@@ -115,8 +138,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn send(&self, bytes: Bytes) -> Result<(), Gone> {
-        match tokio::time::timeout(self.state.send_timeout(), self.out.send(bytes)).await {
+    async fn send(&mut self, bytes: Bytes) -> Result<(), Gone> {
+        match tokio::time::timeout(self.state.send_timeout(), self.out.write_all(&bytes)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Gone),
         }
