@@ -3,19 +3,21 @@
 # spread over SERVERS publish-server processes (each process here may hold
 # at most `ulimit -Hn` file descriptors), RATE posts per second of SIZE bytes
 # for DURATION seconds, once through chat-server (the full path through
-# Kafka) and once produced straight to Kafka; Tansu (memory storage) and
-# redis-server on free ports, release build, everything on 127.0.0.1 and on
-# this machine's cores. Each row is the median of RUNS runs, each run with
-# freshly started publish-servers (so RSS per connection starts from idle).
-#   SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
+# Kafka) and once produced straight to Kafka. The broker is BROKER=mock
+# (librdkafka's mock cluster, the one `make run` embeds, in a process of its
+# own) or BROKER=tansu (Tansu 0.6.0, memory storage); redis-server on a free
+# port; release build; everything on 127.0.0.1 and on this machine's cores.
+# Each row is the median of RUNS runs, each run with freshly started
+# publish-servers (so RSS per connection starts from idle).
+#   BROKER=mock SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBSCRIBERS="${SUBSCRIBERS:-50000}" CHATS="${CHATS:-100}" RATE="${RATE:-1000}" SIZE="${SIZE:-100}"
 DURATION="${DURATION:-20}" SERVERS="${SERVERS:-3}" WORKERS="${WORKERS:-4}" RUNS="${RUNS:-3}"
-SOURCE_ADDRS="${SOURCE_ADDRS:-8}"
+SOURCE_ADDRS="${SOURCE_ADDRS:-8}" BROKER="${BROKER:-mock}"
 source scripts/bench-lib.sh
 scripts/ensure-redis.sh
-scripts/ensure-tansu.sh
+if [ "$BROKER" = tansu ]; then scripts/ensure-tansu.sh; fi
 cargo build --release -p chat-server -p publish-server -p bench --bins
 
 # Every subscriber is a socket at both ends: raise the soft limit as far as allowed.
@@ -29,12 +31,23 @@ tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 redis_port="$(free_port)"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
 pids+=($!)
-kafka_port="$(free_port)"
-"$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-  --storage-engine memory://tansu/ --silent >"$work/tansu.log" 2>&1 &
-pids+=($!)
-sleep 1
-export KAFKA_BROKERS="127.0.0.1:$kafka_port" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn
+if [ "$BROKER" = tansu ]; then
+  kafka_port="$(free_port)"
+  "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine memory://tansu/ --silent >"$work/tansu.log" 2>&1 &
+  pids+=($!)
+  sleep 1
+  brokers="127.0.0.1:$kafka_port"
+else
+  ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$work/mock.addr" 2>"$work/mock.log" &
+  pids+=($!)
+  for _ in $(seq 1 100); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
+  brokers="$(head -n 1 "$work/mock.addr")"
+  # The mock broker does not take CreateTopics requests; the topic exists.
+  export KAFKA_CREATE_TOPIC=false
+fi
+echo "broker: $BROKER at $brokers" >&2
+export KAFKA_BROKERS="$brokers" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn
 chat_port="$(free_port)"
 CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
 pids+=($!)
@@ -69,11 +82,11 @@ for i in $(seq 1 "$RUNS"); do
   one_run chat-server "$i"
 done
 
-python3 - "$work" "$RUNS" "$SUBSCRIBERS" "$CHATS" "$RATE" "$SIZE" "$DURATION" "$SERVERS" <<'PY'
+python3 - "$work" "$RUNS" "$SUBSCRIBERS" "$CHATS" "$RATE" "$SIZE" "$DURATION" "$SERVERS" "$BROKER" <<'PY'
 import json, statistics, sys
-work, runs, n, k, rate, size, duration, servers = sys.argv[1:]
+work, runs, n, k, rate, size, duration, servers, broker = sys.argv[1:]
 print(f"\nSSE fan-out: {n} subscribers over {k} chats on {servers} publish-server processes, "
-      f"{rate} posts/s of {size} bytes for {duration} s; median of {runs} runs")
+      f"{rate} posts/s of {size} bytes for {duration} s, broker {broker}; median of {runs} runs")
 cols = [("deliveries_per_s", "deliv/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
         ("max_ms", "max ms", "{:.2f}"), ("lost", "lost", "{:.0f}"), ("rss_per_connection_kib", "KiB/conn", "{:.2f}"),
         ("server_cpu_s", "srv CPU s", "{:.1f}")]

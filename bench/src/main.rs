@@ -41,6 +41,18 @@ enum Command {
     /// A worker holding a share of the subscribers (started by `run`).
     #[command(hide = true)]
     Subscribe(Shared),
+    /// Runs librdkafka's mock Kafka cluster (the broker `make run` embeds)
+    /// with the topic made, prints its bootstrap address, and serves until
+    /// killed.
+    MockBroker(MockBrokerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MockBrokerArgs {
+    #[arg(long, default_value = "chat-events")]
+    topic: String,
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
 }
 
 /// What `run` and its workers both need to know.
@@ -145,6 +157,7 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(subscribe(shared))),
+        Command::MockBroker(args) => mock_broker(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,6 +165,19 @@ fn main() -> ExitCode {
             eprintln!("sse-bench: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn mock_broker(args: &MockBrokerArgs) -> Result<(), String> {
+    let cluster = rdkafka::mocking::MockCluster::new(1).map_err(|e| e.to_string())?;
+    cluster
+        .create_topic(&args.topic, args.partitions, 1)
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{}", cluster.bootstrap_servers());
+    let _ = out.flush();
+    loop {
+        std::thread::park();
     }
 }
 

@@ -24,6 +24,9 @@ pub(crate) enum LastSeen {
     Id(EventId),
 }
 
+/// Most frames written at once.
+const BATCH_FRAMES: usize = 64;
+
 /// The client went away or stopped reading for longer than allowed.
 struct Gone;
 
@@ -105,23 +108,76 @@ impl Connection {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
                 received = live.recv() => match received {
-                    Ok(frame) => self.forward(&frame).await?,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        metrics::counter!("publish_slow_subscriber_catchups_total").increment(1);
-                        tracing::debug!(chat = %self.hub.chat(), missed, "subscriber fell behind");
-                        live = match self.last_sent {
-                            Some(id) => self.resume(id).await?,
-                            None => {
-                                self.reset("fell behind").await?;
-                                self.hub.start(None).live
+                    Ok(frame) => {
+                        // Whatever else is waiting goes out in the same write.
+                        let mut batch = vec![frame];
+                        let mut lagged = false;
+                        while batch.len() < BATCH_FRAMES {
+                            match live.try_recv() {
+                                Ok(frame) => batch.push(frame),
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                    lagged = true;
+                                    break;
+                                }
+                                Err(_) => break,
                             }
-                        };
+                        }
+                        self.forward_batch(&batch).await?;
+                        if lagged {
+                            live = self.catch_up().await?;
+                        }
                     }
+                    Err(broadcast::error::RecvError::Lagged(_)) => live = self.catch_up().await?,
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 _ = heartbeat.tick() => self.send(Bytes::from_static(sse::HEARTBEAT.as_bytes())).await?,
             }
         }
+    }
+
+    /// The subscriber fell further behind than the hub keeps: replays what
+    /// it missed, or sends `reset`; answers the live receiver to go on with.
+    async fn catch_up(&mut self) -> Result<broadcast::Receiver<Arc<Frame>>, Gone> {
+        metrics::counter!("publish_slow_subscriber_catchups_total").increment(1);
+        tracing::debug!(chat = %self.hub.chat(), "subscriber fell behind");
+        match self.last_sent {
+            Some(id) => self.resume(id).await,
+            None => {
+                self.reset("fell behind").await?;
+                Ok(self.hub.start(None).live)
+            }
+        }
+    }
+
+    /// Sends the frames of `batch` the client does not have yet, in one write.
+    async fn forward_batch(&mut self, batch: &[Arc<Frame>]) -> Result<(), Gone> {
+        let mut last = self.last_sent;
+        let fresh: Vec<&Frame> = batch
+            .iter()
+            .filter(|frame| {
+                let new = last.is_none_or(|last| frame.id.offset > last.offset);
+                if new {
+                    last = Some(frame.id);
+                }
+                new
+            })
+            .map(|frame| &**frame)
+            .collect();
+        let bytes = match fresh.as_slice() {
+            [] => return Ok(()),
+            [one] => one.bytes.clone(),
+            many => {
+                let mut joined = Vec::with_capacity(many.iter().map(|f| f.bytes.len()).sum());
+                for frame in many {
+                    joined.extend_from_slice(&frame.bytes);
+                }
+                Bytes::from(joined)
+            }
+        };
+        self.send(bytes).await?;
+        metrics::counter!("publish_frames_delivered_total").increment(fresh.len() as u64);
+        self.last_sent = last;
+        Ok(())
     }
 
     /// Sends `frame` unless the client has it already.
