@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 ## Run the whole system locally: chat-server, publish-server (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
 	@if [ -z "$$REDIS_URL" ]; then scripts/ensure-redis.sh; fi
-	$(CARGO) build -p chat-server -p publish-server --bins
+	$(CARGO) build -p chat-server -p publish-server -p scheduler --bins
 	@exec ./target/debug/chat-dev
 
 ## Run every check and test against a real Tansu broker and redis-server (installed when absent).

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod event;
+pub mod hot;
 pub mod id;
 pub mod metrics;
 pub mod names;

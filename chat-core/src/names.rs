@@ -52,6 +52,35 @@ impl Keys {
         format!("{}:projected:{topic}:{partition}", self.prefix)
     }
 
+    /// Hash of chat id to the number of fetches of that chat during the
+    /// wall-clock second `second` (Unix time), summed over every instance.
+    /// One key per second so the scheduler reads a whole second at once.
+    pub fn fetch_counts(&self, second: i64) -> String {
+        format!("{}:fetches:{second}", self.prefix)
+    }
+
+    /// The `hotchat` flags: a sorted set of chat ids, each scored by the
+    /// time (Unix milliseconds) its flag expires, its TTL. One key, so every
+    /// server resyncs all flags in one read.
+    pub fn hot_chats(&self) -> String {
+        format!("{}:hotchats", self.prefix)
+    }
+
+    /// Pub/sub channel on which the scheduler announces flag changes.
+    pub fn hot_changes_channel(&self) -> String {
+        format!("{}:hotchat-changes", self.prefix)
+    }
+
+    /// The throttle state (GCRA theoretical arrival time) of a hot chat.
+    pub fn throttle(&self, chat: &ChatId) -> String {
+        format!("{}:{{c:{}}}:throttle", self.prefix, chat.as_str())
+    }
+
+    /// The scheduler's leader lock.
+    pub fn scheduler_leader(&self) -> String {
+        format!("{}:scheduler:leader", self.prefix)
+    }
+
     /// Remembers the message a user posted under a `clientMessageId`, so a
     /// retried POST answers with the original message.
     pub fn client_message(&self, chat: &ChatId, user: &UserId, cmid: &ClientMessageId) -> String {
@@ -104,6 +133,7 @@ mod tests {
             keys.client_message(&chat, &user, &cmid),
             "t1:{c:lobby}:cmid:alice:m-1"
         );
+        assert_eq!(keys.throttle(&chat), "t1:{c:lobby}:throttle");
         let read_model = keys.chat(&chat);
         for key in [
             &read_model.messages,

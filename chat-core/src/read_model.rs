@@ -150,6 +150,24 @@ local frames = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WIT
 return { head[1], head[2], frames }
 ";
 
+/// Reads some messages' counts with the chat's head, atomically. KEYS:
+/// head, reactions. ARGV: message ids. Answers head offset (or false), head
+/// id (or false), then the counts (JSON, or false for none) in order.
+const COUNTS: &str = r"
+local head = redis.call('HMGET', KEYS[1], 'offset', 'id')
+return { head[1], head[2], redis.call('HMGET', KEYS[2], unpack(ARGV)) }
+";
+
+/// Some messages' reaction counts as of a point of the chat's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountsAsOf {
+    /// The last event of the chat applied: the counts include every event
+    /// up to it and none after it.
+    pub head: Option<EventId>,
+    /// Per message asked for, in order: emoji to count.
+    pub counts: Vec<HashMap<String, i64>>,
+}
+
 /// What the replay log of a chat holds after a given offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
@@ -225,6 +243,7 @@ pub struct ReadModel {
     advance: Script,
     fetch: Script,
     replay: Script,
+    counts: Script,
 }
 
 impl ReadModel {
@@ -238,6 +257,7 @@ impl ReadModel {
             advance: Script::new(ADVANCE),
             fetch: Script::new(FETCH),
             replay: Script::new(REPLAY),
+            counts: Script::new(COUNTS),
         }
     }
 
@@ -370,6 +390,36 @@ impl ReadModel {
             trimmed,
             frames,
             projected,
+        })
+    }
+
+    /// The counts of `messages` (at most a few thousand) and the chat's
+    /// head they are as of, in one round trip.
+    pub async fn counts(
+        &self,
+        redis: &RedisConn,
+        chat: &ChatId,
+        messages: &[EventId],
+    ) -> redis::RedisResult<CountsAsOf> {
+        let keys = self.keys.chat(chat);
+        let mut conn = redis.get().await?;
+        let mut call = self.counts.key(&keys.head);
+        call.key(&keys.reactions);
+        for message in messages {
+            call.arg(message.to_string());
+        }
+        let (_, head, counts): (Option<i64>, Option<String>, Vec<Option<String>>) =
+            call.invoke_async(&mut conn).await?;
+        let counts = counts
+            .into_iter()
+            .map(|json| {
+                json.and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(CountsAsOf {
+            head: head.and_then(|id| id.parse().ok()),
+            counts,
         })
     }
 

@@ -33,6 +33,25 @@ pub fn frame(id: EventId, event: &ChatEvent) -> String {
     format!("id: {id}\nevent: {name}\ndata: {data}\n\n")
 }
 
+/// A `reactions` frame: a message's absolute reaction counts as of the
+/// event `as_of` (hot chats, at most once per message per second). It has
+/// no `id:`: the client's last event id stays as it was, and a `reaction`
+/// event whose id is not above `asOf` is already counted in it.
+pub fn reactions(
+    chat: &str,
+    message: EventId,
+    counts: &std::collections::HashMap<String, i64>,
+    as_of: EventId,
+) -> String {
+    let data = serde_json::json!({
+        "chatId": chat,
+        "messageId": message,
+        "reactions": counts,
+        "asOf": as_of,
+    });
+    format!("event: reactions\ndata: {data}\n\n")
+}
+
 /// A `reset` frame: the server cannot replay from the client's id; the
 /// client refetches with the fetch API. It has no `id:`, so the client's
 /// last event id stays as it was.

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::{error, warn};
 
 use crate::client_messages::{Claim, ClientMessages};
+use crate::hot::{Decision, FetchCounter, Throttle};
 use crate::producer::{EventProducer, ProduceError};
 use chat_core::read_model::{Lookup, Page, ReadModel};
 use chat_core::redis_conn::RedisConn;
@@ -53,6 +54,12 @@ pub(crate) struct Inner {
     pub(crate) claim_wait: Duration,
     /// How long a reaction waits for the projector to reach its message.
     pub(crate) reaction_wait: Duration,
+    /// Counts each fetch toward its chat's rate (off only to measure it).
+    pub(crate) count_fetches: bool,
+    pub(crate) fetch_counter: Arc<FetchCounter>,
+    /// The hot chats, kept up to date by the scheduler's announcements.
+    pub(crate) hot: Arc<chat_core::hot::HotChats>,
+    pub(crate) throttle: Throttle,
 }
 
 impl AppState {
@@ -71,6 +78,18 @@ impl AppState {
 
     pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
         &self.0.read_model
+    }
+
+    pub(crate) fn fetch_counter(&self) -> &Arc<FetchCounter> {
+        &self.0.fetch_counter
+    }
+
+    pub(crate) fn hot(&self) -> &Arc<chat_core::hot::HotChats> {
+        &self.0.hot
+    }
+
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.0.throttle
     }
 }
 
@@ -460,25 +479,81 @@ async fn fetch_messages(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FetchQuery>, QueryRejection>,
-) -> Result<Response, Problem> {
+) -> Response {
     let started = Instant::now();
-    let result = fetch_page(&state, path, query).await;
-    let status = match &result {
-        Ok(_) => StatusCode::OK,
-        Err(problem) => problem.status,
-    };
+    let response = fetch_gated(&state, path, query)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     metrics::histogram!("fetch_duration_seconds").record(started.elapsed());
-    metrics::counter!("fetch_requests_total", "status" => status.as_u16().to_string()).increment(1);
-    result.map(|page| Json(page).into_response())
+    metrics::counter!("fetch_requests_total", "status" => response.status().as_u16().to_string())
+        .increment(1);
+    response
+}
+
+/// A fetch: counted toward its chat's rate, passed through the throttle
+/// when the chat is hot, then read.
+async fn fetch_gated(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FetchQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Path(chat_id) = path.map_err(path_rejection)?;
+    let chat_id: ChatId = path_param(&chat_id)?;
+    let inner = &state.0;
+    if inner.count_fetches {
+        inner.fetch_counter.count(&chat_id);
+    }
+    let decision = if inner.hot.is_hot(&chat_id) {
+        let decision = inner.throttle.decide(&chat_id).await;
+        let outcome = if decision.admitted {
+            "admitted"
+        } else {
+            "throttled"
+        };
+        metrics::counter!("hot_fetches_total", "mode" => decision.mode, "outcome" => outcome)
+            .increment(1);
+        Some(decision)
+    } else {
+        None
+    };
+    if let Some(decision) = decision.as_ref().filter(|d| !d.admitted) {
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "hot-chat-throttled",
+            "Too many requests",
+            format!(
+                "chat {chat_id} is hot: its fetches are limited to {} per second; retry after {} s, or follow the chat's event stream",
+                decision.limit, decision.retry_after_secs
+            ),
+        )
+        .into_response();
+        rate_limit_headers(response.headers_mut(), decision);
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(decision.retry_after_secs),
+        );
+        return Ok(response);
+    }
+    let page = fetch_page(state, chat_id, query).await?;
+    let mut response = Json(page).into_response();
+    if let Some(decision) = &decision {
+        rate_limit_headers(response.headers_mut(), decision);
+    }
+    Ok(response)
+}
+
+/// The `RateLimit-*` headers of a hot chat's fetch.
+fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(decision.reset_secs));
 }
 
 async fn fetch_page(
     state: &AppState,
-    path: Result<Path<String>, PathRejection>,
+    chat_id: ChatId,
     query: Result<Query<FetchQuery>, QueryRejection>,
 ) -> Result<chat_core::read_model::FetchPage, Problem> {
-    let Path(chat_id) = path.map_err(path_rejection)?;
-    let chat_id: ChatId = path_param(&chat_id)?;
     let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_FETCH_LIMIT,

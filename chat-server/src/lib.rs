@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::config::{KafkaConfig, RedisConfig};
+use chat_core::hot::HotStoreConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 mod client_messages;
+mod hot;
 mod http;
 mod producer;
 mod projector;
@@ -87,6 +89,42 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub reaction_wait_ms: u64,
 
+    #[command(flatten)]
+    pub hot_store: HotStoreConfig,
+
+    /// Fetches per second a hot chat may take, over all chat-server
+    /// instances together (the cluster-wide budget).
+    #[arg(long, env = "HOT_FETCH_BUDGET", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub hot_fetch_budget: u32,
+
+    /// Fetches a hot chat may take at once beyond its steady budget.
+    #[arg(long, env = "HOT_FETCH_BURST", default_value_t = 25,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub hot_fetch_burst: u32,
+
+    /// chat-server instances sharing the budget: while the hot-chat Redis
+    /// is unreachable, each throttles a hot chat locally at budget / this.
+    #[arg(long, env = "EXPECTED_INSTANCES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub expected_instances: u32,
+
+    /// Up to this many seconds are added at random to a 429's
+    /// `Retry-After`, so refused clients do not return in lockstep.
+    #[arg(long, env = "RETRY_AFTER_JITTER_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub retry_after_jitter_secs: u32,
+
+    /// Count every fetch toward its chat's rate for the hot-chat scheduler
+    /// (turn off only to measure what counting costs).
+    #[arg(long, env = "COUNT_FETCHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub count_fetches: bool,
+
+    /// How often the fetch counts are flushed to Redis, in milliseconds.
+    #[arg(long, env = "FETCH_COUNT_FLUSH_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=1000))]
+    pub fetch_count_flush_ms: u64,
+
     /// How long shutdown waits for unacknowledged writes, in milliseconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
@@ -116,6 +154,8 @@ pub struct Server {
     listener: TcpListener,
     state: http::AppState,
     config: Config,
+    /// The Redis of fetch counters, hot-chat flags and throttle state.
+    hot_redis: Arc<chat_core::redis_conn::RedisConn>,
 }
 
 impl Server {
@@ -150,6 +190,21 @@ impl Server {
             max_text_chars: config.max_text_chars as usize,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         };
+        let hot_store = config.hot_store.redis(&config.redis);
+        let hot_redis = Arc::new(chat_core::redis_conn::RedisConn::new(&hot_store)?);
+        let hot = chat_core::hot::HotChats::new();
+        let throttle = hot::Throttle::new(
+            hot::ThrottleSettings {
+                budget: config.hot_fetch_budget,
+                burst: config.hot_fetch_burst,
+                expected_instances: config.expected_instances,
+                retry_jitter_secs: config.retry_after_jitter_secs,
+            },
+            hot_redis.clone(),
+            hot_store.keys(),
+            hot.clone(),
+            hot_store.timeout(),
+        );
         let state = http::AppState::new(http::Inner {
             producer,
             redis,
@@ -159,11 +214,16 @@ impl Server {
             metrics: chat_core::metrics::handle(),
             claim_wait,
             reaction_wait: Duration::from_millis(config.reaction_wait_ms),
+            count_fetches: config.count_fetches,
+            fetch_counter: Arc::default(),
+            hot,
+            throttle,
         });
         Ok(Self {
             listener,
             state,
             config,
+            hot_redis,
         })
     }
 
@@ -188,6 +248,23 @@ impl Server {
                 shutdown.clone(),
             ))
         });
+        let hot_store = self.config.hot_store.redis(&self.config.redis);
+        let hot_tasks = [
+            tokio::spawn(chat_core::hot::watch(
+                self.state.hot().clone(),
+                hot_store.clone(),
+                Duration::from_secs(1),
+                shutdown.clone(),
+            )),
+            tokio::spawn(self.state.fetch_counter().clone().flush_loop(
+                self.hot_redis.clone(),
+                hot_store.keys(),
+                self.state.hot().clone(),
+                Duration::from_millis(self.config.fetch_count_flush_ms),
+                shutdown.clone(),
+            )),
+            tokio::spawn(prune_local_limits(self.state.clone(), shutdown.clone())),
+        ];
         info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
         let app = http::app(self.state.clone());
         let served = axum::serve(self.listener, app)
@@ -203,6 +280,9 @@ impl Server {
                 Ok(Err(error)) => warn!(%error, "the projector could not start"),
                 Err(error) => warn!(%error, "the projector failed"),
             }
+        }
+        for task in hot_tasks {
+            let _ = task.await;
         }
         info!("chat-server stopped");
         served.map_err(Error::Serve)
@@ -230,5 +310,17 @@ impl Server {
                 }
             }
         });
+    }
+}
+
+/// Drops the local limiter's state of chats back to a full burst, so its
+/// memory follows the number of recently throttled chats.
+async fn prune_local_limits(state: http::AppState, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        state.throttle().prune_local();
     }
 }

@@ -1,10 +1,11 @@
 //! `make run`'s launcher, chat-dev, as a user meets it: the whole system up
-//! (embedded broker, its own redis-server, chat-server, publish-server), a
+//! (embedded broker, its own redis-server, chat-server, publish-server,
+//! scheduler), a
 //! post streamed over SSE, and one Ctrl-C (or the launcher's death) leaving
 //! no process behind.
 //!
-//! chat-dev starts the `publish-server` binary beside it, which
-//! `cargo test --workspace` builds.
+//! chat-dev starts the `publish-server` and `scheduler` binaries beside it,
+//! which `cargo test --workspace` builds.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ struct Dev {
     child: Child,
     chat: u16,
     publish: u16,
+    scheduler: u16,
     _data: TempDir,
 }
 
@@ -42,21 +44,24 @@ impl Drop for Dev {
 
 async fn start() -> Dev {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_chat-dev"));
-    assert!(
-        exe.with_file_name("publish-server").exists(),
-        "publish-server is not built beside chat-dev: run `cargo build --workspace --bins`"
-    );
+    for binary in ["publish-server", "scheduler"] {
+        assert!(
+            exe.with_file_name(binary).exists(),
+            "{binary} is not built beside chat-dev: run `cargo build --workspace --bins`"
+        );
+    }
     let data = std::env::temp_dir().join(format!(
         "chat-dev-test-{}-{}",
         std::process::id(),
         free_port()
     ));
-    let (chat, publish) = (free_port(), free_port());
+    let (chat, publish, scheduler) = (free_port(), free_port(), free_port());
     let child = Command::new(exe)
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")
         .env("CHAT_SERVER_LISTEN", format!("127.0.0.1:{chat}"))
         .env("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{publish}"))
+        .env("SCHEDULER_LISTEN", format!("127.0.0.1:{scheduler}"))
         .env("DEV_REDIS_PORT", free_port().to_string())
         .env("DEV_DATA_DIR", &data)
         .env("RUST_LOG", "warn")
@@ -69,11 +74,12 @@ async fn start() -> Dev {
         child,
         chat,
         publish,
+        scheduler,
         _data: TempDir(data),
     };
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    for port in [publish, chat] {
+    for port in [publish, scheduler, chat] {
         loop {
             let ready = http
                 .get(format!("http://127.0.0.1:{port}/readyz"))
@@ -92,7 +98,7 @@ async fn start() -> Dev {
     dev
 }
 
-/// The children of `pid` (redis-server and publish-server).
+/// The children of `pid` (redis-server, publish-server and scheduler).
 fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .expect("children")
@@ -124,7 +130,19 @@ fn signal(pid: u32, name: &str) {
 async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
     let mut dev = start().await;
     let helpers = children(dev.child.id());
-    assert_eq!(helpers.len(), 2, "redis-server and publish-server");
+    assert_eq!(
+        helpers.len(),
+        3,
+        "redis-server, publish-server and scheduler"
+    );
+    let health: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/healthz", dev.scheduler))
+            .await
+            .expect("scheduler health")
+            .json()
+            .await
+            .expect("JSON");
+    assert_eq!(health["status"], "ok");
 
     let http = reqwest::Client::new();
     let stream = http
@@ -185,7 +203,7 @@ async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
 async fn killing_the_launcher_outright_takes_its_children_along() {
     let mut dev = start().await;
     let helpers = children(dev.child.id());
-    assert_eq!(helpers.len(), 2);
+    assert_eq!(helpers.len(), 3);
     dev.child.kill().expect("SIGKILL");
     dev.child.wait().expect("reaped");
     let deadline = Instant::now() + Duration::from_secs(10);

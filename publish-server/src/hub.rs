@@ -1,11 +1,18 @@
 //! Hubs: one per chat with subscribers. A hub keeps the chat's recent
 //! frames (for replay) and broadcasts new ones; it exists from the first
 //! subscribe to the last unsubscribe.
+//!
+//! In a hot chat, reactions are not broadcast one by one: the hub notes
+//! the messages they touched, and the coalescer sends each such message's
+//! absolute counts at most once per second (`reactions`). Messages are
+//! broadcast at once, hot or not. Every event stays in the recent frames,
+//! so a replay is the full log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use chat_core::hot::HotChats;
 use chat_core::id::EventId;
 use chat_core::validate::ChatId;
 use tokio::sync::broadcast;
@@ -15,7 +22,28 @@ use tokio::sync::broadcast;
 pub(crate) struct Frame {
     pub(crate) id: EventId,
     pub(crate) bytes: Bytes,
+    /// For a reaction: the message it is on.
+    pub(crate) reaction_of: Option<EventId>,
+    /// False for a `reactions` frame: it has no `id:` of its own, is sent
+    /// to every live subscriber and does not move their position.
+    pub(crate) ordered: bool,
 }
+
+impl Frame {
+    /// A frame of one event of the log.
+    pub(crate) fn event(id: EventId, bytes: Bytes, reaction_of: Option<EventId>) -> Self {
+        Self {
+            id,
+            bytes,
+            reaction_of,
+            ordered: true,
+        }
+    }
+}
+
+/// Most messages with coalesced reactions waiting per hot chat; a
+/// reaction on one more message goes out by itself.
+const MAX_PENDING_MESSAGES: usize = 4096;
 
 /// Why a subscription was refused.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +62,19 @@ struct HubState {
     /// The highest offset dropped from `recent`.
     evicted_upto: Option<i64>,
     subscribers: usize,
+    /// Messages whose reactions were held back (hot chat): their counts
+    /// go out with the next `reactions` flush.
+    pending: BTreeSet<EventId>,
+    /// The offset of the last reaction held back.
+    pending_upto: i64,
+}
+
+/// Messages whose counts a hot chat's subscribers are owed.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) messages: Vec<EventId>,
+    /// The counts sent must include every event up to this offset.
+    pub(crate) upto: i64,
 }
 
 /// The hub of one chat.
@@ -77,7 +118,10 @@ impl Hub {
         }
     }
 
-    fn push(&self, frame: Arc<Frame>) {
+    /// Keeps `frame` and broadcasts it, unless it is a reaction in a hot
+    /// chat: then its message is noted for the next `reactions` flush.
+    /// Answers whether the hub now owes a flush.
+    fn push(&self, frame: Arc<Frame>, hot: bool) -> bool {
         let mut state = self.lock();
         if state.recent.len() == self.capacity
             && let Some(old) = state.recent.pop_front()
@@ -85,8 +129,43 @@ impl Hub {
             state.evicted_upto = Some(old.id.offset);
         }
         state.recent.push_back(frame.clone());
+        if hot
+            && let Some(message) = frame.reaction_of
+            && (state.pending.len() < MAX_PENDING_MESSAGES || state.pending.contains(&message))
+        {
+            state.pending.insert(message);
+            state.pending_upto = frame.id.offset;
+            return true;
+        }
         // No receiver is fine: the last subscriber may be leaving.
         let _ = self.live.send(frame);
+        false
+    }
+
+    /// Takes the messages whose counts are owed.
+    pub(crate) fn take_pending(&self) -> Option<Pending> {
+        let mut state = self.lock();
+        if state.pending.is_empty() {
+            return None;
+        }
+        Some(Pending {
+            messages: std::mem::take(&mut state.pending).into_iter().collect(),
+            upto: state.pending_upto,
+        })
+    }
+
+    /// Puts owed messages back (the counts could not be read yet).
+    pub(crate) fn restore_pending(&self, pending: Pending) {
+        let mut state = self.lock();
+        state.pending.extend(pending.messages);
+        state.pending_upto = state.pending_upto.max(pending.upto);
+    }
+
+    /// Sends `frames` (coalesced counts) to every live subscriber.
+    pub(crate) fn broadcast(&self, frames: Vec<Arc<Frame>>) {
+        for frame in frames {
+            let _ = self.live.send(frame);
+        }
     }
 
     pub(crate) fn chat(&self) -> &ChatId {
@@ -99,6 +178,8 @@ struct Registry {
     hubs: HashMap<ChatId, Arc<Hub>>,
     /// Per partition, the offset of the last record the reader handled.
     positions: HashMap<i32, i64>,
+    /// Chats whose hubs owe a `reactions` flush.
+    owing: HashSet<ChatId>,
 }
 
 /// All hubs of this server.
@@ -109,15 +190,33 @@ pub(crate) struct Hubs {
     /// a subscriber further behind than this is caught up another way.
     capacity: usize,
     max_chats: usize,
+    /// Which chats are hot: their reactions are coalesced.
+    hot: Arc<HotChats>,
 }
 
 impl Hubs {
-    pub(crate) fn new(capacity: usize, max_chats: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_chats: usize, hot: Arc<HotChats>) -> Self {
         Self {
             registry: Mutex::new(Registry::default()),
             capacity,
             max_chats,
+            hot,
         }
+    }
+
+    /// The hubs that owe a `reactions` flush, each once.
+    pub(crate) fn take_owing(&self) -> Vec<Arc<Hub>> {
+        let mut registry = self.lock();
+        let owing = std::mem::take(&mut registry.owing);
+        owing
+            .into_iter()
+            .filter_map(|chat| registry.hubs.get(&chat).cloned())
+            .collect()
+    }
+
+    /// Marks `hub` as owing a flush again.
+    pub(crate) fn still_owing(&self, hub: &Hub) {
+        self.lock().owing.insert(hub.chat.clone());
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -135,17 +234,19 @@ impl Hubs {
         &self,
         id: EventId,
         chat: &ChatId,
+        reaction_of: Option<EventId>,
         encode: impl FnOnce() -> String,
     ) -> bool {
         let mut registry = self.lock();
         registry.positions.insert(id.partition, id.offset);
-        let Some(hub) = registry.hubs.get(chat) else {
+        let Some(hub) = registry.hubs.get(chat).cloned() else {
             return false;
         };
-        hub.push(Arc::new(Frame {
-            id,
-            bytes: Bytes::from(encode()),
-        }));
+        let hot = reaction_of.is_some() && self.hot.is_hot(chat);
+        let frame = Frame::event(id, Bytes::from(encode()), reaction_of);
+        if hub.push(Arc::new(frame), hot) {
+            registry.owing.insert(chat.clone());
+        }
         true
     }
 
@@ -166,6 +267,8 @@ impl Hubs {
                         complete_after: registry.positions.clone(),
                         evicted_upto: None,
                         subscribers: 0,
+                        pending: BTreeSet::new(),
+                        pending_upto: -1,
                     }),
                     capacity: self.capacity,
                 });
@@ -210,13 +313,13 @@ mod tests {
 
     #[test]
     fn a_subscriber_sees_each_frame_once_across_recent_and_live() {
-        let hubs = Hubs::new(4, 10);
+        let hubs = Hubs::new(4, 10, HotChats::new());
         hubs.started(0, 9);
         let lobby = chat("lobby");
         let first = hubs.join(&lobby).expect("join");
-        assert!(hubs.publish(EventId::new(0, 10), &lobby, || "a".into()));
+        assert!(hubs.publish(EventId::new(0, 10), &lobby, None, || "a".into()));
         assert!(
-            !hubs.publish(EventId::new(0, 11), &chat("other"), || unreachable!(
+            !hubs.publish(EventId::new(0, 11), &chat("other"), None, || unreachable!(
                 "not encoded"
             ))
         );
@@ -226,18 +329,20 @@ mod tests {
             start.recent.iter().map(|f| f.id.offset).collect::<Vec<_>>(),
             [10]
         );
-        hubs.publish(EventId::new(0, 12), &lobby, || "b".into());
+        hubs.publish(EventId::new(0, 12), &lobby, None, || "b".into());
         assert_eq!(start.live.try_recv().expect("live").id.offset, 12);
     }
 
     #[test]
     fn the_recent_window_is_bounded_and_says_what_it_dropped() {
-        let hubs = Hubs::new(2, 10);
+        let hubs = Hubs::new(2, 10, HotChats::new());
         hubs.started(0, -1);
         let lobby = chat("lobby");
         let hub = hubs.join(&lobby).expect("join");
         for offset in 0..5 {
-            hubs.publish(EventId::new(0, offset), &lobby, || format!("{offset}"));
+            hubs.publish(EventId::new(0, offset), &lobby, None, || {
+                format!("{offset}")
+            });
         }
         let start = hub.start(Some(0));
         assert_eq!(start.recent.len(), 2);
@@ -245,8 +350,42 @@ mod tests {
     }
 
     #[test]
+    fn a_hot_chat_holds_reactions_back_and_lets_messages_through() {
+        let hot = HotChats::new();
+        hot.set_store_up(true);
+        hot.apply(&chat_core::hot::HotChange {
+            chat: "lobby".into(),
+            hot: true,
+            until: i64::MAX,
+            second: 0,
+        });
+        let hubs = Hubs::new(8, 10, hot);
+        hubs.started(0, -1);
+        let lobby = chat("lobby");
+        let hub = hubs.join(&lobby).expect("join");
+        let mut live = hub.start(Some(0)).live;
+        let message = EventId::new(0, 0);
+        hubs.publish(message, &lobby, None, || "m".into());
+        hubs.publish(EventId::new(0, 1), &lobby, Some(message), || "r1".into());
+        hubs.publish(EventId::new(0, 2), &lobby, Some(message), || "r2".into());
+        assert_eq!(live.try_recv().expect("the message").id, message);
+        assert!(live.try_recv().is_err(), "reactions held back");
+        let owing = hubs.take_owing();
+        assert_eq!(owing.len(), 1);
+        let pending = owing[0].take_pending().expect("pending");
+        assert_eq!(pending.messages, [message]);
+        assert_eq!(pending.upto, 2);
+        assert_eq!(
+            hub.start(Some(0)).recent.len(),
+            3,
+            "replay keeps every event"
+        );
+        assert!(hubs.take_owing().is_empty(), "taken once");
+    }
+
+    #[test]
     fn hubs_are_dropped_with_their_last_subscriber_and_bounded_in_number() {
-        let hubs = Hubs::new(2, 1);
+        let hubs = Hubs::new(2, 1, HotChats::new());
         let a = hubs.join(&chat("a")).expect("join");
         let a2 = hubs.join(&chat("a")).expect("second join");
         assert!(matches!(

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
 use chat_core::config::{KafkaConfig, RedisConfig};
+use chat_core::hot::{HotChats, HotStoreConfig};
 use chat_core::metrics::PrometheusHandle;
 use chat_core::problem::Problem;
 use chat_core::read_model::ReadModel;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, warn};
 
+mod coalesce;
 mod conn;
 mod hub;
 mod reader;
@@ -53,6 +55,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub redis: RedisConfig,
+
+    #[command(flatten)]
+    pub hot_store: HotStoreConfig,
 
     /// Origins allowed to open streams from a browser (CORS), comma-separated.
     #[arg(
@@ -123,6 +128,8 @@ struct Inner {
     redis: RedisConn,
     read_model: ReadModel,
     metrics: PrometheusHandle,
+    /// The hot chats, whose reactions are coalesced.
+    hot: Arc<HotChats>,
     /// Origins allowed to open streams from a browser.
     origins: Vec<String>,
     connections: AtomicUsize,
@@ -333,7 +340,12 @@ impl Server {
             })?;
         let redis = RedisConn::new(&config.redis)?;
         let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
-        let hubs = Arc::new(hub::Hubs::new(config.hub_buffer as usize, config.max_chats));
+        let hot = HotChats::new();
+        let hubs = Arc::new(hub::Hubs::new(
+            config.hub_buffer as usize,
+            config.max_chats,
+            hot.clone(),
+        ));
         let origins = config
             .cors_origins
             .iter()
@@ -346,6 +358,7 @@ impl Server {
             redis,
             read_model,
             metrics: chat_core::metrics::handle(),
+            hot,
             connections: AtomicUsize::new(0),
             reading: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
@@ -376,6 +389,18 @@ impl Server {
             inner.reading.clone(),
             inner.shutdown.clone(),
         ));
+        let hot_store = inner.config.hot_store.redis(&inner.config.redis);
+        let watcher = tokio::spawn(chat_core::hot::watch(
+            inner.hot.clone(),
+            hot_store,
+            Duration::from_secs(1),
+            inner.shutdown.clone(),
+        ));
+        let coalescer = tokio::spawn(coalesce::run(
+            self.state.clone(),
+            Duration::from_secs(1),
+            inner.shutdown.clone(),
+        ));
         info!(addr = %self.local_addr(), topic = %inner.config.kafka.topic, "publish-server listening");
         let streams = inner.shutdown.clone();
         let signal = shutdown.clone();
@@ -396,6 +421,8 @@ impl Server {
             Ok(Err(error)) => warn!(%error, "the Kafka reader could not start"),
             Err(error) => warn!(%error, "the Kafka reader failed"),
         }
+        let _ = watcher.await;
+        let _ = coalescer.await;
         info!("publish-server stopped");
         Ok(())
     }

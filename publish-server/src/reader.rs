@@ -94,7 +94,13 @@ pub(crate) async fn run(
             .and_then(|p| serde_json::from_slice::<ChatEvent>(p).map_err(|e| e.to_string()));
         match event {
             Ok(event) => {
-                hubs.publish(id, event.chat_id(), || chat_core::sse::frame(id, &event));
+                let reaction_of = match &event {
+                    ChatEvent::Reaction(change) => Some(change.message_id),
+                    ChatEvent::Message(_) => None,
+                };
+                hubs.publish(id, event.chat_id(), reaction_of, || {
+                    chat_core::sse::frame(id, &event)
+                });
             }
             Err(error) => {
                 metrics::counter!("publish_malformed_records_total").increment(1);

@@ -155,6 +155,9 @@ impl Connection {
         let fresh: Vec<&Frame> = batch
             .iter()
             .filter(|frame| {
+                if !frame.ordered {
+                    return true;
+                }
                 let new = last.is_none_or(|last| frame.id.offset > last.offset);
                 if new {
                     last = Some(frame.id);
@@ -268,11 +271,9 @@ impl Connection {
         }
         metrics::counter!("publish_replays_total", "source" => "redis").increment(1);
         for (offset, frame) in replay.frames {
-            self.forward(&Frame {
-                id: EventId::new(after.partition, offset),
-                bytes: Bytes::from(frame),
-            })
-            .await?;
+            let id = EventId::new(after.partition, offset);
+            self.forward(&Frame::event(id, Bytes::from(frame), None))
+                .await?;
         }
         for frame in &start.recent {
             if frame.id.partition == after.partition {

@@ -1,6 +1,6 @@
 //! chat-dev: runs the whole chat backend on one machine for development and
-//! demos (`make run`): chat-server in this process and publish-server as a
-//! child (the `publish-server` binary beside this one). Unless told where
+//! demos (`make run`): chat-server in this process, publish-server and the
+//! hot-chat scheduler as children (the binaries beside this one). Unless told where
 //! Kafka and Redis are, it starts an embedded Kafka-protocol broker
 //! (librdkafka's mock cluster, in this process) and a local `redis-server` on
 //! its own port and data folder. One Ctrl-C stops everything.
@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 #[command(
     name = "chat-dev",
     version,
-    about = "Runs the chat backend locally: chat-server and publish-server, with an embedded \
+    about = "Runs the chat backend locally: chat-server, publish-server and scheduler, with an embedded \
              Kafka-protocol broker (unless KAFKA_BROKERS is set) and a local redis-server \
              (unless REDIS_URL is set)"
 )]
@@ -41,6 +41,10 @@ struct DevArgs {
     /// Address publish-server's SSE API listens on.
     #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = "127.0.0.1:8081")]
     dev_publish_listen: SocketAddr,
+
+    /// Address of the scheduler's health and metrics endpoints.
+    #[arg(long, env = "SCHEDULER_LISTEN", default_value = "127.0.0.1:8082")]
+    dev_scheduler_listen: SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -99,8 +103,19 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr();
     let publish_addr = args.dev_publish_listen;
-    let publish = match start_publish_server(&config, addr, publish_addr).await {
-        Ok(child) => child,
+    let scheduler_addr = args.dev_scheduler_listen;
+    let children = async {
+        let publish = start_publish_server(&config, addr, publish_addr).await?;
+        match start_scheduler(&config, scheduler_addr).await {
+            Ok(scheduler) => Ok((publish, scheduler)),
+            Err(error) => {
+                stop_child("publish-server", publish).await;
+                Err(error)
+            }
+        }
+    };
+    let (publish, scheduler) = match children.await {
+        Ok(children) => children,
         Err(error) => {
             if let Some(child) = redis_child {
                 stop_child("redis-server", child).await;
@@ -122,7 +137,7 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         )
     };
     let banner = format!(
-        "\nchat backend running:\n  chat-server     http://{addr}\n  publish-server  http://{publish_addr}\n  Kafka           {brokers}  topic {topic}{kafka_note}\n  Redis           {redis}{redis_note}\n\nTry:\n  curl -N http://{publish_addr}/api/chats/lobby/events\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
+        "\nchat backend running:\n  chat-server     http://{addr}\n  publish-server  http://{publish_addr}\n  scheduler       http://{scheduler_addr}/metrics\n  Kafka           {brokers}  topic {topic}{kafka_note}\n  Redis           {redis}{redis_note}\n\nTry:\n  curl -N http://{publish_addr}/api/chats/lobby/events\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
         brokers = config.kafka.brokers,
         topic = config.kafka.topic,
         redis = config.redis.url,
@@ -131,12 +146,19 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
 
     let serving = tokio::spawn(server.run(shutdown.clone()));
     let mut publish = Some(publish);
-    if let Some(child) = publish.as_mut() {
+    let mut scheduler = Some(scheduler);
+    if let (Some(publish_child), Some(scheduler_child)) = (publish.as_mut(), scheduler.as_mut()) {
         tokio::select! {
-            status = child.wait() => {
+            status = publish_child.wait() => {
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 error!(%status, "publish-server stopped on its own; stopping everything");
                 publish = None;
+                shutdown.cancel();
+            }
+            status = scheduler_child.wait() => {
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                error!(%status, "scheduler stopped on its own; stopping everything");
+                scheduler = None;
                 shutdown.cancel();
             }
             () = shutdown.cancelled() => {}
@@ -146,6 +168,9 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         Ok(served) => served.map_err(|e| e.to_string()),
         Err(error) => Err(format!("chat-server failed: {error}")),
     };
+    if let Some(child) = scheduler {
+        stop_child("scheduler", child).await;
+    }
     if let Some(child) = publish {
         stop_child("publish-server", child).await;
     }
@@ -165,24 +190,8 @@ async fn start_publish_server(
     chat_addr: SocketAddr,
     listen: SocketAddr,
 ) -> Result<Child, String> {
-    let binary = std::env::current_exe()
-        .map_err(|e| format!("cannot find this program's folder: {e}"))?
-        .with_file_name("publish-server");
-    if std::net::TcpListener::bind(listen).is_err() {
-        return Err(format!(
-            "{listen} is taken, so publish-server cannot listen there: \
-             set PUBLISH_SERVER_LISTEN to a free address"
-        ));
-    }
-    let mut command = Command::new(&binary);
-    command
-        .env("PUBLISH_SERVER_LISTEN", listen.to_string())
-        .env("KAFKA_BROKERS", &config.kafka.brokers)
-        .env("KAFKA_TOPIC", &config.kafka.topic)
-        .env("REDIS_URL", &config.redis.url)
-        .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = server_command("publish-server", config, listen)?;
+    command.env("PUBLISH_SERVER_LISTEN", listen.to_string());
     if std::env::var_os("CORS_ORIGINS").is_none() {
         let port = chat_addr.port();
         command.env(
@@ -190,11 +199,63 @@ async fn start_publish_server(
             format!("http://{chat_addr},http://127.0.0.1:{port},http://localhost:{port}"),
         );
     }
+    start_server("publish-server", command, listen).await
+}
+
+/// Starts the `scheduler` binary found beside this one on the same Redis,
+/// and waits until it is ready. Its other settings come from its own
+/// environment variables.
+async fn start_scheduler(
+    config: &chat_server::Config,
+    listen: SocketAddr,
+) -> Result<Child, String> {
+    let mut command = server_command("scheduler", config, listen)?;
+    command.env("SCHEDULER_LISTEN", listen.to_string());
+    start_server("scheduler", command, listen).await
+}
+
+/// The command of a server binary beside this one, told chat-server's
+/// topic, Redis and key prefix; fails when `listen` is taken.
+fn server_command(
+    name: &str,
+    config: &chat_server::Config,
+    listen: SocketAddr,
+) -> Result<Command, String> {
+    let binary = std::env::current_exe()
+        .map_err(|e| format!("cannot find this program's folder: {e}"))?
+        .with_file_name(name);
+    if std::net::TcpListener::bind(listen).is_err() {
+        let variable = name.to_uppercase().replace('-', "_") + "_LISTEN";
+        return Err(format!(
+            "{listen} is taken, so {name} cannot listen there: set {variable} to a free address"
+        ));
+    }
+    let mut command = Command::new(&binary);
+    command
+        .env("KAFKA_BROKERS", &config.kafka.brokers)
+        .env("KAFKA_TOPIC", &config.kafka.topic)
+        .env("REDIS_URL", &config.redis.url)
+        .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(url) = &config.hot_store.url {
+        command.env("HOT_REDIS_URL", url);
+    }
     die_with_parent(&mut command);
+    Ok(command)
+}
+
+/// Spawns `command` and waits (up to 30 s) until `/readyz` on `listen`
+/// answers 200.
+async fn start_server(
+    name: &str,
+    mut command: Command,
+    listen: SocketAddr,
+) -> Result<Child, String> {
     let mut child = command.spawn().map_err(|e| {
         format!(
             "cannot start {} (`make run` builds it): {e}",
-            binary.display()
+            command.as_std().get_program().to_string_lossy()
         )
     })?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -204,13 +265,13 @@ async fn start_publish_server(
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
-                "publish-server exited at start-up ({status}); see its log above"
+                "{name} exited at start-up ({status}); see its log above"
             ));
         }
         if tokio::time::Instant::now() >= deadline {
-            stop_child("publish-server", child).await;
+            stop_child(name, child).await;
             return Err(format!(
-                "publish-server was not ready on {listen} within 30 s; see its log above"
+                "{name} was not ready on {listen} within 30 s; see its log above"
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

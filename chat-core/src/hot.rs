@@ -1,0 +1,305 @@
+//! Hot chats as every server sees them: the scheduler's `hotchat` flags,
+//! learned from its pub/sub announcements and resynced from Redis every
+//! second, so no request reads Redis to know whether its chat is hot.
+//!
+//! The flags live in one sorted set (chat id scored by the flag's expiry,
+//! Unix milliseconds): a flag the scheduler stops renewing expires by
+//! itself, and a missed announcement or a restart heals at the next resync.
+//! While the hot-chat Redis is unreachable, the chats last known hot stay
+//! hot here (their expiry is not applied), so a hot chat is never left
+//! unthrottled because its store is down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::RedisConfig;
+use crate::names::Keys;
+use crate::redis_conn::RedisConn;
+use crate::validate::ChatId;
+
+/// Where the hot-chat state (fetch counters, flags, throttle) is kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HotStoreConfig {
+    /// Redis holding fetch counters, hot-chat flags and throttle state
+    /// (default: the Redis of `--redis-url`).
+    #[arg(long = "hot-redis-url", env = "HOT_REDIS_URL")]
+    pub url: Option<String>,
+
+    /// How long one command to the hot-chat Redis may take, in
+    /// milliseconds; past it the server falls back to local throttling.
+    #[arg(
+        long = "hot-redis-timeout-ms",
+        env = "HOT_REDIS_TIMEOUT_MS",
+        default_value_t = 250,
+        value_parser = clap::value_parser!(u64).range(10..=60_000)
+    )]
+    pub timeout_ms: u64,
+}
+
+impl HotStoreConfig {
+    /// The Redis settings of the hot-chat store: its own URL and timeout,
+    /// the key prefix of `main`.
+    pub fn redis(&self, main: &RedisConfig) -> RedisConfig {
+        RedisConfig {
+            url: self.url.clone().unwrap_or_else(|| main.url.clone()),
+            key_prefix: main.key_prefix.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+/// A flag change, as the scheduler announces it on the changes channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotChange {
+    pub chat: String,
+    pub hot: bool,
+    /// When the flag expires unless renewed (Unix milliseconds).
+    pub until: i64,
+    /// The wall-clock second whose fetches crossed the threshold.
+    pub second: i64,
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The hot chats as this process knows them.
+#[derive(Debug, Default)]
+pub struct HotChats {
+    /// Chat id to its flag's expiry (Unix milliseconds).
+    flags: RwLock<HashMap<String, i64>>,
+    /// The hot-chat Redis answered the last resync.
+    store_up: AtomicBool,
+}
+
+impl HotChats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Whether `chat` is hot: its flag has not expired, or the store is
+    /// unreachable and it was hot when last seen.
+    pub fn is_hot(&self, chat: &ChatId) -> bool {
+        self.is_hot_at(chat.as_str(), now_millis())
+    }
+
+    fn is_hot_at(&self, chat: &str, now: i64) -> bool {
+        let flags = self.flags.read().unwrap_or_else(|e| e.into_inner());
+        flags
+            .get(chat)
+            .is_some_and(|&until| until > now || !self.store_up())
+    }
+
+    /// Whether the hot-chat Redis answered the last resync.
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Acquire)
+    }
+
+    /// Records that the hot-chat Redis failed (or answered) a command.
+    pub fn set_store_up(&self, up: bool) {
+        let was = self.store_up.swap(up, Ordering::AcqRel);
+        if was != up {
+            if up {
+                info!("hot-chat Redis reachable: cluster-wide throttling");
+            } else {
+                warn!("hot-chat Redis unreachable: chats last known hot are throttled locally");
+            }
+        }
+        metrics::gauge!("hot_store_up").set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// The chats hot now, for metrics and tests.
+    pub fn hot_now(&self) -> Vec<String> {
+        let now = now_millis();
+        let flags = self.flags.read().unwrap_or_else(|e| e.into_inner());
+        let mut hot: Vec<String> = flags
+            .iter()
+            .filter(|&(_, &until)| until > now || !self.store_up())
+            .map(|(chat, _)| chat.clone())
+            .collect();
+        hot.sort();
+        hot
+    }
+
+    /// Applies an announcement; answers whether the chat just became hot.
+    pub fn apply(&self, change: &HotChange) -> bool {
+        let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        if change.hot {
+            flags.insert(change.chat.clone(), change.until).is_none()
+        } else {
+            flags.remove(&change.chat);
+            false
+        }
+    }
+
+    /// Replaces every flag with what Redis holds.
+    fn replace(&self, current: HashMap<String, i64>) {
+        let count = current.len();
+        *self.flags.write().unwrap_or_else(|e| e.into_inner()) = current;
+        metrics::gauge!("hot_chats").set(count as f64);
+    }
+}
+
+/// Reads every flag that has not expired, in one round trip.
+pub async fn read_flags(
+    redis: &RedisConn,
+    keys: &Keys,
+    now: i64,
+) -> redis::RedisResult<HashMap<String, i64>> {
+    let mut conn = redis.get().await?;
+    let flat: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+        .arg(keys.hot_chats())
+        .arg(format!("({now}"))
+        .arg("+inf")
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await?;
+    Ok(flat
+        .into_iter()
+        .map(|(chat, until)| (chat, until as i64))
+        .collect())
+}
+
+/// Keeps `hot` up to date until `shutdown` fires: listens to the
+/// scheduler's announcements and resyncs every `resync`.
+pub async fn watch(
+    hot: Arc<HotChats>,
+    store: RedisConfig,
+    resync: Duration,
+    shutdown: CancellationToken,
+) {
+    let conn = match RedisConn::new(&store) {
+        Ok(conn) => conn,
+        Err(error) => {
+            warn!(%error, "invalid hot-chat Redis URL; no chat will be hot");
+            return;
+        }
+    };
+    let keys = store.keys();
+    tokio::join!(
+        resync_loop(&hot, &conn, &keys, resync, &shutdown),
+        listen(&hot, &store, &keys, &shutdown),
+    );
+}
+
+async fn resync_loop(
+    hot: &HotChats,
+    conn: &RedisConn,
+    keys: &Keys,
+    every: Duration,
+    shutdown: &CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match read_flags(conn, keys, now_millis()).await {
+            Ok(flags) => {
+                hot.replace(flags);
+                hot.set_store_up(true);
+            }
+            Err(error) => {
+                if hot.store_up() {
+                    warn!(%error, "cannot resync hot-chat flags");
+                }
+                hot.set_store_up(false);
+            }
+        }
+    }
+}
+
+/// Subscribes to the changes channel, resubscribing after failures.
+async fn listen(hot: &HotChats, store: &RedisConfig, keys: &Keys, shutdown: &CancellationToken) {
+    let channel = keys.hot_changes_channel();
+    let client = match redis::Client::open(store.url.as_str()) {
+        Ok(client) => client,
+        Err(_) => return,
+    };
+    loop {
+        let subscribed = async {
+            let mut pubsub =
+                tokio::time::timeout(store.timeout(), client.get_async_pubsub()).await??;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = shutdown.cancelled() => return,
+            subscribed = subscribed => subscribed,
+        };
+        match pubsub {
+            Ok(pubsub) => {
+                debug!(%channel, "listening for hot-chat changes");
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    let payload: Vec<u8> = message.get_payload_bytes().to_vec();
+                    match serde_json::from_slice::<HotChange>(&payload) {
+                        Ok(change) => {
+                            if hot.apply(&change) {
+                                let crossed_end = (change.second + 1) * 1000;
+                                let delay = (now_millis() - crossed_end).max(0) as f64 / 1000.0;
+                                metrics::histogram!("hotchat_flag_delay_seconds").record(delay);
+                                info!(chat = %change.chat, until = change.until, "chat is hot");
+                            } else if !change.hot {
+                                info!(chat = %change.chat, "chat cooled down");
+                            }
+                        }
+                        Err(error) => warn!(%error, "skipped a malformed hot-chat announcement"),
+                    }
+                }
+            }
+            Err(error) => debug!(%error, "cannot subscribe to hot-chat changes yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_expires_unless_the_store_is_down() {
+        let hot = HotChats::default();
+        hot.set_store_up(true);
+        let change = HotChange {
+            chat: "lobby".into(),
+            hot: true,
+            until: 10_000,
+            second: 5,
+        };
+        assert!(hot.apply(&change), "first announcement makes it hot");
+        assert!(!hot.apply(&change), "a renewal is not news");
+        assert!(hot.is_hot_at("lobby", 9_999));
+        assert!(!hot.is_hot_at("lobby", 10_000), "expired");
+        assert!(!hot.is_hot_at("other", 0));
+        hot.set_store_up(false);
+        assert!(
+            hot.is_hot_at("lobby", 20_000),
+            "last known hot while the store is down"
+        );
+        hot.apply(&HotChange {
+            hot: false,
+            ..change
+        });
+        assert!(!hot.is_hot_at("lobby", 0));
+    }
+}

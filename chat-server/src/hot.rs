@@ -1,0 +1,370 @@
+//! Hot chats in chat-server: every fetch is counted in memory and the
+//! counts flushed to Redis in batches, and a hot chat's fetches pass a
+//! cluster-wide budget decided by one Lua script (GCRA), or, while that
+//! Redis is unreachable, a local `governor` limiter at the budget's share
+//! of this instance.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_core::hot::{HotChats, now_millis};
+use chat_core::names::Keys;
+use chat_core::redis_conn::RedisConn;
+use chat_core::validate::ChatId;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use redis::Script;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Most distinct (second, chat) counts held between two flushes; past it
+/// fetches of further chats go uncounted (and are counted as dropped).
+const MAX_PENDING: usize = 100_000;
+
+/// How long the fetch counters stay in Redis, in seconds: the scheduler
+/// reads each second once, right after it ends.
+const COUNTER_TTL_SECS: i64 = 60;
+
+/// Counts fetches per chat and second, and flushes them in batches.
+#[derive(Debug, Default)]
+pub(crate) struct FetchCounter {
+    /// (Unix second, chat id) to fetches not flushed yet.
+    pending: Mutex<HashMap<(i64, String), u64>>,
+}
+
+impl FetchCounter {
+    /// Counts one fetch of `chat` in the current second. Never waits for Redis.
+    pub(crate) fn count(&self, chat: &ChatId) {
+        let second = now_millis().div_euclid(1000);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (second, chat.as_str().to_owned());
+        if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
+            drop(pending);
+            metrics::counter!("fetch_counts_dropped_total").increment(1);
+            return;
+        }
+        *pending.entry(key).or_default() += 1;
+    }
+
+    fn take(&self) -> HashMap<(i64, String), u64> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Flushes every `every` until `shutdown`, then once more.
+    pub(crate) async fn flush_loop(
+        self: Arc<Self>,
+        redis: Arc<RedisConn>,
+        keys: Keys,
+        hot: Arc<HotChats>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stop = tokio::select! {
+                () = shutdown.cancelled() => true,
+                _ = ticks.tick() => false,
+            };
+            self.flush(&redis, &keys, &hot).await;
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Adds the pending counts to Redis in one pipelined round trip; when
+    /// Redis cannot take them they are dropped, never retried into a pile.
+    async fn flush(&self, redis: &RedisConn, keys: &Keys, hot: &HotChats) {
+        let batch = self.take();
+        if batch.is_empty() {
+            return;
+        }
+        let total: u64 = batch.values().sum();
+        if !hot.store_up() {
+            metrics::counter!("fetch_counts_dropped_total").increment(total);
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let mut seconds = Vec::new();
+        for ((second, chat), n) in &batch {
+            pipe.hincr(keys.fetch_counts(*second), chat, *n).ignore();
+            if !seconds.contains(second) {
+                seconds.push(*second);
+            }
+        }
+        for second in seconds {
+            pipe.expire(keys.fetch_counts(second), COUNTER_TTL_SECS)
+                .ignore();
+        }
+        let sent = async {
+            let mut conn = redis.get().await?;
+            pipe.query_async::<()>(&mut conn).await
+        };
+        match sent.await {
+            Ok(()) => metrics::counter!("fetch_counts_flushed_total").increment(total),
+            Err(error) => {
+                metrics::counter!("fetch_counts_dropped_total").increment(total);
+                warn!(%error, fetches = total, "cannot flush fetch counts; dropped");
+            }
+        }
+    }
+}
+
+/// GCRA over a per-chat theoretical arrival time, on Redis's clock, in
+/// microseconds. KEYS: the chat's throttle key. ARGV: emission interval
+/// (1 s / budget), burst. Answers admitted (0/1), remaining burst,
+/// microseconds until a retry can pass, microseconds until the burst is
+/// whole again.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tolerance = interval * (burst - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if now < tat - tolerance then
+  return {0, 0, tat - tolerance - now, tat - now}
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
+return {1, math.floor((tolerance - (tat - now)) / interval), 0, next_tat - now}
+";
+
+type LocalLimiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// How a hot chat's fetches are limited.
+#[derive(Debug, Clone)]
+pub(crate) struct ThrottleSettings {
+    /// Fetches per second per hot chat, over the whole cluster.
+    pub budget: u32,
+    /// Fetches a hot chat may take at once above the steady rate.
+    pub burst: u32,
+    /// chat-server instances sharing the budget, for the local fallback.
+    pub expected_instances: u32,
+    /// Up to this many seconds are added at random to `Retry-After`.
+    pub retry_jitter_secs: u32,
+}
+
+/// The throttle's answer for one fetch of a hot chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub admitted: bool,
+    /// `RateLimit-Limit`: fetches per second.
+    pub limit: u32,
+    /// `RateLimit-Remaining`.
+    pub remaining: u64,
+    /// `RateLimit-Reset`: seconds until the burst is whole again.
+    pub reset_secs: u64,
+    /// `Retry-After`, with jitter, when refused.
+    pub retry_after_secs: u64,
+    /// `redis` or `local`.
+    pub mode: &'static str,
+}
+
+/// Decides hot chats' fetches.
+pub(crate) struct Throttle {
+    settings: ThrottleSettings,
+    script: Script,
+    redis: Arc<RedisConn>,
+    keys: Keys,
+    hot: Arc<HotChats>,
+    timeout: Duration,
+    local: LocalLimiter,
+    /// Source of the `Retry-After` jitter.
+    jitter: RandomState,
+    draws: AtomicU64,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Throttle {
+    pub(crate) fn new(
+        settings: ThrottleSettings,
+        redis: Arc<RedisConn>,
+        keys: Keys,
+        hot: Arc<HotChats>,
+        timeout: Duration,
+    ) -> Self {
+        let instances = settings.expected_instances.max(1);
+        let per_instance = f64::from(settings.budget.max(1)) / f64::from(instances);
+        let period = Duration::from_secs_f64(1.0 / per_instance);
+        let burst = NonZeroU32::new((settings.burst / instances).max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Self {
+            settings,
+            script: Script::new(GCRA),
+            redis,
+            keys,
+            hot,
+            timeout,
+            local: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            jitter: RandomState::new(),
+            draws: AtomicU64::new(0),
+        }
+    }
+
+    /// Decides one fetch of the hot chat `chat`: in Redis while it answers,
+    /// else locally. Never fails.
+    pub(crate) async fn decide(&self, chat: &ChatId) -> Decision {
+        if self.hot.store_up() {
+            match tokio::time::timeout(self.timeout, self.in_redis(chat)).await {
+                Ok(Ok(decision)) => return decision,
+                Ok(Err(error)) => warn!(%error, "throttle store failed; throttling locally"),
+                Err(_) => warn!("throttle store timed out; throttling locally"),
+            }
+            self.hot.set_store_up(false);
+        }
+        self.locally(chat)
+    }
+
+    async fn in_redis(&self, chat: &ChatId) -> redis::RedisResult<Decision> {
+        let settings = &self.settings;
+        let interval = 1_000_000 / u64::from(settings.budget.max(1));
+        let mut conn = self.redis.get().await?;
+        let (admitted, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
+            .script
+            .key(self.keys.throttle(chat))
+            .arg(interval)
+            .arg(settings.burst.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        let admitted = admitted == 1;
+        Ok(Decision {
+            admitted,
+            limit: settings.budget,
+            remaining: remaining.max(0) as u64,
+            reset_secs: micros_to_secs(reset_us),
+            retry_after_secs: if admitted {
+                0
+            } else {
+                self.retry_after(micros_to_secs(retry_us))
+            },
+            mode: "redis",
+        })
+    }
+
+    fn locally(&self, chat: &ChatId) -> Decision {
+        let instances = self.settings.expected_instances.max(1);
+        let limit = (self.settings.budget / instances).max(1);
+        match self.local.check_key(&chat.as_str().to_owned()) {
+            Ok(snapshot) => Decision {
+                admitted: true,
+                limit,
+                remaining: u64::from(snapshot.remaining_burst_capacity()),
+                reset_secs: 1,
+                retry_after_secs: 0,
+                mode: "local",
+            },
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_micros().div_ceil(1_000_000) as u64;
+                Decision {
+                    admitted: false,
+                    limit,
+                    remaining: 0,
+                    reset_secs: secs.max(1),
+                    retry_after_secs: self.retry_after(secs),
+                    mode: "local",
+                }
+            }
+        }
+    }
+
+    /// At least one second, plus up to `retry_jitter_secs` at random, so
+    /// refused clients do not come back in lockstep.
+    fn retry_after(&self, secs: u64) -> u64 {
+        let draw = self
+            .jitter
+            .hash_one(self.draws.fetch_add(1, Ordering::Relaxed));
+        let spread = u64::from(self.settings.retry_jitter_secs) + 1;
+        secs.max(1) + draw % spread
+    }
+
+    /// Forgets local limiter state of chats that are back to a full burst.
+    pub(crate) fn prune_local(&self) {
+        self.local.retain_recent();
+    }
+}
+
+fn micros_to_secs(micros: i64) -> u64 {
+    (micros.max(0) as u64).div_ceil(1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle(budget: u32, burst: u32, instances: u32) -> Throttle {
+        let config = chat_core::config::RedisConfig {
+            url: "redis://127.0.0.1:1".into(),
+            key_prefix: "unit".into(),
+            timeout_ms: 10,
+        };
+        Throttle::new(
+            ThrottleSettings {
+                budget,
+                burst,
+                expected_instances: instances,
+                retry_jitter_secs: 2,
+            },
+            Arc::new(RedisConn::new(&config).expect("url")),
+            config.keys(),
+            HotChats::new(),
+            Duration::from_millis(10),
+        )
+    }
+
+    #[test]
+    fn the_local_limiter_takes_its_share_of_the_burst_then_refuses() {
+        let throttle = throttle(60, 30, 3);
+        let chat: ChatId = "hot".parse().expect("chat");
+        let admitted = (0..20)
+            .map(|_| throttle.locally(&chat))
+            .filter(|d| d.admitted)
+            .count();
+        assert_eq!(admitted, 10, "a third of the burst of 30");
+        let refused = throttle.locally(&chat);
+        assert!(!refused.admitted);
+        assert_eq!(refused.limit, 20);
+        assert!((1..=3).contains(&refused.retry_after_secs));
+        let other: ChatId = "other".parse().expect("chat");
+        assert!(throttle.locally(&other).admitted, "chats are limited apart");
+    }
+
+    #[test]
+    fn retry_after_is_spread_over_the_jitter() {
+        let throttle = throttle(10, 5, 1);
+        let seen: std::collections::HashSet<u64> =
+            (0..200).map(|_| throttle.retry_after(1)).collect();
+        assert_eq!(seen, [1, 2, 3].into_iter().collect());
+    }
+
+    #[test]
+    fn counts_are_grouped_by_second_and_chat() {
+        let counter = FetchCounter::default();
+        let lobby: ChatId = "lobby".parse().expect("chat");
+        for _ in 0..3 {
+            counter.count(&lobby);
+        }
+        let batch = counter.take();
+        assert_eq!(batch.values().sum::<u64>(), 3);
+        assert!(batch.keys().all(|(_, chat)| chat == "lobby"));
+        assert!(counter.take().is_empty(), "taken once");
+    }
+}

@@ -1,0 +1,73 @@
+//! Coalesced reactions of hot chats: once per second, each hub that held
+//! reactions back gets, per message touched, one `reactions` event with the
+//! message's absolute counts from the read model, as of a point of the log
+//! at or past the last reaction held back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::AppState;
+use crate::hub::Frame;
+
+/// Flushes owed counts every `every` until `shutdown`.
+pub(crate) async fn run(state: AppState, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        for hub in state.hubs().take_owing() {
+            let Some(pending) = hub.take_pending() else {
+                continue;
+            };
+            let read = state
+                .read_model()
+                .counts(state.redis(), hub.chat(), &pending.messages)
+                .await;
+            let counts = match read {
+                Ok(counts) if counts.head.is_some_and(|head| head.offset >= pending.upto) => counts,
+                Ok(_) => {
+                    // The projector has not applied the reactions yet: the
+                    // counts would miss them. Next second.
+                    debug!(chat = %hub.chat(), "counts not projected yet");
+                    hub.restore_pending(pending);
+                    state.hubs().still_owing(&hub);
+                    continue;
+                }
+                Err(error) => {
+                    warn!(%error, chat = %hub.chat(), "cannot read reaction counts; retrying");
+                    hub.restore_pending(pending);
+                    state.hubs().still_owing(&hub);
+                    continue;
+                }
+            };
+            let Some(as_of) = counts.head else { continue };
+            let frames: Vec<Arc<Frame>> = pending
+                .messages
+                .iter()
+                .zip(&counts.counts)
+                .map(|(&message, counts)| {
+                    Arc::new(Frame {
+                        id: as_of,
+                        bytes: Bytes::from(chat_core::sse::reactions(
+                            hub.chat().as_str(),
+                            message,
+                            counts,
+                            as_of,
+                        )),
+                        reaction_of: None,
+                        ordered: false,
+                    })
+                })
+                .collect();
+            metrics::counter!("publish_coalesced_frames_total").increment(frames.len() as u64);
+            hub.broadcast(frames);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Hot chats on the stream: reactions coalesced into at most one
+//! `reactions` event per message per second with absolute counts, messages
+//! at once; a cold chat's reactions one by one, at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Event, Subscriber, World};
+
+/// Flags `chat` hot the way the scheduler does: a member of the flags set,
+/// scored by its expiry.
+async fn flag_hot(world: &World, chat: &str) {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let until = chrono::Utc::now().timestamp_millis() + 600_000;
+    redis::cmd("ZADD")
+        .arg(format!("{}:hotchats", world.prefix))
+        .arg(until)
+        .arg(chat)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("ZADD");
+}
+
+/// Adds or removes a reaction through chat-server; answers its event id.
+async fn react(
+    world: &World,
+    chat: std::net::SocketAddr,
+    room: &str,
+    message: &str,
+    user: &str,
+    emoji: &str,
+    add: bool,
+) -> String {
+    let base = format!("http://{chat}/api/chats/{room}/messages/{message}/reactions");
+    let response = if add {
+        world
+            .http
+            .post(&base)
+            .json(&serde_json::json!({"userId": user, "emoji": emoji}))
+            .send()
+            .await
+    } else {
+        let emoji: String = emoji.bytes().map(|b| format!("%{b:02X}")).collect();
+        world
+            .http
+            .delete(format!("{base}/{emoji}?userId={user}"))
+            .send()
+            .await
+    }
+    .expect("reaction request");
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// Events that arrive within `window`, each with when it arrived.
+async fn collect(subscriber: &mut Subscriber, window: Duration) -> Vec<(Instant, Event)> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut got = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events.recv()).await {
+        got.push((Instant::now(), event));
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
+    let world = World::new();
+    let chat = world.chat_server().await;
+    let publish = world.publish_server(world.publish_config()).await;
+    flag_hot(&world, "hot-room").await;
+    // publish-server resyncs the flags every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut hot = Subscriber::open(
+        &world.http,
+        &publish.url("/api/chats/hot-room/events"),
+        None,
+    )
+    .await;
+    let mut cold = Subscriber::open(
+        &world.http,
+        &publish.url("/api/chats/cold-room/events"),
+        None,
+    )
+    .await;
+
+    let first = world.post(chat.addr, "hot-room", "first").await;
+    let posted = Instant::now();
+    let got = hot.take(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].event, "message");
+    assert!(
+        posted.elapsed() < Duration::from_millis(900),
+        "a message is not held back"
+    );
+
+    for user in 0..10 {
+        react(
+            &world,
+            chat.addr,
+            "hot-room",
+            &first,
+            &format!("u{user}"),
+            "👍",
+            true,
+        )
+        .await;
+    }
+    for user in 0..4 {
+        react(
+            &world,
+            chat.addr,
+            "hot-room",
+            &first,
+            &format!("u{user}"),
+            "🎉",
+            true,
+        )
+        .await;
+    }
+    // Counted once per user, and a removal counts down.
+    react(&world, chat.addr, "hot-room", &first, "u0", "👍", true).await;
+    let last_reaction = react(&world, chat.addr, "hot-room", &first, "u1", "👍", false).await;
+    let second = world.post(chat.addr, "hot-room", "second").await;
+    let posted = Instant::now();
+    let events = collect(&mut hot, Duration::from_millis(3500)).await;
+    let message_at = events
+        .iter()
+        .find(|(_, e)| e.event == "message" && e.data["id"] == second.as_str())
+        .map(|(at, _)| *at)
+        .expect("the second message arrives");
+    assert!(
+        message_at - posted < Duration::from_millis(900),
+        "a message is not held back"
+    );
+    assert!(
+        events.iter().all(|(_, e)| e.event != "reaction"),
+        "no reaction one by one in a hot chat: {events:?}"
+    );
+    let coalesced: Vec<&(Instant, Event)> = events
+        .iter()
+        .filter(|(_, e)| e.event == "reactions" && e.data["messageId"] == first.as_str())
+        .collect();
+    assert!(!coalesced.is_empty(), "counts arrive: {events:?}");
+    for pair in coalesced.windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 >= Duration::from_millis(900),
+            "at most one reactions event per message per second"
+        );
+    }
+    let (_, newest) = coalesced.last().expect("one");
+    assert!(
+        newest.id.is_none(),
+        "a reactions event moves no Last-Event-ID"
+    );
+    assert_eq!(
+        newest.data["reactions"],
+        serde_json::json!({"👍": 9, "🎉": 4})
+    );
+    let as_of = newest.data["asOf"].as_str().expect("asOf");
+    assert!(
+        as_of >= last_reaction.as_str(),
+        "the counts include the last reaction ({as_of} < {last_reaction})"
+    );
+    let page: serde_json::Value = world
+        .http
+        .get(chat.url("/api/chats/hot-room/messages"))
+        .send()
+        .await
+        .expect("fetch")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        page["messages"][0]["reactions"], newest.data["reactions"],
+        "the same counts as the fetch API"
+    );
+
+    // A cold chat's reaction goes out by itself, at once.
+    let message = world.post(chat.addr, "cold-room", "hello").await;
+    react(&world, chat.addr, "cold-room", &message, "u9", "👍", true).await;
+    let reacted = Instant::now();
+    let got = cold.take(2, Duration::from_secs(5)).await;
+    assert_eq!(got[1].event, "reaction");
+    assert!(reacted.elapsed() < Duration::from_millis(900));
+
+    publish.stop().await;
+    chat.stop().await;
+}

@@ -1,0 +1,414 @@
+//! scheduler: once per second, reads the fetch counters of the second that
+//! just ended and sets or clears the chats' `hotchat` flags. Several
+//! replicas may run; one leads through a Redis lock with expiry, the others
+//! stand by and take over within the lock's TTL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use chat_core::config::RedisConfig;
+use chat_core::hot::{HotStoreConfig, now_millis};
+use chat_core::metrics::PrometheusHandle;
+use chat_core::names::Keys;
+use chat_core::problem::Problem;
+use chat_core::redis_conn::RedisConn;
+use redis::Script;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+mod ticks;
+
+pub use ticks::{Tick, next_tick};
+
+/// Everything the scheduler can be told.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "scheduler",
+    version,
+    about = "Flags hot chats once per second from their fetch counters"
+)]
+pub struct Config {
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "SCHEDULER_LISTEN", default_value = "127.0.0.1:8082")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub redis: RedisConfig,
+
+    #[command(flatten)]
+    pub hot_store: HotStoreConfig,
+
+    /// Fetches in one second, summed over every chat-server, at or over
+    /// which a chat is flagged hot.
+    #[arg(long, env = "HOT_THRESHOLD", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub hot_threshold: u64,
+
+    /// Seconds a hot chat must stay under the threshold before its flag is
+    /// cleared (the flag's TTL after the last second over it).
+    #[arg(long, env = "COOL_DOWN", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub cool_down: u64,
+
+    /// How long the leader lock lasts without renewal, in milliseconds: a
+    /// standby takes over within this time after the leader dies.
+    #[arg(long, env = "LEADER_LOCK_TTL_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(300..=60_000))]
+    pub leader_lock_ttl_ms: u64,
+
+    /// How long after each wall-clock second the tick runs, in
+    /// milliseconds, so the servers' last counter flush of that second
+    /// (every 100 ms) has landed.
+    #[arg(long, env = "TICK_OFFSET_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(0..=900))]
+    pub tick_offset_ms: u64,
+
+    /// This replica's name in the leader lock (default: host name and pid).
+    #[arg(long, env = "SCHEDULER_ID")]
+    pub instance_id: Option<String>,
+}
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Takes or renews the lock. KEYS: lock. ARGV: instance id, TTL ms.
+/// Answers 1 when this instance holds the lock afterwards.
+const LOCK: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Gives the lock up if held. KEYS: lock. ARGV: instance id.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+/// One tick, only while this instance holds the lock. KEYS: lock, the
+/// counters of the second, the flags. ARGV: instance id, threshold, the
+/// second, the expiry a flag set now gets, now (ms), the changes channel.
+/// Answers the chats that became hot, the chats cleared, and how many are
+/// hot; or `{-1}` when another instance leads.
+const TICK: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local threshold, second, expiry, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local channel = ARGV[6]
+local became, cleared = {}, {}
+local counts = redis.call('HGETALL', KEYS[2])
+for i = 1, #counts, 2 do
+  local chat, n = counts[i], tonumber(counts[i + 1])
+  if n >= threshold then
+    local was = redis.call('ZSCORE', KEYS[3], chat)
+    redis.call('ZADD', KEYS[3], 'GT', expiry, chat)
+    if (not was) or tonumber(was) <= now then
+      table.insert(became, chat)
+      redis.call('PUBLISH', channel, cjson.encode({chat = chat, hot = true, ['until'] = expiry, second = second}))
+    end
+  end
+end
+for _, chat in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
+  redis.call('ZREM', KEYS[3], chat)
+  table.insert(cleared, chat)
+  redis.call('PUBLISH', channel, cjson.encode({chat = chat, hot = false, ['until'] = now, second = second}))
+end
+return {became, cleared, redis.call('ZCARD', KEYS[3])}
+";
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    instance: String,
+    redis: RedisConn,
+    keys: Keys,
+    leader: AtomicBool,
+    metrics: PrometheusHandle,
+    lock: Script,
+    unlock: Script,
+    tick: Script,
+}
+
+/// What the HTTP handlers and the loops share.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        self.0.leader.load(Ordering::Acquire)
+    }
+
+    fn set_leader(&self, leads: bool) {
+        let was = self.0.leader.swap(leads, Ordering::AcqRel);
+        if was != leads {
+            if leads {
+                info!(instance = %self.0.instance, "leading");
+            } else {
+                info!(instance = %self.0.instance, "standing by");
+            }
+        }
+        metrics::gauge!("scheduler_leader").set(if leads { 1.0 } else { 0.0 });
+    }
+}
+
+/// A scheduler bound to its address, ready to run.
+#[derive(Debug)]
+pub struct Scheduler {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Scheduler {
+    /// Binds the listen address (port 0 picks a free one). Redis need not be
+    /// up: the replica stands by until it answers.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let store = config.hot_store.redis(&config.redis);
+        let instance = config.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "scheduler".to_owned());
+            format!("{host}-{}", std::process::id())
+        });
+        let state = AppState(Arc::new(Inner {
+            instance,
+            redis: RedisConn::new(&store)?,
+            keys: store.keys(),
+            leader: AtomicBool::new(false),
+            metrics: chat_core::metrics::handle(),
+            lock: Script::new(LOCK),
+            unlock: Script::new(UNLOCK),
+            tick: Script::new(TICK),
+            config,
+        }));
+        state.set_leader(false);
+        Ok(Self { listener, state })
+    }
+
+    /// The address of the health and metrics endpoints.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.0.config.listen)
+    }
+
+    /// The shared state, to ask whether this replica leads.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Runs until `shutdown` fires; a leader gives its lock up on the way out.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let state = self.state;
+        info!(addr = %self.listener.local_addr().map_err(Error::Serve)?,
+              instance = %state.0.instance,
+              threshold = state.0.config.hot_threshold,
+              cool_down = state.0.config.cool_down,
+              "scheduler listening");
+        // Joined, not spawned: should this future be dropped (the task
+        // aborted), the loops stop with it, as in a crash.
+        let serving = axum::serve(self.listener, app(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let (served, (), ()) = tokio::join!(
+            async { serving.await },
+            lead(state.clone(), shutdown.clone()),
+            tick_loop(state.clone(), shutdown.clone()),
+        );
+        info!("scheduler stopped");
+        served.map_err(Error::Serve)
+    }
+}
+
+/// Holds or waits for the leader lock until `shutdown`.
+async fn lead(state: AppState, shutdown: CancellationToken) {
+    let inner = &state.0;
+    let ttl = Duration::from_millis(inner.config.leader_lock_ttl_ms);
+    let lock_key = inner.keys.scheduler_leader();
+    // The leader renews three times per TTL, so the lock outlives a missed
+    // renewal; a standby asks ten times per TTL, so it takes over within a
+    // tenth of the TTL after the lock lapses.
+    loop {
+        let pause = if state.is_leader() { ttl / 3 } else { ttl / 10 };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+        let held = async {
+            let mut conn = inner.redis.get().await?;
+            inner
+                .lock
+                .key(&lock_key)
+                .arg(&inner.instance)
+                .arg(inner.config.leader_lock_ttl_ms)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        };
+        match held.await {
+            Ok(held) => state.set_leader(held == 1),
+            Err(error) => {
+                if state.is_leader() {
+                    warn!(%error, "cannot renew the leader lock; standing by");
+                }
+                state.set_leader(false);
+            }
+        }
+    }
+    if state.is_leader() {
+        state.set_leader(false);
+        let released = async {
+            let mut conn = inner.redis.get().await?;
+            inner
+                .unlock
+                .key(&lock_key)
+                .arg(&inner.instance)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        };
+        if let Err(error) = released.await {
+            warn!(%error, "cannot release the leader lock; it expires by itself");
+        }
+    }
+}
+
+/// Runs a tick just after every wall-clock second, until `shutdown`.
+async fn tick_loop(state: AppState, shutdown: CancellationToken) {
+    let offset = state.0.config.tick_offset_ms as i64;
+    loop {
+        let tick = next_tick(now_millis(), offset);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(tick.wait_ms as u64)) => {}
+        }
+        if !state.is_leader() {
+            continue;
+        }
+        let lateness = (now_millis() - tick.due_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("scheduler_tick_lateness_seconds").record(lateness);
+        let started = Instant::now();
+        match run_tick(&state, tick.second).await {
+            Ok(()) => {}
+            Err(error) => {
+                metrics::counter!("scheduler_tick_errors_total").increment(1);
+                warn!(%error, second = tick.second, "tick failed");
+            }
+        }
+        metrics::histogram!("scheduler_tick_duration_seconds").record(started.elapsed());
+        // The next tick is computed from the clock after this one ends: a
+        // slow tick skips the seconds it overran, it never piles up.
+    }
+}
+
+/// Flags and clears chats from the counters of `second`, in one round trip.
+async fn run_tick(state: &AppState, second: i64) -> redis::RedisResult<()> {
+    let inner = &state.0;
+    let config = &inner.config;
+    let now = now_millis();
+    let expiry = (second + 1 + config.cool_down as i64) * 1000;
+    let mut conn = inner.redis.get().await?;
+    let reply: redis::Value = inner
+        .tick
+        .key(inner.keys.scheduler_leader())
+        .key(inner.keys.fetch_counts(second))
+        .key(inner.keys.hot_chats())
+        .arg(&inner.instance)
+        .arg(config.hot_threshold)
+        .arg(second)
+        .arg(expiry)
+        .arg(now)
+        .arg(inner.keys.hot_changes_channel())
+        .invoke_async(&mut conn)
+        .await?;
+    let (became, cleared, hot): (Vec<String>, Vec<String>, i64) =
+        match redis::from_redis_value_ref::<(Vec<String>, Vec<String>, i64)>(&reply) {
+            Ok(parts) => parts,
+            Err(_) => {
+                state.set_leader(false);
+                return Ok(());
+            }
+        };
+    metrics::gauge!("scheduler_hot_chats").set(hot as f64);
+    for chat in &became {
+        info!(%chat, second, "chat is hot");
+    }
+    for chat in &cleared {
+        info!(%chat, second, "chat cooled down");
+    }
+    Ok(())
+}
+
+/// The scheduler's HTTP endpoints: health, readiness, metrics.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(middleware::from_fn(chat_core::metrics::track))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "instance": state.0.instance,
+        "leader": state.is_leader(),
+    }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    match state.0.redis.ping().await {
+        Ok(()) => Ok(Json(
+            serde_json::json!({"status": "ready", "redis": "ok", "leader": state.is_leader()}),
+        )),
+        Err(error) => Err(Problem::unavailable(format!("not ready: Redis: {error}"))),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.0.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-route",
+        "Not found",
+        format!("no route for {}", uri.path()),
+    )
+}
