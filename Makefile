@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build bench-post bench-fetch bench-sse fmt clippy
+.PHONY: run test build bench-post bench-fetch bench-sse bench-hot fmt clippy
 
 ## Run the whole system locally: chat-server, publish-server (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
@@ -35,3 +35,7 @@ bench-fetch:
 ## Measure SSE fan-out: 50,000 subscribers, deliveries/s, post-to-receipt latency, losses, RSS per connection.
 bench-sse:
 	scripts/bench-sse.sh
+
+## Measure what hot-chat support costs a fetch: counting on vs off, and the throttle decision on a hot chat.
+bench-hot:
+	scripts/bench-hot.sh

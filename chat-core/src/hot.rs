@@ -30,7 +30,7 @@ pub struct HotStoreConfig {
     /// Redis holding fetch counters, hot-chat flags and throttle state
     /// (default: the Redis of `--redis-url`).
     #[arg(long = "hot-redis-url", env = "HOT_REDIS_URL")]
-    pub url: Option<String>,
+    pub hot_redis_url: Option<String>,
 
     /// How long one command to the hot-chat Redis may take, in
     /// milliseconds; past it the server falls back to local throttling.
@@ -40,7 +40,7 @@ pub struct HotStoreConfig {
         default_value_t = 250,
         value_parser = clap::value_parser!(u64).range(10..=60_000)
     )]
-    pub timeout_ms: u64,
+    pub hot_redis_timeout_ms: u64,
 }
 
 impl HotStoreConfig {
@@ -48,9 +48,9 @@ impl HotStoreConfig {
     /// the key prefix of `main`.
     pub fn redis(&self, main: &RedisConfig) -> RedisConfig {
         RedisConfig {
-            url: self.url.clone().unwrap_or_else(|| main.url.clone()),
+            url: self.hot_redis_url.clone().unwrap_or_else(|| main.url.clone()),
             key_prefix: main.key_prefix.clone(),
-            timeout_ms: self.timeout_ms,
+            timeout_ms: self.hot_redis_timeout_ms,
         }
     }
 }

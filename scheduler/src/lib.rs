@@ -71,7 +71,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=900))]
     pub tick_offset_ms: u64,
 
-    /// This replica's name in the leader lock (default: host name and pid).
+    /// This replica's name in the leader lock (default: host name, pid and
+    /// a random suffix); it must differ between replicas.
     #[arg(long, env = "SCHEDULER_ID")]
     pub instance_id: Option<String>,
 }
@@ -200,7 +201,9 @@ impl Scheduler {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|_| "scheduler".to_owned());
-            format!("{host}-{}", std::process::id())
+            // Replicas in one process (tests) need names of their own too.
+            let salt = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+            format!("{host}-{}-{:04x}", std::process::id(), salt & 0xffff)
         });
         let state = AppState(Arc::new(Inner {
             instance,

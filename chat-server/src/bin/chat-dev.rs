@@ -238,7 +238,7 @@ fn server_command(
         .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
         .stdin(Stdio::null())
         .kill_on_drop(true);
-    if let Some(url) = &config.hot_store.url {
+    if let Some(url) = &config.hot_store.hot_redis_url {
         command.env("HOT_REDIS_URL", url);
     }
     die_with_parent(&mut command);
