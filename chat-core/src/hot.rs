@@ -48,7 +48,10 @@ impl HotStoreConfig {
     /// the key prefix of `main`.
     pub fn redis(&self, main: &RedisConfig) -> RedisConfig {
         RedisConfig {
-            url: self.hot_redis_url.clone().unwrap_or_else(|| main.url.clone()),
+            url: self
+                .hot_redis_url
+                .clone()
+                .unwrap_or_else(|| main.url.clone()),
             key_prefix: main.key_prefix.clone(),
             timeout_ms: self.hot_redis_timeout_ms,
         }
