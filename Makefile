@@ -5,9 +5,10 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test build bench-post bench-fetch bench-sse bench-hot fmt clippy
 
-## Run the whole system locally: chat-server, publish-server (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
+## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
 	@if [ -z "$$REDIS_URL" ]; then scripts/ensure-redis.sh; fi
+	scripts/ensure-web.sh
 	$(CARGO) build -p chat-server -p publish-server -p scheduler --bins
 	@exec ./target/debug/chat-dev
 

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-redis.sh
 scripts/ensure-tansu.sh
+scripts/ensure-chromium.sh
+scripts/ensure-web.sh
 tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
 work="$(mktemp -d -t chat-test.XXXXXX)"
@@ -59,6 +61,13 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace 2>&1 | tee "$work/cargo-test.log"
 
+# The web UI: unit tests (Vitest), then end to end in headless Chromium
+# against the binaries cargo test built.
+(cd web && NO_COLOR=1 npx vitest run) 2>&1 | tee "$work/web-test.log"
+node web/e2e/chat.e2e.mjs 2>&1 | tee "$work/web-e2e.log"
+
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log"
+     /^ *Tests +[0-9]+ passed/ { p += $2 }
+     /^ok   / { p += 1 } /^FAIL / { f += 1 }
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log"

@@ -135,3 +135,52 @@ impl RedisConfig {
         names::Keys::new(self.key_prefix.clone())
     }
 }
+
+/// Checks a README settings table (the lines after `### {heading}` up to
+/// the next heading) against a command's flags: every visible flag has a
+/// row `` | `--flag` `` naming its environment variable and default.
+/// Answers what is wrong, and how many rows and visible flags there are.
+pub fn check_settings_table(
+    readme: &str,
+    heading: &str,
+    command: &clap::Command,
+) -> (Vec<String>, usize, usize) {
+    let Some(section) = readme
+        .split(&format!("\n### {heading}\n"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n#").next())
+    else {
+        return (vec![format!("the README has no '### {heading}' section")], 0, 0);
+    };
+    let mut wrong = Vec::new();
+    let mut flags = 0;
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") || arg.is_hide_set() {
+            continue;
+        }
+        flags += 1;
+        let Some(row) = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{long}`")))
+        else {
+            wrong.push(format!("no row for --{long}"));
+            continue;
+        };
+        if let Some(env) = arg.get_env()
+            && !row.contains(&format!("`{}`", env.to_string_lossy()))
+        {
+            wrong.push(format!("--{long} row lacks {}: {row}", env.to_string_lossy()));
+        }
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        if !defaults.is_empty() && !row.contains(&format!("`{}`", defaults.join(","))) {
+            wrong.push(format!("--{long} row lacks default {}: {row}", defaults.join(",")));
+        }
+    }
+    let rows = section.lines().filter(|l| l.starts_with("| `--")).count();
+    (wrong, rows, flags)
+}

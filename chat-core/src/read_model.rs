@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::event::{ChatEvent, Message, ReactionAction};
 use crate::id::EventId;
 use crate::names::Keys;
-use crate::validate::ChatId;
+use crate::validate::{ChatId, UserId};
 use redis::Script;
 use serde::Serialize;
 
@@ -105,8 +105,10 @@ return 1
 
 /// Reads a page of messages with their counts. KEYS: messages, bodies,
 /// head, reactions. ARGV: mode (`after`, `before`, `latest`), offset,
-/// limit. Answers head id (or false), has newer (0/1), has older (0/1),
-/// the bodies, then the counts (JSON, or false for none), in page order.
+/// limit, and optionally a user id and the users prefix. Answers head id
+/// (or false), has newer (0/1), has older (0/1), the bodies, the counts
+/// (JSON, or false for none), then, given a user, per message the emojis
+/// that user holds, in page order.
 const FETCH: &str = r"
 local messages, bodies, head_key, reactions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, offset, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -133,12 +135,26 @@ elseif mode == 'after' then
 elseif mode == 'before' then
   if #redis.call('ZRANGEBYSCORE', messages, offset, '+inf', 'LIMIT', 0, 1) > 0 then newer = 1 end
 end
-local page_bodies, page_counts = {}, {}
+local page_bodies, page_counts, page_mine = {}, {}, {}
 if #ids > 0 then
   page_bodies = redis.call('HMGET', bodies, unpack(ids))
   page_counts = redis.call('HMGET', reactions, unpack(ids))
 end
-return { redis.call('HGET', head_key, 'id'), newer, older, page_bodies, page_counts }
+local user, users_prefix = ARGV[4], ARGV[5]
+if user then
+  for i, id in ipairs(ids) do
+    local held = {}
+    if page_counts[i] then
+      for emoji, _ in pairs(cjson.decode(page_counts[i])) do
+        if redis.call('HEXISTS', users_prefix .. id, emoji .. '\n' .. user) == 1 then
+          table.insert(held, emoji)
+        end
+      end
+    end
+    page_mine[i] = held
+  end
+end
+return { redis.call('HGET', head_key, 'id'), newer, older, page_bodies, page_counts, page_mine }
 ";
 
 /// Reads the replay log after an offset. KEYS: events, head. ARGV: offset,
@@ -200,6 +216,9 @@ pub struct FetchedMessage {
     #[serde(flatten)]
     pub message: Message,
     pub reactions: HashMap<String, i64>,
+    /// The emojis the user named in the fetch holds on this message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mine: Option<Vec<String>>,
 }
 
 /// One page of a chat, oldest first.
@@ -321,12 +340,14 @@ impl ReadModel {
     }
 
     /// Reads one page of `chat`, up to `limit` messages, in one round trip.
+    /// Given `user`, each message also says which emojis that user holds.
     pub async fn fetch(
         &self,
         redis: &RedisConn,
         chat: &ChatId,
         page: Page,
         limit: u32,
+        user: Option<&UserId>,
     ) -> redis::RedisResult<FetchPage> {
         let keys = self.keys.chat(chat);
         let (mode, offset) = match page {
@@ -335,17 +356,17 @@ impl ReadModel {
             Page::Before(id) => ("before", id.offset),
         };
         let mut conn = redis.get().await?;
-        let reply: Vec<redis::Value> = self
-            .fetch
-            .key(&keys.messages)
-            .key(&keys.bodies)
+        let mut call = self.fetch.key(&keys.messages);
+        call.key(&keys.bodies)
             .key(&keys.head)
             .key(&keys.reactions)
             .arg(mode)
             .arg(offset)
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(limit);
+        if let Some(user) = user {
+            call.arg(user.as_str()).arg(&keys.users_prefix);
+        }
+        let reply: Vec<redis::Value> = call.invoke_async(&mut conn).await?;
         decode_page(chat, page, reply)
     }
 
@@ -505,20 +526,26 @@ fn decode_page(
     let has_older = i64::from_redis_value(next()?)? == 1;
     let bodies = Vec::<Option<String>>::from_redis_value(next()?)?;
     let counts = Vec::<Option<String>>::from_redis_value(next()?)?;
+    let mut mine = Vec::<Vec<String>>::from_redis_value(next()?)?.into_iter();
     let mut messages = Vec::with_capacity(bodies.len());
     // A body is missing only if retention dropped it between the range and
     // the read, which one script call rules out; skip rather than fail.
-    for (body, counts) in bodies
+    for (body, counts, mine) in bodies
         .into_iter()
         .zip(counts)
-        .filter_map(|(b, c)| Some((b?, c)))
+        .map(|(b, c)| (b, c, mine.next()))
+        .filter_map(|(b, c, m)| Some((b?, c, m)))
     {
         let message: Message = serde_json::from_str(&body).map_err(|e| invalid(&e.to_string()))?;
         let reactions = match counts {
             Some(json) => serde_json::from_str(&json).map_err(|e| invalid(&e.to_string()))?,
             None => HashMap::new(),
         };
-        messages.push(FetchedMessage { message, reactions });
+        messages.push(FetchedMessage {
+            message,
+            reactions,
+            mine,
+        });
     }
     let last = messages.last().map(|m| m.message.id);
     // With nothing newer left, continue from the chat's head, which also

@@ -34,8 +34,8 @@ const COUNTER_TTL_SECS: i64 = 60;
 /// Counts fetches per chat and second, and flushes them in batches.
 #[derive(Debug, Default)]
 pub(crate) struct FetchCounter {
-    /// (Unix second, chat id) to fetches not flushed yet.
-    pending: Mutex<HashMap<(i64, String), u64>>,
+    /// Unix second to chat id to fetches not flushed yet.
+    pending: Mutex<HashMap<i64, HashMap<String, u64>>>,
 }
 
 impl FetchCounter {
@@ -43,16 +43,25 @@ impl FetchCounter {
     pub(crate) fn count(&self, chat: &ChatId) {
         let second = now_millis().div_euclid(1000);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (second, chat.as_str().to_owned());
-        if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
+        if let Some(n) = pending
+            .get_mut(&second)
+            .and_then(|chats| chats.get_mut(chat.as_str()))
+        {
+            *n += 1;
+            return;
+        }
+        if pending.values().map(HashMap::len).sum::<usize>() >= MAX_PENDING {
             drop(pending);
             metrics::counter!("fetch_counts_dropped_total").increment(1);
             return;
         }
-        *pending.entry(key).or_default() += 1;
+        pending
+            .entry(second)
+            .or_default()
+            .insert(chat.as_str().to_owned(), 1);
     }
 
-    fn take(&self) -> HashMap<(i64, String), u64> {
+    fn take(&self) -> HashMap<i64, HashMap<String, u64>> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -86,22 +95,18 @@ impl FetchCounter {
         if batch.is_empty() {
             return;
         }
-        let total: u64 = batch.values().sum();
+        let total: u64 = batch.values().flat_map(HashMap::values).sum();
         if !hot.store_up() {
             metrics::counter!("fetch_counts_dropped_total").increment(total);
             return;
         }
         let mut pipe = redis::pipe();
-        let mut seconds = Vec::new();
-        for ((second, chat), n) in &batch {
-            pipe.hincr(keys.fetch_counts(*second), chat, *n).ignore();
-            if !seconds.contains(second) {
-                seconds.push(*second);
+        for (second, chats) in &batch {
+            let key = keys.fetch_counts(*second);
+            for (chat, n) in chats {
+                pipe.hincr(&key, chat, *n).ignore();
             }
-        }
-        for second in seconds {
-            pipe.expire(keys.fetch_counts(second), COUNTER_TTL_SECS)
-                .ignore();
+            pipe.expire(&key, COUNTER_TTL_SECS).ignore();
         }
         let sent = async {
             let mut conn = redis.get().await?;
@@ -363,8 +368,9 @@ mod tests {
             counter.count(&lobby);
         }
         let batch = counter.take();
-        assert_eq!(batch.values().sum::<u64>(), 3);
-        assert!(batch.keys().all(|(_, chat)| chat == "lobby"));
+        let counts: Vec<(&String, &u64)> = batch.values().flatten().collect();
+        assert_eq!(counts.iter().map(|(_, n)| **n).sum::<u64>(), 3);
+        assert!(counts.iter().all(|(chat, _)| chat.as_str() == "lobby"));
         assert!(counter.take().is_empty(), "taken once");
     }
 }

@@ -60,6 +60,10 @@ pub(crate) struct Inner {
     /// The hot chats, kept up to date by the scheduler's announcements.
     pub(crate) hot: Arc<chat_core::hot::HotChats>,
     pub(crate) throttle: Throttle,
+    /// Folder of the built web UI.
+    pub(crate) web_dir: std::path::PathBuf,
+    /// publish-server's base URL as browsers reach it.
+    pub(crate) stream_url: String,
 }
 
 impl AppState {
@@ -104,6 +108,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
         (MESSAGES, Method::POST, post(post_message)),
         (REACTIONS, Method::POST, post(add_reaction)),
         (REACTION, Method::DELETE, delete(remove_reaction)),
+        ("/api/config", Method::GET, get(ui_config)),
         ("/api/openapi.json", Method::GET, get(openapi)),
         ("/healthz", Method::GET, get(healthz)),
         ("/readyz", Method::GET, get(readyz)),
@@ -118,10 +123,41 @@ pub fn app(state: AppState) -> Router {
         .fold(Router::new(), |router, (path, _, handler)| {
             router.route(path, handler)
         })
-        .fallback(not_found)
+        .fallback(web_or_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(chat_core::metrics::track))
         .with_state(state)
+}
+
+/// What the web UI needs to know.
+async fn ui_config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "streamUrl": state.0.stream_url }))
+}
+
+/// Outside `/api/`, a GET is for the web UI's files (any unknown path gets
+/// its `index.html`); everything else is a 404.
+async fn web_or_not_found(State(state): State<AppState>, request: Request) -> Response {
+    use tower::ServiceExt as _;
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let dir = &state.0.web_dir;
+    let index = dir.join("index.html");
+    if path.starts_with("/api/") || !matches!(method, Method::GET | Method::HEAD) {
+        return not_found(method, request.uri().clone()).await.into_response();
+    }
+    if !index.is_file() {
+        return Problem::not_found(format!(
+            "no route for {method} {path}, and the web UI is not built in {} (`make run` builds it)",
+            dir.display()
+        ))
+        .into_response();
+    }
+    let files = tower_http::services::ServeDir::new(dir)
+        .fallback(tower_http::services::ServeFile::new(index));
+    match files.oneshot(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
 }
 
 /// The OpenAPI 3.1 document of this API.
@@ -473,6 +509,9 @@ struct FetchQuery {
     after: Option<String>,
     before: Option<String>,
     limit: Option<String>,
+    /// Each message then says which emojis this user holds.
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
 }
 
 async fn fetch_messages(
@@ -581,10 +620,18 @@ async fn fetch_page(
         (None, Some(before)) => Page::Before(cursor("before", before)?),
         (None, None) => Page::Latest,
     };
+    let user: Option<UserId> = query
+        .user_id
+        .as_deref()
+        .map(|user| {
+            user.parse()
+                .map_err(|e: Invalid| Problem::bad_request(e.to_string()))
+        })
+        .transpose()?;
     state
         .0
         .read_model
-        .fetch(&state.0.redis, &chat_id, page, limit)
+        .fetch(&state.0.redis, &chat_id, page, limit, user.as_ref())
         .await
         .map_err(|e| redis_problem("the read model", &e))
 }

@@ -125,6 +125,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=1000))]
     pub fetch_count_flush_ms: u64,
 
+    /// Folder of the built web UI, served at `/` (when it exists).
+    #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
+    pub web_dir: std::path::PathBuf,
+
+    /// Base URL of publish-server as browsers reach it, told to the web UI.
+    #[arg(long, env = "PUBLIC_STREAM_URL", default_value = "http://127.0.0.1:8081")]
+    pub public_stream_url: String,
+
     /// How long shutdown waits for unacknowledged writes, in milliseconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
@@ -215,6 +223,8 @@ impl Server {
             claim_wait,
             reaction_wait: Duration::from_millis(config.reaction_wait_ms),
             count_fetches: config.count_fetches,
+            web_dir: config.web_dir.clone(),
+            stream_url: config.public_stream_url.clone(),
             fetch_counter: Arc::default(),
             hot,
             throttle,

@@ -98,6 +98,11 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         config.redis.url = url;
     }
 
+    // The web UI, served by chat-server, streams from this publish-server
+    // unless told otherwise.
+    if std::env::var_os("PUBLIC_STREAM_URL").is_none() {
+        config.public_stream_url = format!("http://{}", args.dev_publish_listen);
+    }
     let server = chat_server::Server::bind(config.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -137,10 +142,15 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         )
     };
     let banner = format!(
-        "\nchat backend running:\n  chat-server     http://{addr}\n  publish-server  http://{publish_addr}\n  scheduler       http://{scheduler_addr}/metrics\n  Kafka           {brokers}  topic {topic}{kafka_note}\n  Redis           {redis}{redis_note}\n\nTry:\n  curl -N http://{publish_addr}/api/chats/lobby/events\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
+        "\nchat backend running:\n  web UI          http://{addr}/{web_note}\n  chat-server     http://{addr}\n  publish-server  http://{publish_addr}\n  scheduler       http://{scheduler_addr}/metrics\n  Kafka           {brokers}  topic {topic}{kafka_note}\n  Redis           {redis}{redis_note}\n\nTry:\n  curl -N http://{publish_addr}/api/chats/lobby/events\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
         brokers = config.kafka.brokers,
         topic = config.kafka.topic,
         redis = config.redis.url,
+        web_note = if config.web_dir.join("index.html").is_file() {
+            String::new()
+        } else {
+            format!("  (not built: no {})", config.web_dir.join("index.html").display())
+        },
     );
     let _ = std::io::stderr().write_all(banner.as_bytes());
 

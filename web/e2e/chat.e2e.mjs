@@ -1,0 +1,209 @@
+// End to end in a real headless Chromium against the real stack: this
+// script starts chat-server (serving the built UI), publish-server and the
+// scheduler on free ports, against the Kafka and Redis of KAFKA_BROKERS and
+// REDIS_URL (`make test` starts them), then drives two browser contexts.
+
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = (name) => path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, 'target'), 'debug', name);
+const artifacts = path.join(root, 'web', 'test-results');
+const run = `${process.pid}-${Date.now()}`;
+const children = new Map();
+let failures = 0;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function until(what, test, ms = 30000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if (await test()) return;
+    } catch {
+      // Not yet.
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function start(name, env) {
+  const child = spawn(bin(name), [], {
+    env: { ...process.env, RUST_LOG: 'warn', ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  children.set(name, child);
+  return child;
+}
+
+async function stop(name) {
+  const child = children.get(name);
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+  children.delete(name);
+}
+
+const ports = { chat: await freePort(), publish: await freePort(), scheduler: await freePort() };
+const shared = {
+  KAFKA_TOPIC: `web-e2e-${run}`,
+  REDIS_KEY_PREFIX: `web-e2e-${run}`,
+};
+const chatUrl = `http://127.0.0.1:${ports.chat}`;
+const startPublish = () =>
+  start('publish-server', {
+    ...shared,
+    PUBLISH_SERVER_LISTEN: `127.0.0.1:${ports.publish}`,
+    CORS_ORIGINS: chatUrl,
+  });
+
+async function check(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    failures += 1;
+    console.log(`FAIL ${name}: ${error.stack ?? error}`);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+try {
+  start('chat-server', {
+    ...shared,
+    CHAT_SERVER_LISTEN: `127.0.0.1:${ports.chat}`,
+    WEB_DIR: path.join(root, 'web', 'dist'),
+    PUBLIC_STREAM_URL: `http://127.0.0.1:${ports.publish}`,
+    HOT_FETCH_BUDGET: '2',
+    HOT_FETCH_BURST: '2',
+    RETRY_AFTER_JITTER_SECS: '0',
+  });
+  await until('chat-server', async () => (await fetch(`${chatUrl}/readyz`)).ok);
+  startPublish();
+  await until('publish-server', async () => (await fetch(`http://127.0.0.1:${ports.publish}/readyz`)).ok);
+  start('scheduler', { ...shared, SCHEDULER_LISTEN: `127.0.0.1:${ports.scheduler}`, HOT_THRESHOLD: '20', COOL_DOWN: '2' });
+  await until('scheduler', async () => (await fetch(`http://127.0.0.1:${ports.scheduler}/readyz`)).ok);
+
+  const room = 'e2e-room';
+  const open = async (user) => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 800 } });
+    await context.addInitScript(
+      ([u, c]) => {
+        localStorage.setItem('chat.user', u);
+        localStorage.setItem('chat.chat', c);
+      },
+      [user, room],
+    );
+    const page = await context.newPage();
+    page.on('pageerror', (error) => console.log(`[${user}] page error: ${error}`));
+    await page.goto(`${chatUrl}/`);
+    await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+    return page;
+  };
+  const texts = (page) => page.locator('article .text').allTextContents();
+  const say = async (page, text) => {
+    await page.getByLabel('message').fill(text);
+    await page.getByLabel('message').press('Enter');
+  };
+  const article = (page, text) => page.locator('article', { has: page.locator('.text', { hasText: text }) });
+
+  const alice = await open('alice');
+  const bob = await open('bob');
+  const sent = [];
+
+  await check("two people see each other's messages within 1 s", async () => {
+    for (const [from, to, text] of [
+      [alice, bob, 'hello from alice'],
+      [bob, alice, 'hi alice, bob here'],
+    ]) {
+      await say(from, text);
+      sent.push(text);
+      await to.locator('article .text', { hasText: text }).waitFor({ timeout: 1000 });
+    }
+  });
+
+  await check("reactions show on both sides, one's own highlighted", async () => {
+    await article(alice, 'hi alice, bob here').locator('[data-emoji="👍"]').click();
+    await article(bob, 'hi alice, bob here').locator('[data-emoji="👍"] .count', { hasText: '1' }).waitFor({ timeout: 2000 });
+    await article(alice, 'hi alice, bob here').locator('[data-emoji="👍"][aria-pressed="true"]').waitFor({ timeout: 2000 });
+    await article(bob, 'hello from alice').locator('[data-emoji="🎉"]').click();
+    await article(alice, 'hello from alice').locator('[data-emoji="🎉"] .count', { hasText: '1' }).waitFor({ timeout: 2000 });
+    const pressed = await article(bob, 'hi alice, bob here').locator('[data-emoji="👍"]').getAttribute('aria-pressed');
+    if (pressed !== 'false') throw new Error("bob's view highlights alice's reaction as his");
+  });
+
+  await check('a publish-server restart mid-conversation leaves both with the full history, nothing twice', async () => {
+    await stop('publish-server');
+    await bob.getByTestId('status').filter({ hasNotText: 'live' }).waitFor({ timeout: 5000 });
+    for (const text of ['while the stream was down 1', 'while the stream was down 2']) {
+      await say(alice, text);
+      sent.push(text);
+    }
+    startPublish();
+    await bob.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+    await say(bob, 'after the restart');
+    sent.push('after the restart');
+    for (const page of [alice, bob]) {
+      await page.locator('article .text', { hasText: 'after the restart' }).waitFor({ timeout: 5000 });
+      await until('the full history', async () => JSON.stringify(await texts(page)) === JSON.stringify(sent), 5000).catch(
+        async () => {
+          throw new Error(`history ${JSON.stringify(await texts(page))}, expected ${JSON.stringify(sent)}`);
+        },
+      );
+    }
+  });
+
+  await check('a hot chat shows the hot state, keeps streaming, and recovers', async () => {
+    // Fetch well over the threshold (20/s) until the budget (2/s) refuses.
+    let hammering = true;
+    let refused = 0;
+    const hammer = (async () => {
+      while (hammering) {
+        const response = await fetch(`${chatUrl}/api/chats/${room}/messages?limit=1`);
+        if (response.status === 429) refused += 1;
+        await response.arrayBuffer();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    await until('the chat to turn hot', async () => refused > 0, 15000);
+    const carol = await open('carol');
+    await carol.getByTestId('hot').waitFor({ timeout: 5000 });
+    await say(alice, 'live while hot');
+    await carol.locator('article .text', { hasText: 'live while hot' }).waitFor({ timeout: 2000 });
+    hammering = false;
+    await hammer;
+    // Cool-down 2 s, then the page's retry after Retry-After gets its history.
+    await carol.getByTestId('hot').waitFor({ state: 'detached', timeout: 15000 });
+    await carol.locator('article .text', { hasText: 'hello from alice' }).waitFor({ timeout: 5000 });
+    mkdirSync(artifacts, { recursive: true });
+    await alice.screenshot({ path: path.join(artifacts, 'chat.png'), fullPage: true });
+  });
+} catch (error) {
+  failures += 1;
+  console.log(`FAIL setup: ${error.stack ?? error}`);
+} finally {
+  await browser.close();
+  for (const name of [...children.keys()]) await stop(name);
+}
+console.log(failures ? `web e2e: ${failures} failed` : 'web e2e: all passed');
+process.exit(failures ? 1 : 0);

@@ -1,0 +1,106 @@
+// The chat's live events over EventSource: named events decoded into
+// actions, and the connection's state as a person should see it.
+
+import type { ApiMessage, ReactionEvent, ReactionsEvent } from './model';
+
+export type Status = 'connecting' | 'live' | 'reconnecting' | 'offline';
+
+export type StreamAction =
+  | { kind: 'message'; message: ApiMessage }
+  | { kind: 'reaction'; reaction: ReactionEvent }
+  | { kind: 'reactions'; counts: ReactionsEvent }
+  | { kind: 'reset'; reason: string };
+
+export const EVENT_NAMES = ['message', 'reaction', 'reactions', 'reset'] as const;
+
+/** Decodes one named SSE event; `null` for anything malformed. */
+export function decode(name: string, data: string): StreamAction | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const v = value as Record<string, unknown>;
+  switch (name) {
+    case 'message':
+      return typeof v.id === 'string' && typeof v.text === 'string'
+        ? { kind: 'message', message: value as ApiMessage }
+        : null;
+    case 'reaction':
+      return typeof v.id === 'string' && typeof v.messageId === 'string' && typeof v.emoji === 'string'
+        && (v.action === 'add' || v.action === 'remove')
+        ? { kind: 'reaction', reaction: value as ReactionEvent }
+        : null;
+    case 'reactions':
+      return typeof v.messageId === 'string' && typeof v.asOf === 'string' && typeof v.reactions === 'object'
+        ? { kind: 'reactions', counts: value as ReactionsEvent }
+        : null;
+    case 'reset':
+      return { kind: 'reset', reason: typeof v.reason === 'string' ? v.reason : 'unknown' };
+    default:
+      return null;
+  }
+}
+
+/** The state to show for an EventSource after an error. */
+export function statusAfterError(readyState: number, online: boolean): Status {
+  if (!online) return 'offline';
+  // 0: the browser reconnects by itself (with Last-Event-ID); 2: it gave up.
+  return readyState === 0 ? 'reconnecting' : 'offline';
+}
+
+export interface StreamHandlers {
+  onAction(action: StreamAction): void;
+  onStatus(status: Status): void;
+}
+
+/**
+ * Opens the chat's stream from `lastEventId` (none: from now). The browser
+ * resumes by itself with Last-Event-ID after a drop; should it give up, this
+ * reopens from the newest id seen after `retryMs`. Answers a function that
+ * closes it for good.
+ */
+export function openStream(
+  baseUrl: string,
+  chatId: string,
+  lastEventId: string | null,
+  handlers: StreamHandlers,
+  retryMs = 3000,
+): () => void {
+  let closed = false;
+  let source: EventSource | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let last = lastEventId;
+  const open = () => {
+    if (closed) return;
+    const query = last ? `?lastEventId=${encodeURIComponent(last)}` : '';
+    source = new EventSource(`${baseUrl}/api/chats/${encodeURIComponent(chatId)}/events${query}`);
+    handlers.onStatus('connecting');
+    source.onopen = () => handlers.onStatus('live');
+    source.onerror = () => {
+      if (!source) return;
+      const status = statusAfterError(source.readyState, navigator.onLine);
+      handlers.onStatus(status);
+      if (source.readyState === 2) {
+        source = null;
+        timer = setTimeout(open, retryMs);
+      }
+    };
+    for (const name of EVENT_NAMES) {
+      source.addEventListener(name, (event) => {
+        const message = event as MessageEvent<string>;
+        if (message.lastEventId) last = message.lastEventId;
+        const action = decode(name, message.data);
+        if (action) handlers.onAction(action);
+      });
+    }
+  };
+  open();
+  return () => {
+    closed = true;
+    clearTimeout(timer);
+    source?.close();
+  };
+}
