@@ -150,7 +150,11 @@ pub fn check_settings_table(
         .nth(1)
         .and_then(|rest| rest.split("\n#").next())
     else {
-        return (vec![format!("the README has no '### {heading}' section")], 0, 0);
+        return (
+            vec![format!("the README has no '### {heading}' section")],
+            0,
+            0,
+        );
     };
     let mut wrong = Vec::new();
     let mut flags = 0;
@@ -170,7 +174,10 @@ pub fn check_settings_table(
         if let Some(env) = arg.get_env()
             && !row.contains(&format!("`{}`", env.to_string_lossy()))
         {
-            wrong.push(format!("--{long} row lacks {}: {row}", env.to_string_lossy()));
+            wrong.push(format!(
+                "--{long} row lacks {}: {row}",
+                env.to_string_lossy()
+            ));
         }
         let defaults: Vec<String> = arg
             .get_default_values()
@@ -178,7 +185,10 @@ pub fn check_settings_table(
             .map(|d| d.to_string_lossy().into_owned())
             .collect();
         if !defaults.is_empty() && !row.contains(&format!("`{}`", defaults.join(","))) {
-            wrong.push(format!("--{long} row lacks default {}: {row}", defaults.join(",")));
+            wrong.push(format!(
+                "--{long} row lacks default {}: {row}",
+                defaults.join(",")
+            ));
         }
     }
     let rows = section.lines().filter(|l| l.starts_with("| `--")).count();

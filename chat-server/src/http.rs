@@ -143,7 +143,9 @@ async fn web_or_not_found(State(state): State<AppState>, request: Request) -> Re
     let dir = &state.0.web_dir;
     let index = dir.join("index.html");
     if path.starts_with("/api/") || !matches!(method, Method::GET | Method::HEAD) {
-        return not_found(method, request.uri().clone()).await.into_response();
+        return not_found(method, request.uri().clone())
+            .await
+            .into_response();
     }
     if !index.is_file() {
         return Problem::not_found(format!(

@@ -130,7 +130,11 @@ pub struct Config {
     pub web_dir: std::path::PathBuf,
 
     /// Base URL of publish-server as browsers reach it, told to the web UI.
-    #[arg(long, env = "PUBLIC_STREAM_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "PUBLIC_STREAM_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub public_stream_url: String,
 
     /// How long shutdown waits for unacknowledged writes, in milliseconds.

@@ -214,6 +214,20 @@ async fn the_same_emoji_twice_counts_once_and_removing_it_decrements_once() {
         .expect("DELETE");
     assert_eq!(response.status(), 200);
     counts(json!({"👍": 1})).await;
+    // A fetch naming a user tells which emojis that user holds.
+    let mine = |user: &str| {
+        let server = &server;
+        let path = format!("/api/chats/emoji/messages?userId={user}");
+        async move { server.get_json(&path).await.1["messages"][0]["mine"].clone() }
+    };
+    assert_eq!(mine("carol").await, json!(["👍"]));
+    assert_eq!(mine("bob").await, json!([]));
+    let (_, anonymous) = server.get_json("/api/chats/emoji/messages").await;
+    assert!(anonymous["messages"][0].get("mine").is_none());
+    let (status, _) = server
+        .get_json("/api/chats/emoji/messages?userId=not%20a%20user")
+        .await;
+    assert_eq!(status, 400);
     server.stop().await;
 }
 

@@ -13,6 +13,13 @@ fn every_flag_env_var_and_default_is_in_the_readme() {
         &chat_server::Config::command(),
     );
     assert!(wrong.is_empty(), "{wrong:#?}");
-    let launcher_rows = readme.lines().filter(|l| l.contains("(chat-dev only)")).count();
-    assert_eq!(rows, flags + launcher_rows, "the table lists only chat-server's flags");
+    let launcher_rows = readme
+        .lines()
+        .filter(|l| l.contains("(chat-dev only)"))
+        .count();
+    assert_eq!(
+        rows,
+        flags + launcher_rows,
+        "the table lists only chat-server's flags"
+    );
 }

@@ -149,7 +149,10 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         web_note = if config.web_dir.join("index.html").is_file() {
             String::new()
         } else {
-            format!("  (not built: no {})", config.web_dir.join("index.html").display())
+            format!(
+                "  (not built: no {})",
+                config.web_dir.join("index.html").display()
+            )
         },
     );
     let _ = std::io::stderr().write_all(banner.as_bytes());
