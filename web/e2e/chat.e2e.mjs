@@ -163,11 +163,14 @@ try {
     await bob.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
     await say(bob, 'after the restart');
     sent.push('after the restart');
-    for (const page of [alice, bob]) {
+    for (const [name, page] of [['alice', alice], ['bob', bob]]) {
       await page.locator('article .text', { hasText: 'after the restart' }).waitFor({ timeout: 5000 });
       await until('the full history', async () => JSON.stringify(await texts(page)) === JSON.stringify(sent), 5000).catch(
         async () => {
-          throw new Error(`history ${JSON.stringify(await texts(page))}, expected ${JSON.stringify(sent)}`);
+          const events = await page.evaluate(() => JSON.stringify(window.chatEvents ?? []));
+          throw new Error(
+            `${name}'s history ${JSON.stringify(await texts(page))}, expected ${JSON.stringify(sent)}; stream actions: ${events}`,
+          );
         },
       );
     }

@@ -111,6 +111,10 @@ export function App() {
     const close = openStream(streamUrl, chatId, null, {
       onStatus: setStatus,
       onAction: (action) => {
+        // The last stream actions, for a look from the browser's console.
+        const log = ((window as { chatEvents?: unknown[] }).chatEvents ??= []);
+        log.push(action);
+        if (log.length > 200) log.shift();
         if (action.kind === 'reset') {
           const last = stateRef.current.lastEventId;
           void load(last ? { after: last } : {}, false);
