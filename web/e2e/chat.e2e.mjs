@@ -124,6 +124,8 @@ try {
   const say = async (page, text) => {
     await page.getByLabel('message').fill(text);
     await page.getByLabel('message').press('Enter');
+    // Posted: the server's answer put it in the sender's own view.
+    await page.locator('article .text', { hasText: text }).waitFor({ timeout: 5000 });
   };
   const article = (page, text) => page.locator('article', { has: page.locator('.text', { hasText: text }) });
 
@@ -136,9 +138,12 @@ try {
       [alice, bob, 'hello from alice'],
       [bob, alice, 'hi alice, bob here'],
     ]) {
+      const pressed = Date.now();
       await say(from, text);
       sent.push(text);
-      await to.locator('article .text', { hasText: text }).waitFor({ timeout: 1000 });
+      // Within 1 s of pressing Enter.
+      const left = Math.max(1, 1000 - (Date.now() - pressed));
+      await to.locator('article .text', { hasText: text }).waitFor({ timeout: left });
     }
   });
 

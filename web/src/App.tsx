@@ -158,13 +158,15 @@ export function App() {
   const send = async () => {
     const body = text.trim();
     if (!body) return;
+    // Cleared now, not when the answer comes: what is typed meanwhile stays.
+    setText('');
     try {
       const message = await postMessage(chatId, me, body, randomId());
       dispatch({ kind: 'posted', message });
-      setText('');
       requestAnimationFrame(() => list.current?.scrollTo({ top: list.current.scrollHeight }));
     } catch (e) {
       setError(words(e));
+      setText((typed) => typed || body);
     }
   };
 
