@@ -11,7 +11,7 @@ source scripts/bench-lib.sh
 ensure_wrk
 scripts/ensure-redis.sh
 scripts/ensure-tansu.sh
-cargo build --release -p chat-server --bins
+cargo build --release -p chat-server -p publish-server -p scheduler --bins
 
 work="$(mktemp -d -t chat-bench.XXXXXX)"
 trap 'stop_all; rm -rf "$work"' EXIT
