@@ -9,6 +9,7 @@ scripts/ensure-redis.sh
 scripts/ensure-tansu.sh
 scripts/ensure-chromium.sh
 scripts/ensure-web.sh
+scripts/ensure-jmeter.sh
 tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
 work="$(mktemp -d -t chat-test.XXXXXX)"
@@ -66,8 +67,11 @@ cargo test --workspace 2>&1 | tee "$work/cargo-test.log"
 (cd web && NO_COLOR=1 npx vitest run) 2>&1 | tee "$work/web-test.log"
 node web/e2e/chat.e2e.mjs 2>&1 | tee "$work/web-e2e.log"
 
+# The JMeter plans, each once at a tiny size under Debian's JMeter 2.13.
+jmeter/test.sh 2>&1 | tee "$work/jmeter-test.log"
+
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } }
      /^ *Tests +[0-9]+ passed/ { p += $2 }
      /^ok   / { p += 1 } /^FAIL / { f += 1 }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log"
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log"
