@@ -2,6 +2,10 @@
 # shellcheck shell=bash
 
 pids=()
+
+# Load generators post as one user and hold thousands of streams per
+# address: the per-user and per-address limits would (rightly) stop them.
+export USER_MESSAGES_PER_SEC=0 USER_REACTIONS_PER_SEC=0 MAX_STREAMS_PER_ADDRESS=0
 stop_all() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done

@@ -1,6 +1,7 @@
 //! Shared building blocks of the chat backend: event types, identifiers,
 //! configuration blocks, telemetry, shutdown and the HTTP error type.
 
+pub mod auth;
 pub mod config;
 pub mod event;
 pub mod hot;

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router, middleware};
+use chat_core::auth::{Auth, Identity};
 use chat_core::event::{
     self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
 };
@@ -64,6 +65,12 @@ pub(crate) struct Inner {
     pub(crate) web_dir: std::path::PathBuf,
     /// publish-server's base URL as browsers reach it.
     pub(crate) stream_url: String,
+    /// Token verification; `None`: authentication is off.
+    pub(crate) auth: Option<Auth>,
+    /// Serve `POST /api/dev/token` (development only).
+    pub(crate) dev_tokens: bool,
+    /// Per-user limits on writes.
+    pub(crate) write_limits: crate::limits::WriteLimits,
 }
 
 impl AppState {
@@ -95,6 +102,10 @@ impl AppState {
     pub(crate) fn throttle(&self) -> &Throttle {
         &self.0.throttle
     }
+
+    pub(crate) fn write_limits(&self) -> &crate::limits::WriteLimits {
+        &self.0.write_limits
+    }
 }
 
 /// Every route: path template, method and handler. The router is built from
@@ -109,6 +120,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
         (REACTIONS, Method::POST, post(add_reaction)),
         (REACTION, Method::DELETE, delete(remove_reaction)),
         ("/api/config", Method::GET, get(ui_config)),
+        ("/api/dev/token", Method::POST, post(dev_token)),
         ("/api/openapi.json", Method::GET, get(openapi)),
         ("/healthz", Method::GET, get(healthz)),
         ("/readyz", Method::GET, get(readyz)),
@@ -131,7 +143,122 @@ pub fn app(state: AppState) -> Router {
 
 /// What the web UI needs to know.
 async fn ui_config(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "streamUrl": state.0.stream_url }))
+    Json(serde_json::json!({
+        "streamUrl": state.0.stream_url,
+        "auth": state.0.auth.is_some(),
+        "devTokens": state.0.dev_tokens && state.0.auth.is_some(),
+    }))
+}
+
+/// Who is asking: with authentication on, the verified token's identity
+/// (401 before anything else when there is none, or it is not valid);
+/// with it off, nobody in particular.
+struct Caller(Option<Identity>);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        let Some(auth) = &state.0.auth else {
+            return Ok(Self(None));
+        };
+        let verified = Auth::token(&parts.headers, None).and_then(|token| auth.verify(token));
+        match verified {
+            Ok(identity) => Ok(Self(Some(identity))),
+            Err(problem) => {
+                let mut response = problem.into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"chat\""),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// The user acting in `chat`: the token's (403 if the token does not
+    /// allow the chat, or `named` is someone else), or, with authentication
+    /// off, the one the request names.
+    fn user(&self, chat: &ChatId, named: Option<&str>, in_query: bool) -> Result<UserId, Problem> {
+        match &self.0 {
+            Some(identity) => {
+                identity.allow(chat)?;
+                identity.same_user(named)?;
+                Ok(identity.user.clone())
+            }
+            None => {
+                let missing = Invalid::new("userId", "is required");
+                let parsed = named.ok_or(missing).and_then(str::parse::<UserId>);
+                parsed.map_err(|e| {
+                    if in_query {
+                        Problem::bad_request(e.to_string())
+                    } else {
+                        Problem::invalid_field(&e)
+                    }
+                })
+            }
+        }
+    }
+
+    /// Checks read access to `chat`.
+    fn read(&self, chat: &ChatId) -> Result<(), Problem> {
+        self.0
+            .as_ref()
+            .map_or(Ok(()), |identity| identity.allow(chat))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DevTokenBody {
+    user_id: String,
+    #[serde(default)]
+    chats: Option<Vec<String>>,
+}
+
+/// Development only (`--dev-tokens`, with an HMAC key): a token for
+/// whoever asks, valid for an hour.
+async fn dev_token(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<DevTokenBody>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let auth = state.0.auth.as_ref().filter(|_| state.0.dev_tokens).ok_or_else(|| {
+        Problem::not_found(
+            "development tokens are off: start chat-server with --auth-hmac-key and --dev-tokens",
+        )
+    })?;
+    let user: UserId = body.user_id.parse()?;
+    if let Some(chats) = &body.chats {
+        for chat in chats {
+            chat.parse::<ChatId>()?;
+        }
+    }
+    let (token, expires_at) = auth
+        .issue(&user, body.chats, Duration::from_secs(3600))
+        .map_err(Problem::unavailable)?;
+    Ok(Json(
+        serde_json::json!({"token": token, "userId": user.as_str(), "expiresAt": expires_at}),
+    ))
+}
+
+/// 429 for a user over a write limit.
+fn over_limit(what: &str, retry_after_secs: u64) -> Response {
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "write-limit",
+        "Too many requests",
+        format!("too many {what} from this user; retry after {retry_after_secs} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
 }
 
 /// Outside `/api/`, a GET is for the web UI's files (any unknown path gets
@@ -301,7 +428,8 @@ fn client_ids_unavailable(error: redis::RedisError) -> Problem {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PostMessageBody {
-    user_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
     text: String,
     #[serde(default)]
     client_message_id: Option<String>,
@@ -309,13 +437,17 @@ struct PostMessageBody {
 
 async fn post_message(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody<PostMessageBody>,
 ) -> Result<Response, Problem> {
     let Path(chat_id) = path.map_err(path_rejection)?;
     let chat_id: ChatId = path_param(&chat_id)?;
-    let user_id: UserId = body.user_id.parse()?;
+    let user_id = caller.user(&chat_id, body.user_id.as_deref(), false)?;
     check_text(&body.text, state.0.limits.max_text_chars)?;
+    if let Err(wait) = state.0.write_limits.message(&user_id) {
+        return Ok(over_limit("messages", wait));
+    }
     let client_message_id: Option<ClientMessageId> =
         body.client_message_id.map(|id| id.parse()).transpose()?;
     let event = MessagePosted {
@@ -418,24 +550,32 @@ async fn post_once(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AddReactionBody {
-    user_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
     emoji: String,
 }
 
 async fn add_reaction(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
     JsonBody(body): JsonBody<AddReactionBody>,
 ) -> Result<Response, Problem> {
     let Path((chat_id, message_id)) = path.map_err(path_rejection)?;
+    let chat_id: ChatId = path_param(&chat_id)?;
+    let message_id = path_param(&message_id)?;
+    let user_id = caller.user(&chat_id, body.user_id.as_deref(), false)?;
     let change = ReactionChanged {
-        chat_id: path_param(&chat_id)?,
-        message_id: path_param(&message_id)?,
-        user_id: body.user_id.parse()?,
+        chat_id,
+        message_id,
+        user_id,
         emoji: body.emoji.parse()?,
         action: ReactionAction::Add,
         created_at: event::now(),
     };
+    if let Err(wait) = state.0.write_limits.reaction(&change.user_id) {
+        return Ok(over_limit("reactions", wait));
+    }
     ensure_message_exists(&state, &change).await?;
     let reaction = store_reaction(&state, change).await?;
     Ok((StatusCode::CREATED, Json(reaction)).into_response())
@@ -444,11 +584,13 @@ async fn add_reaction(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RemoveReactionQuery {
-    user_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 async fn remove_reaction(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String, String)>, PathRejection>,
     query: Result<Query<RemoveReactionQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
@@ -457,14 +599,18 @@ async fn remove_reaction(
     let message_id = path_param(&message_id)?;
     let emoji = path_param(&emoji)?;
     let Query(query) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+    let user_id = caller.user(&chat_id, query.user_id.as_deref(), true)?;
     let change = ReactionChanged {
         chat_id,
         message_id,
-        user_id: path_param(&query.user_id)?,
+        user_id,
         emoji,
         action: ReactionAction::Remove,
         created_at: event::now(),
     };
+    if let Err(wait) = state.0.write_limits.reaction(&change.user_id) {
+        return Ok(over_limit("reactions", wait));
+    }
     ensure_message_exists(&state, &change).await?;
     let reaction = store_reaction(&state, change).await?;
     Ok((StatusCode::OK, Json(reaction)).into_response())
@@ -518,11 +664,12 @@ struct FetchQuery {
 
 async fn fetch_messages(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FetchQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = fetch_gated(&state, path, query)
+    let response = fetch_gated(&state, &caller, path, query)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     metrics::histogram!("fetch_duration_seconds").record(started.elapsed());
@@ -535,11 +682,13 @@ async fn fetch_messages(
 /// when the chat is hot, then read.
 async fn fetch_gated(
     state: &AppState,
+    caller: &Caller,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FetchQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Path(chat_id) = path.map_err(path_rejection)?;
     let chat_id: ChatId = path_param(&chat_id)?;
+    caller.read(&chat_id)?;
     let inner = &state.0;
     if inner.count_fetches {
         inner.fetch_counter.count(&chat_id);
@@ -575,7 +724,7 @@ async fn fetch_gated(
         );
         return Ok(response);
     }
-    let page = fetch_page(state, chat_id, query).await?;
+    let page = fetch_page(state, caller, chat_id, query).await?;
     let mut response = Json(page).into_response();
     if let Some(decision) = &decision {
         rate_limit_headers(response.headers_mut(), decision);
@@ -592,6 +741,7 @@ fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 
 async fn fetch_page(
     state: &AppState,
+    caller: &Caller,
     chat_id: ChatId,
     query: Result<Query<FetchQuery>, QueryRejection>,
 ) -> Result<chat_core::read_model::FetchPage, Problem> {
@@ -622,14 +772,20 @@ async fn fetch_page(
         (None, Some(before)) => Page::Before(cursor("before", before)?),
         (None, None) => Page::Latest,
     };
-    let user: Option<UserId> = query
-        .user_id
-        .as_deref()
-        .map(|user| {
-            user.parse()
-                .map_err(|e: Invalid| Problem::bad_request(e.to_string()))
-        })
-        .transpose()?;
+    let user: Option<UserId> = match &caller.0 {
+        Some(identity) => {
+            identity.same_user(query.user_id.as_deref())?;
+            Some(identity.user.clone())
+        }
+        None => query
+            .user_id
+            .as_deref()
+            .map(|user| {
+                user.parse()
+                    .map_err(|e: Invalid| Problem::bad_request(e.to_string()))
+            })
+            .transpose()?,
+    };
     state
         .0
         .read_model

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_core::auth::AuthConfig;
 use chat_core::config::{KafkaConfig, RedisConfig};
 use chat_core::hot::HotStoreConfig;
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use tracing::{info, warn};
 mod client_messages;
 mod hot;
 mod http;
+mod limits;
 mod producer;
 mod projector;
 
@@ -125,6 +127,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=1000))]
     pub fetch_count_flush_ms: u64,
 
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// Serve `POST /api/dev/token`, which gives a token to whoever asks
+    /// (development only; needs `--auth-hmac-key`).
+    #[arg(long, env = "DEV_TOKENS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dev_tokens: bool,
+
+    /// Messages per second one user may post (burst: twice that); 0: no limit.
+    #[arg(long, env = "USER_MESSAGES_PER_SEC", default_value_t = 5)]
+    pub user_messages_per_sec: u32,
+
+    /// Reaction changes per second one user may make (burst: twice that); 0: no limit.
+    #[arg(long, env = "USER_REACTIONS_PER_SEC", default_value_t = 10)]
+    pub user_reactions_per_sec: u32,
+
     /// Folder of the built web UI, served at `/` (when it exists).
     #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
     pub web_dir: std::path::PathBuf,
@@ -158,6 +176,8 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("serving HTTP failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("invalid authentication settings: {0}")]
+    Auth(String),
 }
 
 /// A chat-server bound to its address, ready to run.
@@ -202,6 +222,7 @@ impl Server {
             max_text_chars: config.max_text_chars as usize,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         };
+        let auth = chat_core::auth::Auth::from_config(&config.auth).map_err(Error::Auth)?;
         let hot_store = config.hot_store.redis(&config.redis);
         let hot_redis = Arc::new(chat_core::redis_conn::RedisConn::new(&hot_store)?);
         let hot = chat_core::hot::HotChats::new();
@@ -229,6 +250,12 @@ impl Server {
             count_fetches: config.count_fetches,
             web_dir: config.web_dir.clone(),
             stream_url: config.public_stream_url.clone(),
+            auth,
+            dev_tokens: config.dev_tokens,
+            write_limits: limits::WriteLimits::new(
+                config.user_messages_per_sec,
+                config.user_reactions_per_sec,
+            ),
             fetch_counter: Arc::default(),
             hot,
             throttle,
@@ -336,5 +363,6 @@ async fn prune_local_limits(state: http::AppState, shutdown: CancellationToken) 
             () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         state.throttle().prune_local();
+        state.write_limits().prune();
     }
 }

@@ -80,8 +80,9 @@ async fn connection(
         Ok(Ok(Head::Closed) | Err(_)) | Err(_) => return,
     }
     match events_request(&head) {
-        Some(request) => {
+        Some(mut request) => {
             drop(head);
+            request.peer = socket.peer_addr().ok().map(|a| a.ip());
             events(socket, request, state, shutdown).await;
         }
         None => {
@@ -143,6 +144,11 @@ pub(crate) struct EventsRequest {
     pub(crate) query: String,
     pub(crate) last_event_id: Option<Result<String, ()>>,
     pub(crate) origin: Option<String>,
+    /// For the token (never logged).
+    pub(crate) authorization: Option<String>,
+    pub(crate) cookie: Option<String>,
+    /// The client's address, for the per-address stream limit.
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 /// The request in `head` if it is a `GET` of `/api/chats/{chatId}/events`.
@@ -173,6 +179,9 @@ fn events_request(head: &[u8]) -> Option<EventsRequest> {
         query: query.to_owned(),
         last_event_id: header("last-event-id").map(|v| v.map_err(|_| ())),
         origin: header("origin").and_then(Result::ok),
+        authorization: header("authorization").and_then(Result::ok),
+        cookie: header("cookie").and_then(Result::ok),
+        peer: None,
     })
 }
 
@@ -251,6 +260,8 @@ fn cors_headers(state: &AppState, origin: Option<&str>) -> Vec<(&'static str, St
         && state.cors_allows(origin)
     {
         headers.push(("access-control-allow-origin", origin.to_owned()));
+        // Origins are listed one by one, never `*`: cookies may go along.
+        headers.push(("access-control-allow-credentials", "true".to_owned()));
     }
     headers
 }
@@ -267,8 +278,13 @@ async fn write_problem(
         problem.status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+    if problem.status == StatusCode::SERVICE_UNAVAILABLE
+        || problem.status == StatusCode::TOO_MANY_REQUESTS
+    {
         response.push_str("retry-after: 1\r\n");
+    }
+    if problem.status == StatusCode::UNAUTHORIZED {
+        response.push_str("www-authenticate: Bearer realm=\"chat\"\r\n");
     }
     for (name, value) in extra {
         if HeaderValue::from_str(value).is_ok() {

@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
+use chat_core::auth::{Auth, AuthConfig};
 use chat_core::config::{KafkaConfig, RedisConfig};
 use chat_core::hot::{HotChats, HotStoreConfig};
 use chat_core::metrics::PrometheusHandle;
@@ -58,6 +59,19 @@ pub struct Config {
 
     #[command(flatten)]
     pub hot_store: HotStoreConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// Most open streams of one user (with authentication on); one more
+    /// answers 429. 0: no limit.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 10)]
+    pub max_streams_per_user: usize,
+
+    /// Most open streams from one client address; one more answers 429.
+    /// 0: no limit.
+    #[arg(long, env = "MAX_STREAMS_PER_ADDRESS", default_value_t = 5000)]
+    pub max_streams_per_address: usize,
 
     /// Origins allowed to open streams from a browser (CORS), comma-separated.
     #[arg(
@@ -119,6 +133,8 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("invalid CORS origin {0:?}")]
     Origin(String),
+    #[error("invalid authentication settings: {0}")]
+    Auth(String),
 }
 
 #[derive(Debug)]
@@ -130,6 +146,11 @@ struct Inner {
     metrics: PrometheusHandle,
     /// The hot chats, whose reactions are coalesced.
     hot: Arc<HotChats>,
+    /// Token verification; `None`: authentication is off.
+    auth: Option<Auth>,
+    /// Open streams per user and per client address.
+    per_user: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     /// Origins allowed to open streams from a browser.
     origins: Vec<String>,
     connections: AtomicUsize,
@@ -179,8 +200,14 @@ pub fn app(state: AppState) -> Result<Router, Error> {
         .iter()
         .map(|o| HeaderValue::from_str(o.trim()).map_err(|_| Error::Origin(o.clone())))
         .collect::<Result<Vec<_>, _>>()?;
+    if state.0.config.cors_origins.iter().any(|o| o.trim() == "*") {
+        return Err(Error::Origin(
+            "* (list the origins: credentials may go along)".to_owned(),
+        ));
+    }
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
         .allow_methods([Method::GET])
         .allow_headers([LAST_EVENT_ID, header::CACHE_CONTROL]);
     Ok(Router::new()
@@ -218,6 +245,8 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
 #[serde(rename_all = "camelCase")]
 struct EventsQuery {
     last_event_id: Option<String>,
+    /// For EventSource, which cannot set headers (never logged).
+    token: Option<String>,
 }
 
 async fn events_other_methods(method: Method, uri: Uri) -> Response {
@@ -239,12 +268,68 @@ impl Drop for Counted {
     }
 }
 
+/// Holds one place in a per-key count of open streams; frees it when dropped.
+pub(crate) struct Slot<K: std::hash::Hash + Eq + Clone> {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> std::fmt::Debug for Slot<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Slot<K> {
+    /// Takes a place under `key` unless `limit` (0: none) are taken.
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+        key: K,
+        limit: usize,
+    ) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let open = map.entry(key.clone()).or_insert(0);
+        if limit > 0 && *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(Self {
+            counts: counts.clone(),
+            key,
+        })
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = map.get_mut(&self.key) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// A stream allowed to start: its chat's hub joined, its place counted.
 #[derive(Debug)]
 pub(crate) struct Admitted {
     pub(crate) hub: Arc<hub::Hub>,
     pub(crate) last_seen: stream::LastSeen,
     pub(crate) counted: Counted,
+    /// When the token expires (Unix seconds): the stream ends then.
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) slots: (Option<Slot<String>>, Option<Slot<std::net::IpAddr>>),
+}
+
+fn too_many_streams(whose: &str, limit: usize) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-streams",
+        "Too many requests",
+        format!("{whose} has {limit} streams open, the limit; close one first"),
+    )
 }
 
 /// Checks a request for a chat's events and joins the chat's hub, or says
@@ -257,6 +342,47 @@ pub(crate) fn admit(state: &AppState, request: conn::EventsRequest) -> Result<Ad
         .map_err(|e: chat_core::validate::Invalid| Problem::bad_request(e.to_string()))?;
     let query: EventsQuery = serde_urlencoded::from_str(&request.query)
         .map_err(|e| Problem::bad_request(format!("query: {e}")))?;
+    let identity = match &state.0.auth {
+        None => None,
+        Some(auth) => {
+            let mut headers = axum::http::HeaderMap::new();
+            for (name, value) in [
+                (header::AUTHORIZATION, &request.authorization),
+                (header::COOKIE, &request.cookie),
+            ] {
+                if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                    headers.insert(name, value);
+                }
+            }
+            let identity = auth.verify(Auth::token(&headers, query.token.as_deref())?)?;
+            identity.allow(&chat)?;
+            Some(identity)
+        }
+    };
+    let user_slot = match &identity {
+        Some(identity) => Some(
+            Slot::take(
+                &state.0.per_user,
+                identity.user.as_str().to_owned(),
+                state.0.config.max_streams_per_user,
+            )
+            .ok_or_else(|| too_many_streams("this user", state.0.config.max_streams_per_user))?,
+        ),
+        None => None,
+    };
+    let address_slot = match request.peer {
+        Some(peer) => Some(
+            Slot::take(
+                &state.0.per_address,
+                peer,
+                state.0.config.max_streams_per_address,
+            )
+            .ok_or_else(|| {
+                too_many_streams("this address", state.0.config.max_streams_per_address)
+            })?,
+        ),
+        None => None,
+    };
     // The header wins: EventSource sends it on every reconnect.
     let last = match request.last_event_id {
         Some(Ok(value)) => Some(value),
@@ -286,6 +412,8 @@ pub(crate) fn admit(state: &AppState, request: conn::EventsRequest) -> Result<Ad
         hub,
         last_seen,
         counted,
+        expires_at: identity.map(|i| i.expires_at),
+        slots: (user_slot, address_slot),
     })
 }
 
@@ -338,6 +466,7 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let auth = Auth::from_config(&config.auth).map_err(Error::Auth)?;
         let redis = RedisConn::new(&config.redis)?;
         let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
         let hot = HotChats::new();
@@ -359,6 +488,9 @@ impl Server {
             read_model,
             metrics: chat_core::metrics::handle(),
             hot,
+            auth,
+            per_user: Arc::default(),
+            per_address: Arc::default(),
             connections: AtomicUsize::new(0),
             reading: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),

@@ -51,7 +51,20 @@ pub(crate) async fn run(
         hub,
         last_seen,
         counted,
+        expires_at,
+        slots,
     } = admitted;
+    // The stream ends when its token does; the client reconnects with a
+    // fresh one.
+    let expiry = async move {
+        match expires_at {
+            Some(at) => {
+                let left = (at - chrono::Utc::now().timestamp()).max(0) as u64;
+                tokio::time::sleep(Duration::from_secs(left)).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     let mut connection = Connection {
         state: state.clone(),
         hub: hub.clone(),
@@ -61,9 +74,11 @@ pub(crate) async fn run(
     tokio::select! {
         _ = connection.stream(last_seen, &shutdown) => {}
         () = client_gone(&mut input) => {}
+        () = expiry => {}
     }
     state.hubs().leave(&hub);
     drop(counted);
+    drop(slots);
 }
 
 /// Returns when the client closes its side (or the connection fails);

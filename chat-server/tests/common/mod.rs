@@ -49,6 +49,9 @@ pub fn config() -> chat_server::Config {
     config.redis.url = redis_url();
     config.redis.key_prefix = unique("test");
     config.projector_group = unique("test-projector");
+    // Tests post fast as few users; the limits have a test of their own.
+    config.user_messages_per_sec = 0;
+    config.user_reactions_per_sec = 0;
     config
 }
 

@@ -107,6 +107,8 @@ impl World {
         config.redis.url = redis_url();
         config.redis.key_prefix = self.prefix.clone();
         config.projector_group = unique("hot-test-projector");
+        config.user_messages_per_sec = 0;
+        config.user_reactions_per_sec = 0;
         config
     }
 

@@ -1,0 +1,336 @@
+//! Token authentication in chat-server, through a real server: who may
+//! post and read, every kind of bad token refused with 401 or 403 and
+//! nothing written, per-user write limits, and tokens kept out of the logs.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_core::auth::{Auth, AuthConfig};
+use common::TestServer;
+use serde_json::{Value, json};
+
+const KEY: &str = "a-test-secret-of-enough-length";
+
+fn signer(key: &str) -> Auth {
+    Auth::from_config(&AuthConfig {
+        auth_hmac_key: Some(key.into()),
+        auth_public_key_file: None,
+    })
+    .expect("config")
+    .expect("on")
+}
+
+fn token(user: &str, chats: Option<&[&str]>, ttl: Duration) -> String {
+    let chats = chats.map(|c| c.iter().map(|s| (*s).to_owned()).collect());
+    signer(KEY)
+        .issue(&user.parse().expect("user"), chats, ttl)
+        .expect("token")
+        .0
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+async fn start(configure: impl FnOnce(&mut chat_server::Config)) -> TestServer {
+    let mut config = common::config();
+    config.auth.auth_hmac_key = Some(KEY.into());
+    configure(&mut config);
+    TestServer::start_with(config).await
+}
+
+async fn post(server: &TestServer, chat: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = server
+        .http
+        .post(server.url(&format!("/api/chats/{chat}/messages")))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
+    let server = start(|_| {}).await;
+    let alice = token("alice", Some(&["lobby"]), Duration::from_secs(600));
+
+    // Missing, forged, alg none, expired: 401, nothing written.
+    let (status, problem) = post(&server, "lobby", None, json!({"text": "no token"})).await;
+    assert_eq!(status, 401, "{problem}");
+    let forged = signer("another-secret-of-enough-length")
+        .issue(
+            &"alice".parse().expect("user"),
+            None,
+            Duration::from_secs(600),
+        )
+        .expect("token")
+        .0;
+    let (status, problem) = post(&server, "lobby", Some(&forged), json!({"text": "forged"})).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("signature"),
+        "{problem}"
+    );
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let none = format!(
+        "{}.{}.",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(format!(r#"{{"sub":"alice","exp":{exp}}}"#).as_bytes())
+    );
+    let (status, _) = post(&server, "lobby", Some(&none), json!({"text": "alg none"})).await;
+    assert_eq!(status, 401, "alg none is refused");
+    let expired = token("alice", None, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, problem) = post(&server, "lobby", Some(&expired), json!({"text": "late"})).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("expired"),
+        "{problem}"
+    );
+    let unauthorized = server
+        .http
+        .get(server.url("/api/chats/lobby/messages"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(unauthorized.status(), 401, "reading needs a token too");
+    assert!(unauthorized.headers().contains_key("www-authenticate"));
+
+    // A chat the token does not list, a userId that is not the token's: 403.
+    let (status, problem) = post(&server, "elsewhere", Some(&alice), json!({"text": "hi"})).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, problem) = post(
+        &server,
+        "lobby",
+        Some(&alice),
+        json!({"userId": "bob", "text": "as bob"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        server.records().await.is_empty(),
+        "no refused request wrote anything"
+    );
+
+    // The token's user posts, with or without naming itself, and reads.
+    let (status, message) = post(&server, "lobby", Some(&alice), json!({"text": "hello"})).await;
+    assert_eq!(status, 201, "{message}");
+    assert_eq!(message["userId"], "alice");
+    let (status, _) = post(
+        &server,
+        "lobby",
+        Some(&alice),
+        json!({"userId": "alice", "text": "again"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = message["id"].as_str().expect("id");
+    let reacted = server
+        .http
+        .post(server.url(&format!("/api/chats/lobby/messages/{id}/reactions")))
+        .bearer_auth(&alice)
+        .json(&json!({"emoji": "👍"}))
+        .send()
+        .await
+        .expect("react");
+    assert_eq!(reacted.status(), 201);
+    let removed = server
+        .http
+        .delete(server.url(&format!(
+            "/api/chats/lobby/messages/{id}/reactions/%F0%9F%91%8D?userId=bob"
+        )))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("unreact");
+    assert_eq!(removed.status(), 403, "removing as someone else");
+    let page = server
+        .http
+        .get(server.url("/api/chats/lobby/messages"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        server.records().await.len(),
+        3,
+        "two messages and one reaction"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_over_the_write_limit_gets_429_with_retry_after() {
+    let server = start(|c| c.user_messages_per_sec = 1).await;
+    let alice = token("alice", None, Duration::from_secs(600));
+    let bob = token("bob", None, Duration::from_secs(600));
+    let mut statuses = Vec::new();
+    for n in 0..3 {
+        statuses.push(
+            post(
+                &server,
+                "lobby",
+                Some(&alice),
+                json!({"text": format!("m{n}")}),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 429],
+        "a burst of twice the rate, then refused"
+    );
+    let refused = server
+        .http
+        .post(server.url("/api/chats/lobby/messages"))
+        .bearer_auth(&alice)
+        .json(&json!({"text": "more"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers()["retry-after"]
+            .to_str()
+            .expect("text")
+            .parse::<u64>()
+            .expect("secs")
+            >= 1
+    );
+    assert_eq!(
+        post(&server, "lobby", Some(&bob), json!({"text": "bob"}))
+            .await
+            .0,
+        201,
+        "users apart"
+    );
+    assert_eq!(server.records().await.len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn development_tokens_only_when_asked_for() {
+    let off = start(|_| {}).await;
+    let response = off
+        .http
+        .post(off.url("/api/dev/token"))
+        .json(&json!({"userId": "alice"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 404);
+    off.stop().await;
+
+    let on = start(|c| c.dev_tokens = true).await;
+    let (_, config) = on.get_json("/api/config").await;
+    assert_eq!(config["auth"], true);
+    assert_eq!(config["devTokens"], true);
+    let issued: Value = on
+        .http
+        .post(on.url("/api/dev/token"))
+        .json(&json!({"userId": "carol", "chats": ["lobby"]}))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    let token = issued["token"].as_str().expect("token");
+    assert_eq!(
+        post(&on, "lobby", Some(token), json!({"text": "hi"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        post(&on, "other", Some(token), json!({"text": "hi"}))
+            .await
+            .0,
+        403
+    );
+    on.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .env("CHAT_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KAFKA_BROKERS", common::kafka_brokers())
+        .env("KAFKA_TOPIC", common::unique("auth-log-events"))
+        .env("REDIS_URL", common::redis_url())
+        .env("REDIS_KEY_PREFIX", common::unique("auth-log"))
+        .env("AUTH_HMAC_KEY", KEY)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chat-server starts");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let good = token("alice", None, Duration::from_secs(600));
+    let forged = signer("another-secret-of-enough-length")
+        .issue(
+            &"alice".parse().expect("user"),
+            None,
+            Duration::from_secs(600),
+        )
+        .expect("token")
+        .0;
+    for token in [&good, &forged] {
+        let _ = http
+            .post(format!("{base}/api/chats/lobby/messages"))
+            .bearer_auth(token)
+            .json(&json!({"text": "log me not"}))
+            .send()
+            .await;
+        let _ = http
+            .get(format!("{base}/api/chats/lobby/messages"))
+            .bearer_auth(token)
+            .send()
+            .await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().expect("exits");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("chat-server listening"),
+        "the logs were captured: {logs}"
+    );
+    for token in [&good, &forged] {
+        let signature = token.rsplit('.').next().expect("signature");
+        assert!(!logs.contains(signature), "a token is in the logs");
+    }
+}
