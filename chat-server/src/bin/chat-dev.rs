@@ -103,6 +103,11 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
     if std::env::var_os("PUBLIC_STREAM_URL").is_none() {
         config.public_stream_url = format!("http://{}", args.dev_publish_listen);
     }
+    // With a signing key, the local UI signs in through development tokens
+    // unless told otherwise.
+    if config.auth.auth_hmac_key.is_some() && std::env::var_os("DEV_TOKENS").is_none() {
+        config.dev_tokens = true;
+    }
     let server = chat_server::Server::bind(config.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -253,6 +258,12 @@ fn server_command(
         .kill_on_drop(true);
     if let Some(url) = &config.hot_store.hot_redis_url {
         command.env("HOT_REDIS_URL", url);
+    }
+    if let Some(key) = &config.auth.auth_hmac_key {
+        command.env("AUTH_HMAC_KEY", key);
+    }
+    if let Some(path) = &config.auth.auth_public_key_file {
+        command.env("AUTH_PUBLIC_KEY_FILE", path);
     }
     die_with_parent(&mut command);
     Ok(command)

@@ -84,6 +84,10 @@ impl World {
     }
 
     pub async fn chat_server(&self) -> Running {
+        self.chat_server_with(self.chat_config()).await
+    }
+
+    pub fn chat_config(&self) -> chat_server::Config {
         let mut config = chat_server::Config::parse_from(["chat-server"]);
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.kafka.brokers = kafka_brokers();
@@ -93,6 +97,10 @@ impl World {
         config.projector_group = unique("ps-test-projector");
         config.user_messages_per_sec = 0;
         config.user_reactions_per_sec = 0;
+        config
+    }
+
+    pub async fn chat_server_with(&self, config: chat_server::Config) -> Running {
         let server = chat_server::Server::bind(config)
             .await
             .expect("chat-server binds");
@@ -203,9 +211,18 @@ impl Subscriber {
     /// Opens a stream; returns once the response headers arrived and the
     /// first bytes (`retry:`) were read, so the subscription is live.
     pub async fn open(http: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Self {
+        let headers: Vec<(&str, String)> = last_event_id
+            .map(|id| ("last-event-id", id.to_owned()))
+            .into_iter()
+            .collect();
+        Self::open_with(http, url, &headers).await
+    }
+
+    /// Opens a stream with these request headers.
+    pub async fn open_with(http: &reqwest::Client, url: &str, headers: &[(&str, String)]) -> Self {
         let mut request = http.get(url).timeout(Duration::from_secs(600));
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id);
+        for (name, value) in headers {
+            request = request.header(*name, value);
         }
         let response = request.send().await.expect("stream opens");
         assert_eq!(response.status(), 200);

@@ -1,0 +1,248 @@
+//! Token authentication in publish-server: the token from the header, a
+//! cookie or `?token=`, refusals as problem+json, streams closed when their
+//! token expires, stream limits per user and per address, tokens kept out
+//! of the logs, and the happy path end to end with authentication on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chat_core::auth::{Auth, AuthConfig};
+use common::{Subscriber, World};
+
+const KEY: &str = "a-test-secret-of-enough-length";
+
+fn token(key: &str, user: &str, chats: Option<&[&str]>, ttl: Duration) -> String {
+    let auth = Auth::from_config(&AuthConfig {
+        auth_hmac_key: Some(key.into()),
+        auth_public_key_file: None,
+    })
+    .expect("config")
+    .expect("on");
+    let chats = chats.map(|c| c.iter().map(|s| (*s).to_owned()).collect());
+    auth.issue(&user.parse().expect("user"), chats, ttl)
+        .expect("token")
+        .0
+}
+
+fn config(world: &World) -> publish_server::Config {
+    let mut config = world.publish_config();
+    config.auth.auth_hmac_key = Some(KEY.into());
+    config
+}
+
+#[tokio::test]
+async fn streams_need_a_valid_token_for_their_chat_and_end_when_it_expires() {
+    let world = World::new();
+    // chat-server makes the topic publish-server reads.
+    let chat = world.chat_server().await;
+    let mut settings = config(&world);
+    settings.max_streams_per_user = 2;
+    settings.max_streams_per_address = 4;
+    let publish = world.publish_server(settings).await;
+    let url = |chat: &str| publish.url(&format!("/api/chats/{chat}/events"));
+    let alice = token(KEY, "alice", Some(&["room"]), Duration::from_secs(600));
+
+    let status = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .to_owned();
+        (status, kind)
+    };
+    let problem = "application/problem+json".to_owned();
+    assert_eq!(
+        status(world.http.get(url("room"))).await,
+        (401, problem.clone())
+    );
+    let forged = token(
+        "another-secret-of-enough-length",
+        "alice",
+        None,
+        Duration::from_secs(600),
+    );
+    assert_eq!(
+        status(world.http.get(format!("{}?token={forged}", url("room")))).await,
+        (401, problem.clone())
+    );
+    assert_eq!(
+        status(
+            world
+                .http
+                .get(format!("{}?token={alice}", url("elsewhere")))
+        )
+        .await,
+        (403, problem.clone()),
+        "a chat the token does not list"
+    );
+
+    // The token by query, header or cookie.
+    let by_query =
+        Subscriber::open(&world.http, &format!("{}?token={alice}", url("room")), None).await;
+    let by_header = Subscriber::open_with(
+        &world.http,
+        &url("room"),
+        &[("authorization", format!("Bearer {alice}"))],
+    )
+    .await;
+    assert_eq!(
+        status(
+            world
+                .http
+                .get(url("room"))
+                .header("cookie", format!("chat_token={alice}"))
+        )
+        .await,
+        (429, problem.clone()),
+        "a third stream of one user is over the per-user limit"
+    );
+    drop(by_header);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let by_cookie = Subscriber::open_with(
+        &world.http,
+        &url("room"),
+        &[("cookie", format!("chat_token={alice}"))],
+    )
+    .await;
+    drop((by_query, by_cookie));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Per address: four streams of different users, then 429.
+    let mut held = Vec::new();
+    for user in ["u1", "u2", "u3", "u4"] {
+        let t = token(KEY, user, None, Duration::from_secs(600));
+        held.push(Subscriber::open(&world.http, &format!("{}?token={t}", url("room")), None).await);
+    }
+    let fifth = token(KEY, "u5", None, Duration::from_secs(600));
+    assert_eq!(
+        status(world.http.get(format!("{}?token={fifth}", url("room")))).await,
+        (429, problem)
+    );
+    drop(held);
+
+    // A token that expires in 2 s ends its stream then.
+    let brief = token(KEY, "brief", None, Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let opened = Instant::now();
+    let stream =
+        Subscriber::open(&world.http, &format!("{}?token={brief}", url("room")), None).await;
+    while !stream.ended() {
+        assert!(
+            opened.elapsed() < Duration::from_secs(5),
+            "the stream outlived its token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "ended early: {:?}",
+        opened.elapsed()
+    );
+    publish.stop().await;
+}
+
+#[tokio::test]
+async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_logged() {
+    let world = World::new();
+    let mut chat_config = world.chat_config();
+    chat_config.auth.auth_hmac_key = Some(KEY.into());
+    let chat = world.chat_server_with(chat_config).await;
+    let publish = world.publish_server(config(&world)).await;
+    let bob = token(KEY, "bob", Some(&["secure"]), Duration::from_secs(600));
+    let mut subscriber = Subscriber::open(
+        &world.http,
+        &publish.url(&format!("/api/chats/secure/events?token={bob}")),
+        None,
+    )
+    .await;
+    let alice = token(KEY, "alice", None, Duration::from_secs(600));
+    let posted = world
+        .http
+        .post(chat.url("/api/chats/secure/messages"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"text": "for bob"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 201);
+    let got = subscriber.take(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].data["text"], "for bob");
+    assert_eq!(got[0].data["userId"], "alice");
+    publish.stop().await;
+    chat.stop().await;
+
+    // The binary, logging at debug, never writes a token it was given.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_publish-server"))
+        .env("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "KAFKA_BROKERS",
+            std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        )
+        .env("KAFKA_TOPIC", &world.topic)
+        .env(
+            "REDIS_URL",
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+        .env("REDIS_KEY_PREFIX", &world.prefix)
+        .env("AUTH_HMAC_KEY", KEY)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("publish-server starts");
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if world
+            .http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forged = token(
+        "another-secret-of-enough-length",
+        "bob",
+        None,
+        Duration::from_secs(600),
+    );
+    for t in [&bob, &forged] {
+        let _ = world
+            .http
+            .get(format!("{base}/api/chats/secure/events?token={t}"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        let _ = world
+            .http
+            .get(format!("{base}/api/chats/secure/events"))
+            .bearer_auth(t)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().expect("exits");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("publish-server listening"),
+        "the logs were captured: {logs}"
+    );
+    for t in [&bob, &forged] {
+        assert!(
+            !logs.contains(t.rsplit('.').next().expect("signature")),
+            "a token is in the logs"
+        );
+    }
+}
