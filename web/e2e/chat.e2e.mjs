@@ -40,8 +40,8 @@ async function until(what, test, ms = 30000) {
   }
 }
 
-function start(name, env) {
-  const child = spawn(bin(name), [], {
+function start(name, env, binary = name) {
+  const child = spawn(bin(binary), [], {
     env: { ...process.env, RUST_LOG: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -205,6 +205,56 @@ try {
     await carol.locator('article .text', { hasText: 'hello from alice' }).waitFor({ timeout: 5000 });
     mkdirSync(artifacts, { recursive: true });
     await alice.screenshot({ path: path.join(artifacts, 'chat.png'), fullPage: true });
+  });
+
+  await check('with authentication on, the UI signs in with a token and chats', async () => {
+    const key = 'e2e-secret-of-enough-length';
+    const auth = { chat: await freePort(), publish: await freePort() };
+    const authUrl = `http://127.0.0.1:${auth.chat}`;
+    start(
+      'chat-server-auth',
+      {
+        ...shared,
+        CHAT_SERVER_LISTEN: `127.0.0.1:${auth.chat}`,
+        WEB_DIR: path.join(root, 'web', 'dist'),
+        PUBLIC_STREAM_URL: `http://127.0.0.1:${auth.publish}`,
+        AUTH_HMAC_KEY: key,
+        DEV_TOKENS: 'true',
+        PROJECTOR: 'false',
+      },
+      'chat-server',
+    );
+    start(
+      'publish-server-auth',
+      { ...shared, PUBLISH_SERVER_LISTEN: `127.0.0.1:${auth.publish}`, CORS_ORIGINS: authUrl, AUTH_HMAC_KEY: key },
+      'publish-server',
+    );
+    await until('the servers with authentication', async () =>
+      (await fetch(`${authUrl}/readyz`)).ok && (await fetch(`http://127.0.0.1:${auth.publish}/readyz`)).ok,
+    );
+    const refused = await fetch(`${authUrl}/api/chats/${room}/messages`);
+    if (refused.status !== 401) throw new Error(`no token: ${refused.status}, expected 401`);
+    const pages = [];
+    for (const user of ['dora', 'emil']) {
+      const context = await browser.newContext();
+      await context.addInitScript(
+        ([u, c]) => {
+          localStorage.setItem('chat.user', u);
+          localStorage.setItem('chat.chat', c);
+        },
+        [user, room],
+      );
+      const page = await context.newPage();
+      await page.goto(`${authUrl}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+      pages.push(page);
+    }
+    // The history is readable with the token: what was said before shows.
+    await pages[0].locator('article .text', { hasText: 'hello from alice' }).waitFor({ timeout: 5000 });
+    await say(pages[0], 'signed in and talking');
+    await pages[1].locator('article .text', { hasText: 'signed in and talking' }).waitFor({ timeout: 2000 });
+    const author = await article(pages[1], 'signed in and talking').locator('.meta b').textContent();
+    if (author !== 'dora') throw new Error(`posted as ${author}, expected dora (the token's user)`);
   });
 } catch (error) {
   failures += 1;

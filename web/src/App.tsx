@@ -2,7 +2,18 @@
 // follow it live, post, react. Every API error is shown in words.
 
 import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
-import { ApiError, addReaction, fetchConfig, fetchPage, postMessage, removeReaction } from './api';
+import {
+  ApiError,
+  type Token,
+  type UiConfig,
+  addReaction,
+  devToken,
+  fetchConfig,
+  fetchPage,
+  postMessage,
+  removeReaction,
+  setToken,
+} from './api';
 import {
   type ApiMessage,
   type ChatState,
@@ -65,7 +76,9 @@ export function App() {
   const [status, setStatus] = useState<Status>('connecting');
   const [error, setError] = useState<string | null>(null);
   const [hotUntil, setHotUntil] = useState<number | null>(null);
-  const [streamUrl, setStreamUrl] = useState<string | null>(null);
+  const [config, setConfig] = useState<UiConfig | null>(null);
+  const [token, setTokenState] = useState<Token | null>(null);
+  const [pasted, setPasted] = useState('');
   const [text, setText] = useState('');
   const list = useRef<HTMLDivElement>(null);
   const retry = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
@@ -74,8 +87,35 @@ export function App() {
   stateRef.current = state;
 
   useEffect(() => {
-    fetchConfig().then((c) => setStreamUrl(c.streamUrl), (e) => setError(words(e)));
+    fetchConfig().then(setConfig, (e) => setError(words(e)));
   }, []);
+
+  // Signing in, where the server wants tokens: a development token for the
+  // name given, renewed a minute before it expires.
+  useEffect(() => {
+    if (!config?.auth || !config.devTokens) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancelled = false;
+    const signIn = () =>
+      devToken(me).then(
+        (fresh) => {
+          if (cancelled) return;
+          setToken(fresh.token);
+          setTokenState(fresh);
+          const renewIn = Math.max(5, fresh.expiresAt - Date.now() / 1000 - 60) * 1000;
+          timer = setTimeout(signIn, renewIn);
+        },
+        (e) => setError(words(e)),
+      );
+    void signIn();
+    return () => {
+      cancelled = true;
+      clearTimeout(timer);
+    };
+  }, [config, me]);
+
+  const streamUrl = config && (!config.auth || token) ? config.streamUrl : null;
+  const bearer = token?.token ?? null;
 
   /** Fetches a page; a 429 (hot chat) waits for Retry-After and tries once more then. */
   const load = useCallback(
@@ -102,36 +142,50 @@ export function App() {
     [chatId, me],
   );
 
-  // Joining: the stream first (live from now), then the latest page; the
-  // two merge by id. On `reset` the newest page is fetched again.
+  // The stream first (live from now, or from the last event seen when a
+  // fresh token reopens it), then, on joining, the latest page; the two
+  // merge by id. On `reset` the newest page is fetched again.
   useEffect(() => {
     if (!streamUrl) return;
-    dispatch({ kind: 'reset', chatId });
-    setError(null);
-    const close = openStream(streamUrl, chatId, null, {
-      onStatus: setStatus,
-      onAction: (action) => {
-        // The last stream actions, for a look from the browser's console.
-        const log = ((window as { chatEvents?: unknown[] }).chatEvents ??= []);
-        log.push(action);
-        if (log.length > 200) log.shift();
-        if (action.kind === 'reset') {
-          const last = stateRef.current.lastEventId;
-          void load(last ? { after: last } : {}, false);
-        } else {
-          dispatch({ kind: 'stream', action, me });
-        }
+    const held = stateRef.current;
+    const from = held.chatId === chatId ? held.lastEventId : null;
+    const close = openStream(
+      streamUrl,
+      chatId,
+      from,
+      {
+        onStatus: setStatus,
+        onAction: (action) => {
+          // The last stream actions, for a look from the browser's console.
+          const log = ((window as { chatEvents?: unknown[] }).chatEvents ??= []);
+          log.push(action);
+          if (log.length > 200) log.shift();
+          if (action.kind === 'reset') {
+            const last = stateRef.current.lastEventId;
+            void load(last ? { after: last } : {}, false);
+          } else {
+            dispatch({ kind: 'stream', action, me });
+          }
+        },
       },
-    });
-    void load({}, false);
+      bearer,
+    );
     const offline = () => setStatus('offline');
     window.addEventListener('offline', offline);
     return () => {
       close();
-      clearTimeout(retry.current);
       window.removeEventListener('offline', offline);
     };
-  }, [chatId, me, streamUrl, load]);
+  }, [chatId, me, streamUrl, bearer, load]);
+
+  const ready = streamUrl !== null;
+  useEffect(() => {
+    if (!ready) return;
+    dispatch({ kind: 'reset', chatId });
+    setError(null);
+    void load({}, false);
+    return () => clearTimeout(retry.current);
+  }, [chatId, me, ready, load]);
 
   const [tick, setTick] = useState(0);
   useEffect(() => {
@@ -198,6 +252,21 @@ export function App() {
           {status}
         </span>
       </header>
+      {config?.auth && !config.devTokens && !token && (
+        <form
+          className="join"
+          onSubmit={(e) => {
+            e.preventDefault();
+            setToken(pasted.trim());
+            setTokenState({ token: pasted.trim(), expiresAt: Number.MAX_SAFE_INTEGER });
+          }}
+        >
+          <label>
+            This server needs a token <input aria-label="token" value={pasted} onChange={(e) => setPasted(e.target.value)} />
+          </label>
+          <button type="submit">Sign in</button>
+        </form>
+      )}
       <h1>
         #{chatId} <small>as {me}</small>
       </h1>

@@ -15,10 +15,19 @@ export class ApiError extends Error {
   }
 }
 
+/** The token sent with every call, when the server wants one. */
+let bearer: string | null = null;
+
+export function setToken(token: string | null): void {
+  bearer = token;
+}
+
 async function call<T>(path: string, init?: RequestInit): Promise<T> {
   let response: Response;
+  const headers = new Headers(init?.headers);
+  if (bearer) headers.set('authorization', `Bearer ${bearer}`);
   try {
-    response = await fetch(path, init);
+    response = await fetch(path, { ...init, headers });
   } catch (error) {
     throw new ApiError(0, 'Cannot reach the server', String(error), null);
   }
@@ -38,8 +47,31 @@ async function call<T>(path: string, init?: RequestInit): Promise<T> {
 
 const chat = (chatId: string) => `/api/chats/${encodeURIComponent(chatId)}`;
 
-export function fetchConfig(): Promise<{ streamUrl: string }> {
+export interface UiConfig {
+  streamUrl: string;
+  /** The server wants a token. */
+  auth: boolean;
+  /** It gives development tokens to whoever asks. */
+  devTokens: boolean;
+}
+
+export function fetchConfig(): Promise<UiConfig> {
   return call('/api/config');
+}
+
+export interface Token {
+  token: string;
+  /** Unix seconds. */
+  expiresAt: number;
+}
+
+/** A development token for `userId` (servers started with --dev-tokens). */
+export function devToken(userId: string): Promise<Token> {
+  return call('/api/dev/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ userId }),
+  });
 }
 
 export function fetchPage(

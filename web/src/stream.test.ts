@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decode, statusAfterError } from './stream';
+import { decode, statusAfterError, streamUrl } from './stream';
 
 describe('decoding stream events', () => {
   it('turns each named event into its action', () => {
@@ -25,5 +25,14 @@ describe('connection state', () => {
     expect(statusAfterError(0, true)).toBe('reconnecting');
     expect(statusAfterError(2, true)).toBe('offline');
     expect(statusAfterError(0, false)).toBe('offline');
+  });
+});
+
+describe('the stream URL', () => {
+  it('carries the resume point and the token, encoded', () => {
+    expect(streamUrl('http://h:8081', 'lobby', null, null)).toBe('http://h:8081/api/chats/lobby/events');
+    expect(streamUrl('http://h:8081', 'lobby', '1-0000000000000009', 'a.b+c')).toBe(
+      'http://h:8081/api/chats/lobby/events?lastEventId=1-0000000000000009&token=a.b%2Bc',
+    );
   });
 });

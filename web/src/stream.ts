@@ -56,17 +56,27 @@ export interface StreamHandlers {
   onStatus(status: Status): void;
 }
 
+/** The stream's URL: from `lastEventId` if given, with `token` if given. */
+export function streamUrl(baseUrl: string, chatId: string, lastEventId: string | null, token: string | null): string {
+  const query = new URLSearchParams();
+  if (lastEventId) query.set('lastEventId', lastEventId);
+  if (token) query.set('token', token);
+  const tail = query.size ? `?${query}` : '';
+  return `${baseUrl}/api/chats/${encodeURIComponent(chatId)}/events${tail}`;
+}
+
 /**
  * Opens the chat's stream from `lastEventId` (none: from now). The browser
  * resumes by itself with Last-Event-ID after a drop; should it give up, this
  * reopens from the newest id seen after `retryMs`. Answers a function that
- * closes it for good.
+ * closes it for good. `token` goes in the URL: EventSource sets no headers.
  */
 export function openStream(
   baseUrl: string,
   chatId: string,
   lastEventId: string | null,
   handlers: StreamHandlers,
+  token: string | null = null,
   retryMs = 3000,
 ): () => void {
   let closed = false;
@@ -75,8 +85,7 @@ export function openStream(
   let last = lastEventId;
   const open = () => {
     if (closed) return;
-    const query = last ? `?lastEventId=${encodeURIComponent(last)}` : '';
-    source = new EventSource(`${baseUrl}/api/chats/${encodeURIComponent(chatId)}/events${query}`);
+    source = new EventSource(streamUrl(baseUrl, chatId, last, token));
     handlers.onStatus('connecting');
     source.onopen = () => handlers.onStatus('live');
     source.onerror = () => {
