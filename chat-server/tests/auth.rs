@@ -278,7 +278,7 @@ async fn tokens_never_reach_the_logs() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .env("CHAT_SERVER_LISTEN", format!("127.0.0.1:{port}"))
         .env("KAFKA_BROKERS", common::kafka_brokers())
         .env("KAFKA_TOPIC", common::unique("auth-log-events"))
@@ -333,4 +333,43 @@ async fn tokens_never_reach_the_logs() {
         let signature = token.rsplit('.').next().expect("signature");
         assert!(!logs.contains(signature), "a token is in the logs");
     }
+}
+
+#[test]
+fn the_token_command_prints_a_token_the_servers_accept() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args([
+            "token",
+            "--user",
+            "alice",
+            "--chats",
+            "lobby,side",
+            "--ttl",
+            "1h",
+        ])
+        .env("AUTH_HMAC_KEY", KEY)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let identity = signer(KEY).verify(token.trim()).expect("valid");
+    assert_eq!(identity.user.as_str(), "alice");
+    assert_eq!(
+        identity.chats,
+        Some(vec!["lobby".to_owned(), "side".to_owned()])
+    );
+    let left = identity.expires_at - chrono::Utc::now().timestamp();
+    assert!((3590..=3600).contains(&left), "expires in {left} s");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["token", "--user", "alice"])
+        .env_remove("AUTH_HMAC_KEY")
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("AUTH_HMAC_KEY"));
 }

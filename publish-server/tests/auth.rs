@@ -141,6 +141,7 @@ async fn streams_need_a_valid_token_for_their_chat_and_end_when_it_expires() {
         opened.elapsed()
     );
     publish.stop().await;
+    chat.stop().await;
 }
 
 #[tokio::test]
@@ -178,7 +179,7 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_publish-server"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_publish-server"))
         .env("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{port}"))
         .env(
             "KAFKA_BROKERS",
