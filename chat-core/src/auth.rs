@@ -282,6 +282,101 @@ mod tests {
         );
     }
 
+    /// Tokens signed elsewhere with a private key (made here by the
+    /// `openssl` command) pass with its public key, and no other does.
+    #[test]
+    fn public_keys_verify_rs256_and_es256_tokens() {
+        let dir = std::env::temp_dir().join(format!("auth-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let openssl = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("the openssl command runs");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.pem",
+        ]);
+        openssl(&["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.pem",
+        ]);
+        openssl(&["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"]);
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: chrono::Utc::now().timestamp() + 600,
+            chats: None,
+        };
+        let read = |name: &str| std::fs::read(dir.join(name)).expect("key file");
+        let rsa_token = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(&read("rsa.pem")).expect("RSA key"),
+        )
+        .expect("RS256");
+        let ec_token = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(&read("ec.pem")).expect("EC key"),
+        )
+        .expect("ES256");
+        let verifier = |file: &str| {
+            Auth::from_config(&AuthConfig {
+                auth_hmac_key: None,
+                auth_public_key_file: Some(dir.join(file)),
+            })
+            .expect("config")
+            .expect("on")
+        };
+        let (rsa, ec) = (verifier("rsa.pub.pem"), verifier("ec.pub.pem"));
+        assert_eq!(
+            rsa.verify(&rsa_token).expect("RS256 passes").user.as_str(),
+            "alice"
+        );
+        assert_eq!(
+            ec.verify(&ec_token).expect("ES256 passes").user.as_str(),
+            "alice"
+        );
+        assert!(rsa.verify(&ec_token).is_err(), "another algorithm");
+        assert!(ec.verify(&rsa_token).is_err(), "another algorithm");
+        let hmac = auth()
+            .issue(
+                &"alice".parse().expect("user"),
+                None,
+                Duration::from_secs(60),
+            )
+            .expect("token")
+            .0;
+        assert!(
+            rsa.verify(&hmac).is_err(),
+            "an HS256 token against a public key"
+        );
+        assert!(
+            rsa.issue(
+                &"alice".parse().expect("user"),
+                None,
+                Duration::from_secs(60)
+            )
+            .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn lifetimes_read_as_people_write_them() {
         assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
