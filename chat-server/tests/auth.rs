@@ -274,30 +274,21 @@ async fn development_tokens_only_when_asked_for() {
 
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .env("CHAT_SERVER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KAFKA_BROKERS", common::kafka_brokers())
-        .env("KAFKA_TOPIC", common::unique("auth-log-events"))
-        .env("REDIS_URL", common::redis_url())
-        .env("REDIS_KEY_PREFIX", common::unique("auth-log"))
-        .env("AUTH_HMAC_KEY", KEY)
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("chat-server starts");
+    let server = test_support::LoggedProcess::start(
+        env!("CARGO_BIN_EXE_chat-server"),
+        "CHAT_SERVER_LISTEN",
+        &[
+            ("KAFKA_BROKERS", common::kafka_brokers()),
+            ("KAFKA_TOPIC", common::unique("auth-log-events")),
+            ("REDIS_URL", common::redis_url()),
+            ("REDIS_KEY_PREFIX", common::unique("auth-log")),
+            ("AUTH_HMAC_KEY", KEY.to_owned()),
+            ("RUST_LOG", "debug".to_owned()),
+        ],
+    )
+    .await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let base = server.base.clone();
     let good = token("alice", None, Duration::from_secs(600));
     let forged = signer("another-secret-of-enough-length")
         .issue(
@@ -320,11 +311,7 @@ async fn tokens_never_reach_the_logs() {
             .send()
             .await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let output = child.wait_with_output().expect("exits");
-    let logs = String::from_utf8_lossy(&output.stderr);
+    let logs = server.stop();
     assert!(
         logs.contains("chat-server listening"),
         "the logs were captured: {logs}"

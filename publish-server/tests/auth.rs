@@ -175,41 +175,20 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
     chat.stop().await;
 
     // The binary, logging at debug, never writes a token it was given.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_publish-server"))
-        .env("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "KAFKA_BROKERS",
-            std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        )
-        .env("KAFKA_TOPIC", &world.topic)
-        .env(
-            "REDIS_URL",
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        )
-        .env("REDIS_KEY_PREFIX", &world.prefix)
-        .env("AUTH_HMAC_KEY", KEY)
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("publish-server starts");
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if world
-            .http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let server = test_support::LoggedProcess::start(
+        env!("CARGO_BIN_EXE_publish-server"),
+        "PUBLISH_SERVER_LISTEN",
+        &[
+            ("KAFKA_BROKERS", test_support::kafka_brokers()),
+            ("KAFKA_TOPIC", world.topic.clone()),
+            ("REDIS_URL", test_support::redis_url()),
+            ("REDIS_KEY_PREFIX", world.prefix.clone()),
+            ("AUTH_HMAC_KEY", KEY.to_owned()),
+            ("RUST_LOG", "debug".to_owned()),
+        ],
+    )
+    .await;
+    let base = server.base.clone();
     let forged = token(
         "another-secret-of-enough-length",
         "bob",
@@ -231,11 +210,7 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
             .send()
             .await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let output = child.wait_with_output().expect("exits");
-    let logs = String::from_utf8_lossy(&output.stderr);
+    let logs = server.stop();
     assert!(
         logs.contains("publish-server listening"),
         "the logs were captured: {logs}"

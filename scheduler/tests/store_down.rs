@@ -25,7 +25,7 @@ async fn metrics(world: &World, server: &common::Running) -> String {
 #[tokio::test]
 async fn a_hot_chat_stays_throttled_locally_while_its_store_is_down() {
     let world = World::new();
-    let store = OwnRedis::start();
+    let mut store = OwnRedis::start();
     let mut config = world.chat_config();
     config.hot_store.hot_redis_url = Some(store.url());
     config.hot_fetch_budget = 20;
@@ -53,7 +53,8 @@ async fn a_hot_chat_stays_throttled_locally_while_its_store_is_down() {
         .await
         .expect("the chat turns hot");
 
-    let port = store.kill();
+    let port = store.port;
+    store.kill();
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let outage_end = Instant::now();

@@ -1,67 +1,17 @@
 //! Test helpers: a chat-server and publish-servers in this process, sharing
 //! a topic and Redis prefix of the test's own, and an SSE client.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser as _;
 use futures::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-pub fn unique(name: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{name}-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A running server of either kind, stopped on drop.
-pub struct Running {
-    pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Running {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Graceful stop (SIGTERM's path): waits until the server returned.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        let task = self.task.take().expect("running");
-        tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .expect("server stops within 20 s")
-            .expect("server task");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+pub use test_support::{Running, kafka_brokers, redis_url, unique};
 
 /// One test's world: its topic and key prefix.
 #[derive(Clone)]
@@ -104,16 +54,10 @@ impl World {
         let server = chat_server::Server::bind(config)
             .await
             .expect("chat-server binds");
-        let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
-        let run = server.run(shutdown.clone());
-        let task = tokio::spawn(async move { run.await.expect("chat-server runs") });
-        let running = Running {
-            addr,
-            shutdown,
-            task: Some(task),
-        };
-        self.until_ready(&running).await;
+        let running = Running::spawn(server.local_addr(), |shutdown| async move {
+            server.run(shutdown).await.expect("chat-server runs")
+        });
+        running.until_ok(&self.http, "/readyz").await;
         running
     }
 
@@ -131,29 +75,11 @@ impl World {
         let server = publish_server::Server::bind(config)
             .await
             .expect("publish-server binds");
-        let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
-        let run = server.run(shutdown.clone());
-        let task = tokio::spawn(async move { run.await.expect("publish-server runs") });
-        let running = Running {
-            addr,
-            shutdown,
-            task: Some(task),
-        };
-        self.until_ready(&running).await;
+        let running = Running::spawn(server.local_addr(), |shutdown| async move {
+            server.run(shutdown).await.expect("publish-server runs")
+        });
+        running.until_ok(&self.http, "/readyz").await;
         running
-    }
-
-    async fn until_ready(&self, server: &Running) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = self.http.get(server.url("/readyz")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} not ready", server.addr);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// Posts a message through chat-server; answers its id.

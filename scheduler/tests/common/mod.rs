@@ -5,78 +5,18 @@
 //! Kafka and Redis addresses come from `KAFKA_BROKERS` and `REDIS_URL`
 //! (`make test` starts a Tansu broker and a redis-server and sets them).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
+
 use tokio_util::sync::CancellationToken;
 
-pub fn unique(name: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{name}-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A server running in this process; stopped on drop.
-pub struct Running {
-    pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Running {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stops it gracefully.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
-        }
-    }
-
-    /// Stops it abruptly, as a crash would: nothing runs on the way out.
-    pub fn kill(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+pub use test_support::{OwnRedis, Running, free_port, kafka_brokers, metric, redis_url, unique};
 
 /// One test's world: its topic and key prefix.
 #[derive(Clone)]
@@ -116,16 +56,10 @@ impl World {
         let server = chat_server::Server::bind(config)
             .await
             .expect("chat-server binds");
-        let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
-        let run = server.run(shutdown.clone());
-        let task = tokio::spawn(async move { run.await.expect("chat-server runs") });
-        let running = Running {
-            addr,
-            shutdown,
-            task: Some(task),
-        };
-        self.until_ready(&running, "/healthz").await;
+        let running = Running::spawn(server.local_addr(), |shutdown| async move {
+            server.run(shutdown).await.expect("chat-server runs")
+        });
+        running.until_ok(&self.http, "/healthz").await;
         running
     }
 
@@ -143,30 +77,12 @@ impl World {
         let scheduler = scheduler::Scheduler::bind(config)
             .await
             .expect("scheduler binds");
-        let addr = scheduler.local_addr();
         let state = scheduler.state();
-        let shutdown = CancellationToken::new();
-        let run = scheduler.run(shutdown.clone());
-        let task = tokio::spawn(async move { run.await.expect("scheduler runs") });
-        let running = Running {
-            addr,
-            shutdown,
-            task: Some(task),
-        };
-        self.until_ready(&running, "/healthz").await;
+        let running = Running::spawn(scheduler.local_addr(), |shutdown| async move {
+            scheduler.run(shutdown).await.expect("scheduler runs")
+        });
+        running.until_ok(&self.http, "/healthz").await;
         (running, state)
-    }
-
-    async fn until_ready(&self, server: &Running, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = self.http.get(server.url(path)).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} not ready", server.addr);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// The hot flags held in Redis `redis`: chat id to expiry (ms).
@@ -279,78 +195,4 @@ impl Load {
         }
         self.answers.lock().expect("lock").clone()
     }
-}
-
-/// A redis-server of the test's own on a free port, killed on drop.
-pub struct OwnRedis {
-    pub port: u16,
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl OwnRedis {
-    pub fn start() -> Self {
-        let port = free_port();
-        Self::start_on(port)
-    }
-
-    pub fn start_on(port: u16) -> Self {
-        let dir = std::env::temp_dir().join(unique("hot-test-redis"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, child, dir }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: gone at once, with everything it held.
-    pub fn kill(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A metric's value in Prometheus text, summed over the series whose
-/// labels contain every one of `labels`.
-pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
