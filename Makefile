@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build bench-post bench-fetch bench-sse bench-hot fmt clippy
+.PHONY: run test build bench-post bench-fetch bench-sse bench-hot bench-peers fmt clippy
 
 ## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
@@ -40,3 +40,7 @@ bench-sse:
 ## Measure what hot-chat support costs a fetch: counting on vs off, and the throttle decision on a hot chat.
 bench-hot:
 	scripts/bench-hot.sh
+
+## publish-server beside nchan and Pushpin under one SSE load (NS, KS, RUNS, DURATION, SIZE, OUT).
+bench-peers:
+	scripts/bench-peers.sh

@@ -97,6 +97,12 @@ enum Publish {
     ChatServer,
     /// Produce each message event straight to the Kafka topic.
     Kafka,
+    /// POST each message text to nchan's publisher location
+    /// (`--publish-url`, `{chat}` standing for the channel).
+    Nchan,
+    /// POST each message to Pushpin's HTTP publish endpoint
+    /// (`--publish-url`) as a GRIP `http-stream` item on the chat's channel.
+    Pushpin,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +127,9 @@ struct RunArgs {
         default_value = "http://127.0.0.1:8080/api/chats/{chat}/messages"
     )]
     post_url: String,
+    /// The peer's publish URL (with `--publish nchan` or `pushpin`).
+    #[arg(long, default_value = "http://127.0.0.1:80/pub/{chat}")]
+    publish_url: String,
     /// Kafka bootstrap servers (with `--publish kafka`).
     #[arg(long, default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
@@ -640,6 +649,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         publish: match args.publish {
             Publish::ChatServer => "chat-server",
             Publish::Kafka => "kafka",
+            Publish::Nchan => "nchan",
+            Publish::Pushpin => "pushpin",
         },
         subscribers: connected,
         failed_subscribers: failed,
@@ -801,6 +812,12 @@ enum Sender {
         producer: rdkafka::producer::FutureProducer,
         topic: Arc<str>,
     },
+    /// nchan or Pushpin: an HTTP POST per message.
+    Peer {
+        http: reqwest::Client,
+        url: Arc<str>,
+        grip: bool,
+    },
 }
 
 impl Sender {
@@ -813,6 +830,15 @@ impl Sender {
                     .build()
                     .map_err(|e| e.to_string())?,
                 url: args.post_url.as_str().into(),
+            },
+            Publish::Nchan | Publish::Pushpin => Sender::Peer {
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .pool_max_idle_per_host(args.max_in_flight)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+                url: args.publish_url.as_str().into(),
+                grip: args.publish == Publish::Pushpin,
             },
             Publish::Kafka => Sender::Kafka {
                 producer: rdkafka::ClientConfig::new()
@@ -837,6 +863,22 @@ impl Sender {
                     .await
                     .map_err(|e| e.to_string())?;
                 if response.status() == 201 {
+                    Ok(())
+                } else {
+                    Err(format!("answered {}", response.status()))
+                }
+            }
+            Sender::Peer { http, url, grip } => {
+                let request = if *grip {
+                    let content = format!("event: message\ndata: {text}\n\n");
+                    http.post(url.as_ref()).json(&serde_json::json!({
+                        "items": [{"channel": chat, "formats": {"http-stream": {"content": content}}}]
+                    }))
+                } else {
+                    http.post(url.replace("{chat}", chat)).body(text)
+                };
+                let response = request.send().await.map_err(|e| e.to_string())?;
+                if response.status().is_success() {
                     Ok(())
                 } else {
                     Err(format!("answered {}", response.status()))

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# publish-server beside nchan (nginx) and Pushpin, under one SSE load
+# generator (sse-bench) and the same load: N subscribers over K chats, P
+# posts per second per chat of SIZE bytes for DURATION seconds, all on
+# 127.0.0.1. Rows: publish-server with posts through chat-server (the full
+# path through Kafka) and produced straight to Kafka; nchan with posts to
+# its publisher location; Pushpin with posts to its HTTP publish endpoint
+# and subscribers held by a tiny GRIP backend. Installs the peers from the
+# OS packages when absent, writes their configurations into a temporary
+# folder (ports of their own), starts and stops everything itself. Each
+# configuration runs RUNS times; the report gives medians with min-max, and
+# a chart (deliveries/s and p99 against N) goes to OUT.
+#   NS="1000 10000 50000" KS="1 1000" RUNS=3 DURATION=10 SIZE=100 OUT=bench/results scripts/bench-peers.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NS="${NS:-1000 10000 50000}" KS="${KS:-1 1000}" RUNS="${RUNS:-3}" DURATION="${DURATION:-10}"
+SIZE="${SIZE:-100}" OUT="${OUT:-bench/results}"
+# Posts per second per chat: one hot chat gets 10/s; of many quiet chats each gets 1/s.
+rate_for() { if [ "$1" -eq 1 ]; then echo 10; else echo "$1"; fi; }
+source scripts/bench-lib.sh
+scripts/ensure-redis.sh
+missing=()
+[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(nginx libnginx-mod-nchan)
+command -v pushpin >/dev/null 2>&1 || missing+=(pushpin)
+command -v gnuplot >/dev/null 2>&1 || missing+=(gnuplot-nox)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} with apt-get" >&2
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release -p chat-server -p publish-server -p bench --bins
+ulimit -n "$(ulimit -Hn)"
+fd_limit="$(ulimit -n)"
+work="$(mktemp -d -t chat-bench-peers.XXXXXX)"
+mkdir -p "$OUT"
+trap 'stop_all; rm -rf "$work"' EXIT
+
+# Kafka (librdkafka's mock cluster, as `make run` embeds), Redis, chat-server.
+redis_port="$(free_port)"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+pids+=($!)
+./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$work/mock.addr" 2>"$work/mock.log" &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
+export KAFKA_BROKERS="$(head -n 1 "$work/mock.addr")" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn KAFKA_CREATE_TOPIC=false
+chat_port="$(free_port)"
+CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
+pids+=($!)
+wait_ready "$chat_port"
+
+# How many server processes and client workers N needs under the file limit.
+procs_for() { echo $(( ($1 + fd_limit - 2000) / (fd_limit - 1000) )); }
+
+start_nginx() { # processes; sets nchan_port, server_pids
+  nchan_port="$(free_port)"
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes $1;
+worker_rlimit_nofile $fd_limit;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections $fd_limit; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  server {
+    listen 127.0.0.1:$nchan_port reuseport;
+    location ~ ^/pub/([\\w-]+)\$ { nchan_publisher; nchan_channel_id \$1; nchan_message_buffer_length 100; }
+    location ~ ^/sub/([\\w-]+)\$ { nchan_subscriber eventsource; nchan_channel_id \$1; }
+  }
+}
+CONF
+  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' >"$work/nginx/out.log" 2>&1 &
+  nginx_pid=$!
+  for _ in $(seq 1 50); do curl -fsS -X POST -d warm "http://127.0.0.1:$nchan_port/pub/warm" >/dev/null 2>&1 && break; sleep 0.1; done
+  server_pids="$nginx_pid,$(pgrep -P "$nginx_pid" | paste -sd, -)"
+}
+
+start_pushpin() { # sets pushpin_port, publish_port, server_pids
+  local dir="$work/pushpin" offset=$(( 20000 + RANDOM % 20000 ))
+  mkdir -p "$dir/run" "$dir/log"
+  pushpin_port="$(free_port)" publish_port=$((5561 + offset))
+  backend_port="$(free_port)"
+  cat >"$dir/backend.py" <<'PY'
+# A GRIP backend: every stream request is held by Pushpin on the channel
+# named by the last path segment. asyncio, so bursts of thousands of
+# subscribes are answered at once; one request per connection.
+import asyncio, sys
+
+async def answer(reader, writer):
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1].decode()
+        channel = path.split("?")[0].rstrip("/").split("/")[-1]
+        body = b": ok\n\n"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nGrip-Hold: stream\r\n"
+            + f"Grip-Channel: {channel}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, IndexError):
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    await server.serve_forever()
+
+asyncio.run(main())
+PY
+  python3 "$dir/backend.py" "$backend_port" &
+  backend_pid=$!
+  # Debian's internal.conf points the proxy at a system zurl: run our own.
+  sed -e "s#^rundir=.*#rundir=$dir/run#" -e "s#^logdir=.*#logdir=$dir/log#" \
+      -e "s#^port_offset=.*#port_offset=$offset#" -e "s#^http_port=.*#http_port=127.0.0.1:$pushpin_port#" \
+      -e "s#^routesfile=.*#routesfile=$dir/routes#" -e "s#^services=.*#services=condure,zurl,pushpin-proxy,pushpin-handler#" \
+      -e "s#^client_maxconn=.*#client_maxconn=$fd_limit#" \
+      -e "s#^message_rate=.*#message_rate=10000000#" -e "s#^message_hwm=.*#message_hwm=10000000#" \
+      -e "s#^\[proxy\]#[proxy]\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out#" \
+      /etc/pushpin/pushpin.conf >"$dir/pushpin.conf"
+  echo "* 127.0.0.1:$backend_port" >"$dir/routes"
+  pushpin --config "$dir/pushpin.conf" >"$dir/out.log" 2>&1 &
+  pushpin_pid=$!
+  for _ in $(seq 1 100); do
+    curl -fsS -X POST -d '{"items":[]}' "http://127.0.0.1:$publish_port/publish/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  # Its proxy and handler finish connecting after the publish port opens.
+  sleep 2
+  server_pids="$(pgrep -P "$pushpin_pid" | paste -sd, -)"
+}
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+bench_row() { # row n k run
+  local row="$1" n="$2" k="$3" i="$4" procs workers urls=() ps_pids=() port publish_args=()
+  procs="$(procs_for "$n")"; workers=$(( procs + 1 ))
+  local rate=$(( $(rate_for "$k") ))
+  case "$row" in
+    kafka|chat-server)
+      for _ in $(seq 1 "$procs"); do
+        port="$(free_port)"
+        PUBLISH_SERVER_LISTEN="127.0.0.1:$port" ./target/release/publish-server >>"$work/publish.log" 2>&1 &
+        ps_pids+=($!); urls+=("http://127.0.0.1:$port/api/chats/{chat}/events")
+        wait_ready "$port"
+      done
+      server_pids="$(IFS=,; echo "${ps_pids[*]}")"
+      publish_args=(--publish "$row" --post-url "http://127.0.0.1:$chat_port/api/chats/{chat}/messages"
+        --kafka-brokers "$KAFKA_BROKERS" --kafka-topic chat-events) ;;
+    nchan)
+      start_nginx "$procs"
+      urls=("http://127.0.0.1:$nchan_port/sub/{chat}")
+      publish_args=(--publish nchan --publish-url "http://127.0.0.1:$nchan_port/pub/{chat}") ;;
+    pushpin)
+      start_pushpin
+      urls=("http://127.0.0.1:$pushpin_port/stream/{chat}")
+      # Its handler answers 500 to a few of 200 subscribes opened at once.
+      publish_args=(--publish pushpin --publish-url "http://127.0.0.1:$publish_port/publish/" --connect-concurrency 50) ;;
+  esac
+  local url_list; url_list="$(IFS=,; echo "${urls[*]}")"
+  echo "== $row N=$n K=$k run $i" >&2
+  if ./target/release/sse-bench run --json --subscribe-url "$url_list" --server-pid "$server_pids" \
+      --subscribers "$n" --chats "$k" --rate "$(( rate ))" --size "$SIZE" --duration "$DURATION" \
+      --workers "$workers" --source-addrs 8 --chat-prefix "peers-$row-$n-$k-$i" "${publish_args[@]}" \
+      >"$work/out.json" 2>"$work/bench.err"; then
+    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k); print(json.dumps(d))" >>"$OUT/peers.jsonl"
+  else
+    echo "  failed: $(tail -n 3 "$work/bench.err" | tr '\n' ' ')" >&2
+    echo "{\"row\":\"$row\",\"n\":$n,\"k\":$k,\"failed\":true}" >>"$OUT/peers.jsonl"
+  fi
+  case "$row" in
+    kafka|chat-server) for pid in "${ps_pids[@]}"; do stop_pid "$pid"; done ;;
+    nchan) stop_pid "$nginx_pid" ;;
+    pushpin) stop_pid "$pushpin_pid"; stop_pid "$backend_pid" ;;
+  esac
+}
+
+: >"$OUT/peers.jsonl"
+for n in $NS; do
+  for k in $KS; do
+    for i in $(seq 1 "$RUNS"); do
+      for row in kafka chat-server nchan pushpin; do
+        if [ "$row" = pushpin ] && [ "$n" -gt $(( fd_limit - 1000 )) ]; then
+          echo "{\"row\":\"pushpin\",\"n\":$n,\"k\":$k,\"skipped\":\"condure is one process; $fd_limit file descriptors per process\"}" >>"$OUT/peers.jsonl"
+          continue
+        fi
+        bench_row "$row" "$n" "$k" "$i"
+      done
+    done
+  done
+done
+python3 scripts/peers-report.py "$OUT/peers.jsonl" "$OUT/peers.png"
