@@ -10,11 +10,12 @@
 # folder (ports of their own), starts and stops everything itself. Each
 # configuration runs RUNS times; the report gives medians with min-max, and
 # a chart (deliveries/s and p99 against N) goes to OUT.
-#   NS="1000 10000 50000" KS="1 1000" RUNS=3 DURATION=10 SIZE=100 OUT=bench/results scripts/bench-peers.sh
+#   NS="1000 10000 50000" KS="1 1000" RUNS=3 DURATION=10 SIZE=100 OUT=bench/results \
+#   ROWS="kafka chat-server nchan pushpin" scripts/bench-peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS="${NS:-1000 10000 50000}" KS="${KS:-1 1000}" RUNS="${RUNS:-3}" DURATION="${DURATION:-10}"
-SIZE="${SIZE:-100}" OUT="${OUT:-bench/results}"
+SIZE="${SIZE:-100}" OUT="${OUT:-bench/results}" ROWS="${ROWS:-kafka chat-server nchan pushpin}"
 # Posts per second per chat: one hot chat gets 10/s; of many quiet chats each gets 1/s.
 rate_for() { if [ "$1" -eq 1 ]; then echo 10; else echo "$1"; fi; }
 source scripts/bench-lib.sh
@@ -34,20 +35,32 @@ ulimit -n "$(ulimit -Hn)"
 fd_limit="$(ulimit -n)"
 work="$(mktemp -d -t chat-bench-peers.XXXXXX)"
 mkdir -p "$OUT"
-trap 'stop_all; rm -rf "$work"' EXIT
+trap 'stop_backbone; stop_all; rm -rf "$work"' EXIT
 
-# Kafka (librdkafka's mock cluster, as `make run` embeds), Redis, chat-server.
-redis_port="$(free_port)"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-pids+=($!)
-./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$work/mock.addr" 2>"$work/mock.log" &
-pids+=($!)
-for _ in $(seq 1 100); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
-export KAFKA_BROKERS="$(head -n 1 "$work/mock.addr")" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn KAFKA_CREATE_TOPIC=false
-chat_port="$(free_port)"
-CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
-pids+=($!)
-wait_ready "$chat_port"
+# Kafka (librdkafka's mock cluster, as `make run` embeds), Redis and
+# chat-server, started afresh for each N and K: the mock broker keeps every
+# message in memory and slows down as its log grows over a long run.
+backbone=()
+start_backbone() {
+  local redis_port mock_addr="$work/mock.addr"
+  redis_port="$(free_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+  backbone+=($!)
+  : >"$mock_addr"
+  ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$mock_addr" 2>"$work/mock.log" &
+  backbone+=($!)
+  for _ in $(seq 1 100); do [ -s "$mock_addr" ] && break; sleep 0.1; done
+  export KAFKA_BROKERS="$(head -n 1 "$mock_addr")" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn KAFKA_CREATE_TOPIC=false
+  chat_port="$(free_port)"
+  CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
+  backbone+=($!)
+  wait_ready "$chat_port"
+}
+stop_backbone() {
+  for pid in "${backbone[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${backbone[@]}"; do wait "$pid" 2>/dev/null || true; done
+  backbone=()
+}
 
 # How many server processes and client workers N needs under the file limit.
 procs_for() { echo $(( ($1 + fd_limit - 2000) / (fd_limit - 1000) )); }
@@ -76,7 +89,7 @@ CONF
   nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' >"$work/nginx/out.log" 2>&1 &
   nginx_pid=$!
   for _ in $(seq 1 50); do curl -fsS -X POST -d warm "http://127.0.0.1:$nchan_port/pub/warm" >/dev/null 2>&1 && break; sleep 0.1; done
-  server_pids="$nginx_pid,$(pgrep -P "$nginx_pid" | paste -sd, -)"
+  server_pids="$nginx_pid,$(pgrep -P "$nginx_pid" | paste -sd, - || true)"
 }
 
 start_pushpin() { # sets pushpin_port, publish_port, server_pids
@@ -132,7 +145,7 @@ PY
   done
   # Its proxy and handler finish connecting after the publish port opens.
   sleep 2
-  server_pids="$(pgrep -P "$pushpin_pid" | paste -sd, -)"
+  server_pids="$(pgrep -P "$pushpin_pid" | paste -sd, - || true)"
 }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -183,8 +196,9 @@ bench_row() { # row n k run
 : >"$OUT/peers.jsonl"
 for n in $NS; do
   for k in $KS; do
+    start_backbone
     for i in $(seq 1 "$RUNS"); do
-      for row in kafka chat-server nchan pushpin; do
+      for row in $ROWS; do
         if [ "$row" = pushpin ] && [ "$n" -gt $(( fd_limit - 1000 )) ]; then
           echo "{\"row\":\"pushpin\",\"n\":$n,\"k\":$k,\"skipped\":\"condure is one process; $fd_limit file descriptors per process\"}" >>"$OUT/peers.jsonl"
           continue
@@ -192,6 +206,7 @@ for n in $NS; do
         bench_row "$row" "$n" "$k" "$i"
       done
     done
+    stop_backbone
   done
 done
 python3 scripts/peers-report.py "$OUT/peers.jsonl" "$OUT/peers.png"
