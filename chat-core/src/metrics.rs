@@ -49,3 +49,16 @@ pub async fn track(request: Request, next: Next) -> Response {
         .increment(1);
     response
 }
+
+/// `GET /metrics`: the recorder's Prometheus text exposition.
+pub fn exposition(handle: &PrometheusHandle) -> Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
