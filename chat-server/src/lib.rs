@@ -17,6 +17,7 @@ mod http;
 mod limits;
 mod producer;
 mod projector;
+mod serve;
 
 pub use http::app;
 
@@ -174,8 +175,6 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("invalid Redis settings: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("serving HTTP failed: {0}")]
-    Serve(#[source] std::io::Error),
     #[error("invalid authentication settings: {0}")]
     Auth(String),
 }
@@ -308,9 +307,7 @@ impl Server {
         ];
         info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
         let app = http::app(self.state.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        serve::serve(self.listener, app, shutdown.clone()).await;
         self.state
             .producer()
             .flush(Duration::from_millis(self.config.shutdown_timeout_ms))
@@ -326,7 +323,7 @@ impl Server {
             let _ = task.await;
         }
         info!("chat-server stopped");
-        served.map_err(Error::Serve)
+        Ok(())
     }
 
     /// Creates the topic now if Kafka answers within 3 s; otherwise keeps

@@ -45,6 +45,14 @@ impl Frame {
 /// reaction on one more message goes out by itself.
 const MAX_PENDING_MESSAGES: usize = 4096;
 
+/// Most frames the live channel holds for a subscriber that has not read
+/// them yet. The channel allocates all of its slots up front (about 32
+/// bytes each) for every chat with a subscriber, so it is kept well below
+/// the recent window: a subscriber that falls further behind than this
+/// catches up from the recent window in memory (`Hub::start`) before it
+/// needs the replay log in Redis.
+const LIVE_CAPACITY: usize = 128;
+
 /// Why a subscription was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refused {
@@ -186,8 +194,8 @@ struct Registry {
 #[derive(Debug)]
 pub(crate) struct Hubs {
     registry: Mutex<Registry>,
-    /// Frames kept per chat for replay, and the live channel's capacity:
-    /// a subscriber further behind than this is caught up another way.
+    /// Frames kept per chat for replay and for subscribers that fall
+    /// behind the live channel.
     capacity: usize,
     max_chats: usize,
     /// Which chats are hot: their reactions are coalesced.
@@ -261,7 +269,7 @@ impl Hubs {
                 }
                 let hub = Arc::new(Hub {
                     chat: chat.clone(),
-                    live: broadcast::channel(self.capacity).0,
+                    live: broadcast::channel(self.capacity.min(LIVE_CAPACITY)).0,
                     state: Mutex::new(HubState {
                         recent: VecDeque::with_capacity(self.capacity.min(64)),
                         complete_after: registry.positions.clone(),
@@ -347,6 +355,31 @@ mod tests {
         let start = hub.start(Some(0));
         assert_eq!(start.recent.len(), 2);
         assert_eq!(start.covers_after, Some(2), "offsets 0..=2 were dropped");
+    }
+
+    #[test]
+    fn a_subscriber_behind_the_live_channel_finds_the_rest_in_memory() {
+        let hubs = Hubs::new(1024, 10, HotChats::new());
+        hubs.started(0, -1);
+        let lobby = chat("lobby");
+        let hub = hubs.join(&lobby).expect("join");
+        let mut live = hub.start(Some(0)).live;
+        let published = LIVE_CAPACITY as i64 * 2;
+        for offset in 0..published {
+            hubs.publish(EventId::new(0, offset), &lobby, None, || {
+                format!("{offset}")
+            });
+        }
+        assert!(matches!(
+            live.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+        let start = hub.start(Some(0));
+        assert_eq!(start.covers_after, Some(-1));
+        assert_eq!(
+            start.recent.iter().map(|f| f.id.offset).collect::<Vec<_>>(),
+            (0..published).collect::<Vec<_>>()
+        );
     }
 
     #[test]
