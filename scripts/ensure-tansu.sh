@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Installs Tansu 0.6.0, the Kafka-compatible broker the tests run against,
 # unless that version with these storage engines is already in the cargo bin
-# folder (about 15 minutes once). Engines: memory (`dynostore`), which most
-# tests use, and SQLite files (`libsql`), which the fault suite uses for a
-# broker that keeps its log across a restart.
+# folder (about 15 minutes once). The tests use the memory engine
+# (`dynostore`).
 set -euo pipefail
 version=0.6.0
-features=dynostore,libsql
+features=dynostore
 home="${CARGO_HOME:-$HOME/.cargo}"
 bin="$home/bin/tansu"
 installed() {

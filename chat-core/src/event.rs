@@ -29,6 +29,23 @@ impl ChatEvent {
         }
     }
 
+    /// The event of a Kafka record, from its key and value. A record
+    /// without a value, with a value that is not an event, or with a key
+    /// other than the event's chat id is malformed: the reason comes back.
+    pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Self, String> {
+        let value = value.ok_or("record has no value")?;
+        let event: Self = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+        if let Some(key) = key
+            && key != event.chat_id().as_str().as_bytes()
+        {
+            return Err(format!(
+                "key {:?} is not the event's chat id",
+                String::from_utf8_lossy(key)
+            ));
+        }
+        Ok(event)
+    }
+
     /// The event as the JSON value of a Kafka record.
     pub fn to_json(&self) -> Vec<u8> {
         // An event is made of strings and a timestamp only: it always encodes.

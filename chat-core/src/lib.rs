@@ -1,17 +1,33 @@
 //! Shared building blocks of the chat backend: event types, identifiers,
 //! configuration blocks, telemetry, shutdown and the HTTP error type.
+//!
+//! Without the default `server` feature only the pure parts build (events,
+//! ids, validation, request bodies, SSE frames), with no Kafka, Redis or
+//! HTTP library: the fuzz targets use that.
 
-pub mod auth;
-pub mod config;
+pub mod api;
 pub mod event;
-pub mod hot;
 pub mod id;
-pub mod metrics;
-pub mod names;
-pub mod problem;
-pub mod read_model;
-pub mod redis_conn;
-pub mod shutdown;
 pub mod sse;
-pub mod telemetry;
 pub mod validate;
+
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod hot;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod names;
+#[cfg(feature = "server")]
+pub mod problem;
+#[cfg(feature = "server")]
+pub mod read_model;
+#[cfg(feature = "server")]
+pub mod redis_conn;
+#[cfg(feature = "server")]
+pub mod shutdown;
+#[cfg(feature = "server")]
+pub mod telemetry;

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router, middleware};
+use chat_core::api::{AddReactionBody, PostMessageBody};
 use chat_core::auth::{Auth, Identity};
 use chat_core::event::{
     self, ChatEvent, Message, MessagePosted, Reaction, ReactionAction, ReactionChanged,
@@ -425,16 +426,6 @@ fn client_ids_unavailable(error: redis::RedisError) -> Problem {
     )
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PostMessageBody {
-    #[serde(default)]
-    user_id: Option<String>,
-    text: String,
-    #[serde(default)]
-    client_message_id: Option<String>,
-}
-
 async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -517,6 +508,12 @@ async fn post_once(
                         }
                         Ok((message, false))
                     }
+                    // A write that may have reached the log keeps its
+                    // claim: a retry waits for the projector to tell what it
+                    // became, or for the claim to lapse if it never arrived.
+                    Err(produce_error) if produce_error.may_be_stored() => {
+                        Err(produce_problem(produce_error))
+                    }
                     Err(produce_error) => {
                         if let Err(error) = store
                             .release(&inner.redis, &event.chat_id, &event.user_id, client_id)
@@ -584,14 +581,6 @@ fn same_text(
             message.id
         ),
     ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AddReactionBody {
-    #[serde(default)]
-    user_id: Option<String>,
-    emoji: String,
 }
 
 async fn add_reaction(

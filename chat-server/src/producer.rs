@@ -28,6 +28,14 @@ pub(crate) enum ProduceError {
     Kafka(#[source] KafkaError),
 }
 
+impl ProduceError {
+    /// Whether the event may be in the log all the same: a write that
+    /// timed out may have reached the broker before its answer was lost.
+    pub(crate) fn may_be_stored(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Kafka(KafkaError::Canceled))
+    }
+}
+
 /// The chat events producer.
 pub(crate) struct EventProducer {
     /// The live producer; swapped for a new one after a fatal error.

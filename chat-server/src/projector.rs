@@ -151,17 +151,7 @@ async fn apply_until_stored(
 }
 
 fn decode(record: &rdkafka::message::BorrowedMessage<'_>) -> Result<ChatEvent, String> {
-    let payload = record.payload().ok_or("record has no value")?;
-    let event: ChatEvent = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    if let Some(key) = record.key()
-        && key != event.chat_id().as_str().as_bytes()
-    {
-        return Err(format!(
-            "key {:?} is not the event's chat id",
-            String::from_utf8_lossy(key)
-        ));
-    }
-    Ok(event)
+    ChatEvent::decode(record.key(), record.payload())
 }
 
 fn commit(consumer: &StreamConsumer, topic: &str, next_offsets: &HashMap<i32, i64>) {

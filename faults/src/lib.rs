@@ -1,6 +1,5 @@
 //! The fault suite's harness: the whole system in processes of its own on
-//! 127.0.0.1 (Tansu keeping its log in a SQLite file, redis-server with an
-//! append-only file, two chat-servers, two publish-servers and the
+//! 127.0.0.1 (Tansu, redis-server with an append-only file, two chat-servers, two publish-servers and the
 //! scheduler), posting clients and SSE subscribers that run throughout, and
 //! the final check: every message that got a 201 reached every subscriber
 //! of its chat exactly once, in id order, and is fetchable.
@@ -56,6 +55,8 @@ pub struct Service {
     args: Vec<String>,
     env: Vec<(String, String)>,
     ready: Ready,
+    /// The cluster's data folder, the process's working folder.
+    dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -80,6 +81,7 @@ impl Service {
         let child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -154,6 +156,21 @@ impl Service {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it holds its sockets and answers
+    /// nothing, as a hung or partitioned host would.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.pid().to_string()])
+            .status();
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status();
+    }
+
     /// Everything the process logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -216,6 +233,7 @@ impl Cluster {
             args: Vec::new(),
             env: vec![("RUST_LOG".into(), "warn".into())],
             ready,
+            dir: dir.clone(),
             log: dir.join(format!("{name}.log")),
             child: None,
         };
@@ -247,7 +265,7 @@ impl Cluster {
             "--advertised-listener-url".into(),
             listener,
             "--storage-engine".into(),
-            format!("sqlite://{}", dir.join("tansu.db").display()),
+            "memory://tansu/".into(),
         ];
         kafka.start().await;
 
@@ -359,16 +377,16 @@ impl Cluster {
         self.publish.iter().map(Service::base).collect()
     }
 
-    /// Every message of `chat` through the fetch API, oldest first, paging
-    /// with `after`.
+    /// Every message of `chat` through the fetch API, oldest first: the
+    /// latest page, then older pages with `before`.
     pub async fn fetch_all(&self, chat: &str) -> Vec<(String, String)> {
         let base = &self.chat[0].base();
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
+        let mut pages = Vec::new();
+        let mut before: Option<String> = None;
         loop {
             let mut url = format!("{base}/api/chats/{chat}/messages?limit=100");
-            if let Some(after) = &after {
-                url.push_str(&format!("&after={after}"));
+            if let Some(before) = &before {
+                url.push_str(&format!("&before={before}"));
             }
             let page: Value = self
                 .http
@@ -381,21 +399,25 @@ impl Cluster {
                 .json()
                 .await
                 .expect("fetch JSON");
-            let messages = page["messages"].as_array().expect("messages");
-            if after.is_none() && page["hasOlder"] == true {
-                panic!("{chat} holds more than one page; fetch from the start is not supported");
+            let messages: Vec<(String, String)> = page["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_str().expect("id").to_owned(),
+                        m["text"].as_str().expect("text").to_owned(),
+                    )
+                })
+                .collect();
+            before = messages.first().map(|(id, _)| id.clone());
+            let older = page["hasOlder"] == true;
+            pages.push(messages);
+            if !older || before.is_none() {
+                break;
             }
-            for m in messages {
-                all.push((
-                    m["id"].as_str().expect("id").to_owned(),
-                    m["text"].as_str().expect("text").to_owned(),
-                ));
-            }
-            if page["hasMore"] != true {
-                return all;
-            }
-            after = page["cursor"].as_str().map(str::to_owned);
         }
+        pages.into_iter().rev().flatten().collect()
     }
 }
 
@@ -654,11 +676,12 @@ pub struct Report {
     pub drained_at: Instant,
 }
 
-/// An id's position in its chat: the offset after the partition.
+/// An id's position in its chat: the offset (hexadecimal) after the
+/// partition.
 fn offset_of(id: &str) -> u64 {
     id.rsplit('-')
         .next()
-        .and_then(|o| o.parse().ok())
+        .and_then(|o| u64::from_str_radix(o, 16).ok())
         .unwrap_or_else(|| panic!("message id {id:?} has no offset"))
 }
 

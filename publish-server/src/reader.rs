@@ -88,10 +88,7 @@ pub(crate) async fn run(
             metrics::gauge!("publish_consumer_lag_seconds").set(lag);
         }
         let id = EventId::new(record.partition(), record.offset());
-        let event = record
-            .payload()
-            .ok_or_else(|| "record has no value".to_owned())
-            .and_then(|p| serde_json::from_slice::<ChatEvent>(p).map_err(|e| e.to_string()));
+        let event = ChatEvent::decode(record.key(), record.payload());
         match event {
             Ok(event) => {
                 let reaction_of = match &event {
