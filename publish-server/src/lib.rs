@@ -31,6 +31,7 @@ mod conn;
 mod hub;
 mod reader;
 mod stream;
+mod trim;
 
 const LAST_EVENT_ID: header::HeaderName = header::HeaderName::from_static("last-event-id");
 
@@ -153,7 +154,7 @@ struct Inner {
     per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     /// Origins allowed to open streams from a browser.
     origins: Vec<String>,
-    connections: AtomicUsize,
+    connections: Arc<AtomicUsize>,
     /// Set once the reader has its partitions.
     reading: Arc<AtomicBool>,
     /// Fires at shutdown: every stream ends.
@@ -487,7 +488,7 @@ impl Server {
             auth,
             per_user: Arc::default(),
             per_address: Arc::default(),
-            connections: AtomicUsize::new(0),
+            connections: Arc::new(AtomicUsize::new(0)),
             reading: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
         }));
@@ -529,6 +530,7 @@ impl Server {
             Duration::from_secs(1),
             inner.shutdown.clone(),
         ));
+        let trimmer = tokio::spawn(trim::run(inner.connections.clone(), inner.shutdown.clone()));
         info!(addr = %self.local_addr(), topic = %inner.config.kafka.topic, "publish-server listening");
         let streams = inner.shutdown.clone();
         let signal = shutdown.clone();
@@ -551,6 +553,7 @@ impl Server {
         }
         let _ = watcher.await;
         let _ = coalescer.await;
+        let _ = trimmer.await;
         info!("publish-server stopped");
         Ok(())
     }
