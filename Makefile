@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build bench-post bench-fetch bench-sse bench-hot bench-peers fmt clippy
+.PHONY: run test fuzz build bench-post bench-fetch bench-sse bench-hot bench-peers fmt clippy
 
 ## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
@@ -15,6 +15,10 @@ run:
 ## Run every check and test against a real Tansu broker and redis-server (installed when absent).
 test:
 	scripts/test.sh
+
+## Fuzz every decoder and validator that takes outside input, FUZZ_SECONDS per target (default 10).
+fuzz:
+	scripts/fuzz.sh
 
 build:
 	$(CARGO) build --workspace

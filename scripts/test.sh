@@ -60,7 +60,12 @@ echo "test services: Kafka (Tansu) $KAFKA_BROKERS, Redis $REDIS_URL"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The fault suite (faults/) runs the server binaries in processes of their own.
+cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee "$work/cargo-test.log"
+
+# Every fuzz target for a few seconds (nightly, cargo-fuzz installed when absent).
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh 2>&1 | tee "$work/fuzz.log"
 
 # The web UI: unit tests (Vitest), then end to end in headless Chromium
 # against the binaries cargo test built.
@@ -74,4 +79,5 @@ jmeter/test.sh 2>&1 | tee "$work/jmeter-test.log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } }
      /^ *Tests +[0-9]+ passed/ { p += $2 }
      /^ok   / { p += 1 } /^FAIL / { f += 1 }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log"
+     /^fuzz .*no crash$/ { p += 1 }
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/fuzz.log"
