@@ -19,7 +19,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use test_support::{eventually, free_port, unique};
+pub use test_support::{SseBlock, eventually, free_port, unique};
 
 /// A binary of the workspace, built beside the running test binary.
 pub fn workspace_bin(name: &str) -> PathBuf {
@@ -939,19 +939,9 @@ async fn subscribe(
                     buffer.extend_from_slice(&chunk);
                     while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
                         let block: Vec<u8> = buffer.drain(..end + 2).collect();
-                        let block = String::from_utf8_lossy(&block);
-                        let mut id = None;
-                        let mut event = None;
-                        let mut data = None;
-                        for line in block.lines() {
-                            if let Some(v) = line.strip_prefix("id: ") {
-                                id = Some(v.to_owned());
-                            } else if let Some(v) = line.strip_prefix("event: ") {
-                                event = Some(v.to_owned());
-                            } else if let Some(v) = line.strip_prefix("data: ") {
-                                data = serde_json::from_str::<Value>(v).ok();
-                            }
-                        }
+                        let SseBlock { id, event, data } =
+                            SseBlock::parse(&String::from_utf8_lossy(&block));
+                        let data = data.and_then(|d| serde_json::from_str::<Value>(&d).ok());
                         let mut got = got.lock().expect("received");
                         match event.as_deref() {
                             Some("message") => {

@@ -249,3 +249,29 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The fields of one SSE block (the text up to a blank line), as a client
+/// reads them: `id:`, `event:` and `data:` (the server writes each once
+/// and on one line).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SseBlock {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+}
+
+impl SseBlock {
+    pub fn parse(block: &str) -> Self {
+        let mut fields = Self::default();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                fields.id = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                fields.event = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                fields.data = Some(v.to_owned());
+            }
+        }
+        fields
+    }
+}

@@ -203,21 +203,10 @@ impl Drop for Subscriber {
 }
 
 fn parse(block: &str) -> Option<Event> {
-    let mut id = None;
-    let mut event = None;
-    let mut data = None;
-    for line in block.lines() {
-        if let Some(v) = line.strip_prefix("id: ") {
-            id = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("event: ") {
-            event = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("data: ") {
-            data = Some(serde_json::from_str(v).expect("data is JSON"));
-        }
-    }
+    let test_support::SseBlock { id, event, data } = test_support::SseBlock::parse(block);
     Some(Event {
         id,
         event: event?,
-        data: data?,
+        data: serde_json::from_str(&data?).expect("data is JSON"),
     })
 }
