@@ -388,12 +388,23 @@ impl Cluster {
             if let Some(before) = &before {
                 url.push_str(&format!("&before={before}"));
             }
-            let page: Value = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .expect("fetch")
+            // A chat still hot answers 429 beyond its budget: wait as its
+            // Retry-After says, as a client would.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let response = loop {
+                let response = self.http.get(&url).send().await.expect("fetch");
+                if response.status() != 429 {
+                    break response;
+                }
+                assert!(Instant::now() < deadline, "{chat} throttled for 60 s");
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            };
+            let page: Value = response
                 .error_for_status()
                 .expect("fetch answers 200")
                 .json()
