@@ -130,7 +130,7 @@ pub struct Reaction {
 /// Timestamps as RFC 3339 in UTC with millisecond precision
 /// (`2026-11-21T09:30:00.123Z`).
 pub mod rfc3339 {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -139,8 +139,10 @@ pub mod rfc3339 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
+        // Cut to the millisecond the wire format keeps, so a decoded event
+        // is what every later encoding of it (frame, fetch body) says.
         DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
+            .map(|t| t.with_timezone(&Utc).trunc_subsecs(3))
             .map_err(serde::de::Error::custom)
     }
 }
@@ -156,6 +158,18 @@ pub fn now() -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn created_at_is_kept_to_the_millisecond() {
+        let json = r#"{"type":"message","chatId":"lobby","userId":"alice","text":"hi","createdAt":"2026-11-22T10:00:00.123456789Z"}"#;
+        let event = ChatEvent::decode(None, Some(json.as_bytes())).expect("decodes");
+        assert_eq!(
+            ChatEvent::decode(None, Some(&event.to_json())),
+            Ok(event.clone())
+        );
+        let again: serde_json::Value = serde_json::from_slice(&event.to_json()).expect("JSON");
+        assert_eq!(again["createdAt"], "2026-11-22T10:00:00.123Z");
+    }
+
     use super::*;
     use serde_json::json;
 
