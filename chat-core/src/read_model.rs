@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::event::{ChatEvent, Message, ReactionAction};
 use crate::id::EventId;
 use crate::names::Keys;
-use crate::validate::{ChatId, ClientMessageId, UserId};
+use crate::validate::{ChatId, UserId};
 use redis::Script;
 use serde::Serialize;
 
@@ -94,14 +94,6 @@ if extra > 0 then
   redis.call('HSET', head_key, 'trimmed', cut[2])
 end
 return applied
-";
-
-/// The body of the message a user's clientMessageId became. KEYS: client
-/// ids, bodies. ARGV: the client id field (user, newline, id).
-const BY_CLIENT_ID: &str = r"
-local id = redis.call('HGET', KEYS[1], ARGV[1])
-if not id then return false end
-return redis.call('HGET', KEYS[2], id)
 ";
 
 /// Moves a partition's projected offset forward, never back.
@@ -376,27 +368,6 @@ impl ReadModel {
         }
         let reply: Vec<redis::Value> = call.invoke_async(&mut conn).await?;
         decode_page(chat, page, reply)
-    }
-
-    /// The message `user` posted with `client_id`, once the projector has
-    /// applied it. In one round trip.
-    pub async fn by_client_id(
-        &self,
-        redis: &RedisConn,
-        chat: &ChatId,
-        user: &UserId,
-        client_id: &ClientMessageId,
-    ) -> redis::RedisResult<Option<Message>> {
-        let keys = self.keys.chat(chat);
-        let mut conn = redis.get().await?;
-        let body: Option<String> = redis::Script::new(BY_CLIENT_ID)
-            .key(&keys.client_ids)
-            .key(&keys.bodies)
-            .arg(format!("{}\n{}", user.as_str(), client_id.as_str()))
-            .invoke_async(&mut conn)
-            .await?;
-        body.map(|body| serde_json::from_str(&body).map_err(|e| invalid(&e.to_string())))
-            .transpose()
     }
 
     /// Up to `most` events of `chat`'s replay log after `after`, with the

@@ -16,9 +16,19 @@ use chat_core::redis_conn::RedisConn;
 
 const PENDING: &str = "pending";
 
-/// Sets the pending marker unless the key holds something; answers what it held.
+/// Answers the stored message if the key holds one, else the message the
+/// read model holds for the id (KEYS[2] client ids, KEYS[3] bodies; ARGV[3]
+/// the field): a server that died between its write and `complete` left a
+/// claim that is pending or lapsed, and the projector knows what the write
+/// became. Else answers the pending marker, or sets it and answers nothing.
 const CLAIM: &str = r"
 local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return held end
+local id = redis.call('HGET', KEYS[2], ARGV[3])
+if id then
+  local body = redis.call('HGET', KEYS[3], id)
+  if body then return body end
+end
 if held then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
@@ -79,11 +89,15 @@ impl ClientMessages {
         id: &ClientMessageId,
     ) -> redis::RedisResult<Claim> {
         let mut conn = redis.get().await?;
+        let read_model = self.keys.chat(chat);
         let held: Option<String> = self
             .claim
             .key(self.key(chat, user, id))
+            .key(&read_model.client_ids)
+            .key(&read_model.bodies)
             .arg(PENDING)
             .arg(self.pending_for.as_millis() as u64)
+            .arg(format!("{}\n{}", user.as_str(), id.as_str()))
             .invoke_async(&mut conn)
             .await?;
         Ok(match held {

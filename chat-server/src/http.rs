@@ -486,14 +486,6 @@ async fn post_once(
             .map_err(client_ids_unavailable)?
         {
             Claim::Won => {
-                // A server that died between its write and `complete` left
-                // a claim that lapsed; the projector knows what it became.
-                if let Some(message) = projected(state, &event, client_id).await? {
-                    if let Err(error) = store.complete(&inner.redis, &message, client_id).await {
-                        warn!(%error, %client_id, "cannot record a projected clientMessageId");
-                    }
-                    return same_text(message, &event, client_id);
-                }
                 let sent = inner
                     .producer
                     .send(&ChatEvent::Message(event.clone()))
@@ -536,30 +528,9 @@ async fn post_once(
                     ),
                 ));
             }
-            Claim::Pending => {
-                // The claimant may have died after its write: once the
-                // projector applied that write, it is the answer.
-                if let Some(message) = projected(state, &event, client_id).await? {
-                    return same_text(message, &event, client_id);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Claim::Pending => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-}
-
-/// The message the read model holds for `client_id`, if any.
-async fn projected(
-    state: &AppState,
-    event: &MessagePosted,
-    client_id: &ClientMessageId,
-) -> Result<Option<Message>, Problem> {
-    state
-        .0
-        .read_model
-        .by_client_id(&state.0.redis, &event.chat_id, &event.user_id, client_id)
-        .await
-        .map_err(client_ids_unavailable)
 }
 
 /// Answers the message stored for a retried `clientMessageId`, or 409 when
