@@ -10,6 +10,7 @@ scripts/ensure-tansu.sh
 scripts/ensure-chromium.sh
 scripts/ensure-web.sh
 scripts/ensure-jmeter.sh
+scripts/ensure-moto.sh
 tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
 work="$(mktemp -d -t chat-test.XXXXXX)"

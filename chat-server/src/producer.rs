@@ -3,7 +3,9 @@
 //! The producer is idempotent with `acks=all`, so an event the broker
 //! acknowledged is stored exactly once; a write that is not acknowledged
 //! within the delivery timeout fails instead of waiting. A producer that hit a
-//! fatal error (which ends an idempotent producer for good) is replaced.
+//! fatal error (which ends an idempotent producer for good), or whose
+//! producer id the broker no longer accepts (a broker restarted on a kept log
+//! may fence it), is replaced.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -106,15 +108,27 @@ impl EventProducer {
             };
             metrics::counter!("kafka_produce_errors_total", "reason" => reason).increment(1);
             warn!(%error, "produce failed");
-            self.replace_if_fatal(&producer);
+            let fenced = match error {
+                ProduceError::Kafka(KafkaError::MessageProduction(code)) => {
+                    identity_refused(*code).then(|| (*code, error.to_string()))
+                }
+                _ => None,
+            };
+            self.replace_if_dead(&producer, fenced);
         }
         result
     }
 
-    /// An idempotent producer that hit a fatal error refuses every later
-    /// write; start a fresh one (once, however many writes saw the error).
-    fn replace_if_fatal(&self, failed: &Arc<FutureProducer>) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
+    /// An idempotent producer that hit a fatal error, or whose producer id
+    /// the broker refuses (`refused`), fails every later write; start a fresh
+    /// one, which asks the broker for a new producer id (once, however many
+    /// writes saw the error).
+    fn replace_if_dead(
+        &self,
+        failed: &Arc<FutureProducer>,
+        refused: Option<(RDKafkaErrorCode, String)>,
+    ) {
+        let Some((code, reason)) = failed.client().fatal_error().or(refused) else {
             return;
         };
         let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
@@ -123,7 +137,7 @@ impl EventProducer {
         }
         match self.config.producer_config("chat-server").create() {
             Ok(fresh) => {
-                warn!(?code, %reason, "Kafka producer failed fatally; replaced it");
+                warn!(?code, %reason, "Kafka producer can no longer write; replaced it");
                 *slot = Arc::new(fresh);
             }
             Err(error) => warn!(%error, "cannot replace the failed Kafka producer"),
@@ -183,4 +197,17 @@ impl EventProducer {
             warn!(%error, "writes still unacknowledged at shutdown");
         }
     }
+}
+
+/// Whether a write failed because the broker no longer accepts the
+/// producer's id or epoch: every later write of that producer fails the same
+/// way, and the write was not stored.
+fn identity_refused(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+    )
 }

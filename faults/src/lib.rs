@@ -201,9 +201,24 @@ impl Drop for Service {
     }
 }
 
+/// Where the broker keeps its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BrokerStorage {
+    /// In the broker's own memory (Tansu's `memory://` engine): it dies
+    /// with the broker.
+    #[default]
+    Memory,
+    /// In an S3 bucket (Tansu's `s3://` engine, the same engine as memory
+    /// over another object store), served by moto's S3 server in a process
+    /// of its own: the broker can be killed and restarted with its log kept.
+    S3,
+}
+
 /// Settings of a cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Where the broker keeps its log.
+    pub broker_storage: BrokerStorage,
     /// Extra environment for both chat-servers.
     pub chat_env: Vec<(String, String)>,
     /// Extra environment for both publish-servers.
@@ -215,6 +230,8 @@ pub struct Options {
 pub struct Cluster {
     pub dir: PathBuf,
     pub redis: Service,
+    /// The S3 server holding the broker's log, with `BrokerStorage::S3`.
+    pub s3: Option<Service>,
     pub kafka: Service,
     pub chat: Vec<Service>,
     pub publish: Vec<Service>,
@@ -257,6 +274,37 @@ impl Cluster {
 
         let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
         let mut kafka = service("tansu", tansu.into(), Ready::Tcp);
+        let mut s3 = None;
+        let storage = match options.broker_storage {
+            BrokerStorage::Memory => "memory://tansu/",
+            BrokerStorage::S3 => {
+                let mut server = service("s3", "python3".into(), Ready::Tcp);
+                server.args = ["-m", "moto.server", "-H", "127.0.0.1", "-p"]
+                    .map(String::from)
+                    .to_vec();
+                server.args.push(server.port.to_string());
+                server.start().await;
+                let bucket = format!("{}/tansu", server.base());
+                let created = reqwest::Client::new()
+                    .put(&bucket)
+                    .send()
+                    .await
+                    .expect("S3 server answers");
+                assert!(created.status().is_success(), "bucket: {created:?}");
+                kafka.env.extend(
+                    [
+                        ("AWS_ACCESS_KEY_ID", "faults".to_owned()),
+                        ("AWS_SECRET_ACCESS_KEY", "faults".to_owned()),
+                        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+                        ("AWS_ENDPOINT", server.base()),
+                        ("AWS_ALLOW_HTTP", "true".to_owned()),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v)),
+                );
+                s3 = Some(server);
+                "s3://tansu/"
+            }
+        };
         let listener = format!("tcp://127.0.0.1:{}", kafka.port);
         kafka.args = vec![
             "broker".into(),
@@ -265,7 +313,7 @@ impl Cluster {
             "--advertised-listener-url".into(),
             listener,
             "--storage-engine".into(),
-            "memory://tansu/".into(),
+            storage.into(),
         ];
         kafka.start().await;
 
@@ -335,6 +383,7 @@ impl Cluster {
         let cluster = Self {
             dir,
             redis,
+            s3,
             kafka,
             chat,
             publish,
@@ -440,6 +489,9 @@ impl Drop for Cluster {
             &mut self.redis,
         ]) {
             s.kill();
+        }
+        if let Some(s3) = &mut self.s3 {
+            s3.kill();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -52,7 +52,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     .to_vec();
     let mut cluster = Cluster::start(Options {
         chat_env: hot_env.clone(),
-        publish_env: Vec::new(),
+        ..Options::default()
     })
     .await;
     // The scheduler reads the same threshold.
