@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs Tansu 0.6.0, the Kafka-compatible broker the tests run against,
 # unless that version with these storage engines is already in the cargo bin
-# folder (about 15 minutes once). The tests use the memory engine
-# (`dynostore`).
+# folder (about 15 minutes once). The tests use its object-store engine
+# (`dynostore`): in memory, and on S3 in the fault suite.
 set -euo pipefail
 version=0.6.0
 features=dynostore
