@@ -22,6 +22,18 @@ pub struct KafkaConfig {
     #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", default_value = names::CHAT_EVENTS_TOPIC)]
     pub topic: String,
 
+    /// Longest a consumer's fetch waits at the broker for new events, in
+    /// milliseconds. A broker that holds a waiting fetch until this runs out
+    /// even when events arrive (librdkafka's mock cluster, Tansu) delays
+    /// each event by up to this; lower costs more fetches while idle.
+    #[arg(
+        long = "kafka-fetch-wait-ms",
+        env = "KAFKA_FETCH_WAIT_MS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=500)
+    )]
+    pub fetch_wait_ms: u64,
+
     /// How long a write may wait for the broker's acknowledgement, in
     /// milliseconds; past it the write fails and the POST answers 503.
     #[arg(

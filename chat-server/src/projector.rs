@@ -45,9 +45,9 @@ pub(crate) async fn run(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
         // Brokers that do not answer a waiting fetch when data arrives (the
-        // embedded mock broker, for one) would hold each new event for the
-        // whole wait: keep it short, at the cost of idle fetches.
-        .set("fetch.wait.max.ms", "20")
+        // embedded mock broker, for one) hold each new event for the whole
+        // wait: short by default, at the cost of idle fetches.
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .create()?;
     consumer.subscribe(&[&kafka.topic])?;
     let consumer = Arc::new(consumer);

@@ -32,7 +32,7 @@ pub(crate) async fn run(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         // See the projector: brokers that hold a waiting fetch delay events.
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .create()?;
     let consumer = Arc::new(consumer);
 
