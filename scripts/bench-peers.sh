@@ -181,7 +181,18 @@ bench_row() { # row n k run
       --subscribers "$n" --chats "$k" --rate "$(( rate ))" --size "$SIZE" --duration "$DURATION" \
       --workers "$workers" --source-addrs 8 --chat-prefix "peers-$row-$n-$k-$i" "${publish_args[@]}" \
       >"$work/out.json" 2>"$work/bench.err"; then
-    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k); print(json.dumps(d))" >>"$OUT/peers.jsonl"
+    # publish-server's share of the latency that is the Kafka hop: its
+    # producer-to-reader histogram, as the bucket holding the 99th event.
+    local hop=null
+    if [ "$row" = kafka ] || [ "$row" = chat-server ]; then
+      hop="$(curl -fsS "${urls[0]%%/api/*}/metrics" | python3 -c '
+import sys
+buckets = [(float(l.split("le=\"")[1].split("\"")[0]), float(l.split()[-1]))
+           for l in sys.stdin if l.startswith("publish_event_delay_seconds_bucket")]
+total = buckets[-1][1] if buckets else 0
+print(next((le * 1000 for le, c in buckets if total and c >= 0.99 * total), "null"))' || echo null)"
+    fi
+    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k, kafka_hop_p99_le_ms=$hop); print(json.dumps(d))" >>"$OUT/peers.jsonl"
   else
     echo "  failed: $(tail -n 3 "$work/bench.err" | tr '\n' ' ')" >&2
     echo "{\"row\":\"$row\",\"n\":$n,\"k\":$k,\"failed\":true}" >>"$OUT/peers.jsonl"

@@ -39,8 +39,8 @@ def main():
             return None
         return statistics.median(values), min(values), max(values)
 
-    print("| server | N | K | deliveries/s | p50 ms | p99 ms | max ms | lost | RSS KiB/conn | CPU s | deliveries vs direct Kafka |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | N | K | deliveries/s | p50 ms | p99 ms | max ms | lost | RSS KiB/conn | CPU s | deliveries vs direct Kafka | Kafka hop p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     series = {}
     for k in ks:
         for n in ns:
@@ -49,15 +49,19 @@ def main():
                 key = (row, n, k)
                 d = med(key, "deliveries_per_s")
                 if d is None:
-                    print(f"| {label} | {n} | {k} | {notes.get(key, 'no run')} |  |  |  |  |  |  |  |")
+                    print(f"| {label} | {n} | {k} | {notes.get(key, 'no run')} |  |  |  |  |  |  |  |  |")
                     continue
                 p50, p99, mx = med(key, "p50_ms"), med(key, "p99_ms"), med(key, "max_ms")
                 rss, cpu = med(key, "rss_per_connection_kib"), med(key, "server_cpu_s")
                 lost = max(r["lost"] for r in runs[key])
                 ratio = f"{d[0] / base[0]:.2f}" if base else ""
+                # publish-server only: the bucket bound (le) holding the 99th
+                # percentile of its producer-to-reader delay, median of runs.
+                hops = [r["kafka_hop_p99_le_ms"] for r in runs[key] if r.get("kafka_hop_p99_le_ms") is not None]
+                hop = f"<= {statistics.median(hops):g}" if hops else ""
                 fmt = lambda m, p=0: f"{m[0]:.{p}f} ({m[1]:.{p}f}-{m[2]:.{p}f})"
                 print(f"| {label} | {n} | {k} | {fmt(d)} | {fmt(p50, 1)} | {fmt(p99, 1)} | {mx[0]:.1f} | {lost} | "
-                      f"{rss[0]:.2f} | {cpu[0]:.1f} | {ratio} |")
+                      f"{rss[0]:.2f} | {cpu[0]:.1f} | {ratio} | {hop} |")
                 series.setdefault((row, k), []).append((n, d[0], p99[0]))
     for key, note in sorted(notes.items()):
         if key not in runs:

@@ -86,6 +86,8 @@ pub(crate) async fn run(
         if let Some(millis) = record.timestamp().to_millis() {
             let lag = (chrono::Utc::now().timestamp_millis() - millis).max(0) as f64 / 1000.0;
             metrics::gauge!("publish_consumer_lag_seconds").set(lag);
+            // The Kafka hop of each event: from its producer to this reader.
+            metrics::histogram!("publish_event_delay_seconds").record(lag);
         }
         let id = EventId::new(record.partition(), record.offset());
         let event = ChatEvent::decode(record.key(), record.payload());
