@@ -21,7 +21,9 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 run_id="jmeter-test-$$-$(date +%s)"
-export KAFKA_TOPIC="$run_id" REDIS_KEY_PREFIX="$run_id" RUST_LOG=warn
+# A projector group of its own too: a dead member of a group shared on the
+# test broker would stall this run's projector.
+export KAFKA_TOPIC="$run_id" REDIS_KEY_PREFIX="$run_id" PROJECTOR_GROUP="$run_id" RUST_LOG=warn
 port="$(free_port)"
 CHAT_SERVER_LISTEN="127.0.0.1:$port" HOT_FETCH_BUDGET=5 HOT_FETCH_BURST=5 \
   "$target/chat-server" >"$work/chat-server.log" 2>&1 &

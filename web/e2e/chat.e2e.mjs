@@ -59,9 +59,13 @@ async function stop(name) {
 }
 
 const ports = { chat: await freePort(), publish: await freePort(), scheduler: await freePort() };
+// A topic, key prefix and projector group of this run's own: on a broker
+// shared with other tests, a member that died in a shared group would stall
+// this run's projector until the broker gives up on it.
 const shared = {
   KAFKA_TOPIC: `web-e2e-${run}`,
   REDIS_KEY_PREFIX: `web-e2e-${run}`,
+  PROJECTOR_GROUP: `web-e2e-${run}`,
 };
 const chatUrl = `http://127.0.0.1:${ports.chat}`;
 const startPublish = () =>
