@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Shows a Tansu 0.6.0 consumer-group stall that the read model suffers: a
+# chat-server is killed (SIGKILL) and another joins the projector's group;
+# the newcomer gets no partitions, so what it is posted is never projected
+# until a member joins afresh. Prints when a posted message became fetchable,
+# or that it did not within WAIT seconds (default 60). With REJOIN=1 the
+# stalled chat-server is restarted after 10 s, which unblocks the group.
+# Needs a build (`cargo build --bins`) and Tansu (scripts/ensure-tansu.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WAIT="${WAIT:-60}" REJOIN="${REJOIN:-0}"
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+work="$(mktemp -d -t tansu-stall.XXXXXX)"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ready() { for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; return 1; }
+redis_port="$(free_port)" kafka_port="$(free_port)"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+pids+=($!)
+"$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+pids+=($!)
+sleep 1
+export KAFKA_BROKERS="127.0.0.1:$kafka_port" REDIS_URL="redis://127.0.0.1:$redis_port" KAFKA_TOPIC=stall \
+  REDIS_KEY_PREFIX=stall PROJECTOR_GROUP=stall RUST_LOG=warn
+start_chat() { # port
+  CHAT_SERVER_LISTEN="127.0.0.1:$1" ./target/debug/chat-server >>"$work/chat.log" 2>&1 &
+  pids+=($!); chat_pid=$!
+  ready "$1"
+}
+first="$(free_port)"; start_chat "$first"; sleep 3
+kill -9 "$chat_pid"; echo "chat-server 1 killed (SIGKILL); chat-server 2 joins the group"
+second="$(free_port)"; start_chat "$second"
+started=$(date +%s)
+curl -fsS -o /dev/null -X POST -H 'content-type: application/json' -d '{"userId":"u","text":"stall-probe"}' \
+  "http://127.0.0.1:$second/api/chats/c/messages" || { echo "the post failed"; exit 1; }
+port="$second"
+while [ $(( $(date +%s) - started )) -lt "$WAIT" ]; do
+  if curl -fs "http://127.0.0.1:$port/api/chats/c/messages" | grep -q stall-probe; then
+    echo "fetchable $(( $(date +%s) - started )) s after the post"; exit 0
+  fi
+  if [ "$REJOIN" = 1 ] && [ "$port" = "$second" ] && [ $(( $(date +%s) - started )) -ge 10 ]; then
+    kill "$chat_pid"; wait "$chat_pid" 2>/dev/null
+    echo "chat-server 2 restarted after 10 s"
+    port="$(free_port)"; start_chat "$port"
+  fi
+  sleep 0.25
+done
+echo "not fetchable within $WAIT s"
+exit 1
