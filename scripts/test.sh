@@ -64,6 +64,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The fault suite (faults/) runs the server binaries in processes of their own.
 cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee "$work/cargo-test.log"
+# A projector whose group Tansu left stalled after a member died rejoins.
+scripts/tansu-group-stall.sh 2>&1 | tee "$work/group-stall.log"
 
 # Every fuzz target for a few seconds (nightly, cargo-fuzz installed when absent).
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh 2>&1 | tee "$work/fuzz.log"
@@ -81,4 +83,4 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i 
      /^ *Tests +[0-9]+ passed/ { p += $2 }
      /^ok   / { p += 1 } /^FAIL / { f += 1 }
      /^fuzz .*no crash$/ { p += 1 }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/fuzz.log"
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/fuzz.log" "$work/group-stall.log"

@@ -35,9 +35,28 @@ pub(crate) async fn run(
     redis: Arc<RedisConn>,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
+    loop {
+        let consumer = Arc::new(member(&kafka, &group)?);
+        info!(topic = %kafka.topic, %group, "projector joined its group");
+        let outcome = project(&consumer, &kafka.topic, &read_model, &redis, &shutdown).await;
+        match outcome {
+            Outcome::Stopped => break,
+            Outcome::Stalled => {
+                // Dropping the member leaves the group; a fresh one joins.
+                warn!(%group, "the projector's group gave no member the unread partitions for {STALL_AFTER:?}; rejoining");
+                metrics::counter!("projector_rejoins_total").increment(1);
+            }
+        }
+    }
+    info!("projector stopped");
+    Ok(())
+}
+
+/// A member of the projector's group, subscribed to the topic.
+fn member(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
     let consumer: StreamConsumer = kafka
         .client_config("chat-projector")
-        .set("group.id", &group)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
@@ -50,17 +69,46 @@ pub(crate) async fn run(
         .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         .create()?;
     consumer.subscribe(&[&kafka.topic])?;
-    let consumer = Arc::new(consumer);
-    info!(topic = %kafka.topic, %group, "projector started");
+    Ok(consumer)
+}
+
+/// Why one member stopped projecting.
+enum Outcome {
+    Stopped,
+    /// The group left the log unread with this member idle.
+    Stalled,
+}
+
+/// Applies what `consumer` reads until shutdown, or until the group has
+/// stalled: this member owns no partition and the group's committed offsets
+/// stayed behind the end of the log, unmoved, for `STALL_AFTER`. A broker
+/// can leave a group so after a member died (Tansu 0.6.0 does; see
+/// `scripts/tansu-group-stall.sh`); a member that is merely spare (more
+/// members than partitions) sees the others' commits move, and stays.
+async fn project(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    read_model: &ReadModel,
+    redis: &RedisConn,
+    shutdown: &CancellationToken,
+) -> Outcome {
     let lag = tokio::spawn(measure_lag(
         consumer.clone(),
-        kafka.topic.clone(),
+        topic.to_owned(),
         shutdown.clone(),
     ));
-
-    loop {
+    let mut watch = tokio::time::interval(LAG_EVERY);
+    let mut stall = StallWatch::default();
+    let outcome = loop {
         let first = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break Outcome::Stopped,
+            _ = watch.tick() => {
+                let sample = group_progress(consumer, topic).await;
+                if stall.observe(sample, std::time::Instant::now()) {
+                    break Outcome::Stalled;
+                }
+                continue;
+            }
             received = consumer.recv() => received,
         };
         let mut batch = Batch::default();
@@ -72,19 +120,109 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        if !apply_until_stored(&read_model, &redis, &batch.events, &shutdown).await {
-            break;
+        if !apply_until_stored(read_model, redis, &batch.events, shutdown).await {
+            break Outcome::Stopped;
         }
         metrics::counter!("projector_events_applied_total").increment(batch.events.len() as u64);
         if let Some(millis) = batch.newest_timestamp {
             let lag = (chrono::Utc::now().timestamp_millis() - millis).max(0) as f64 / 1000.0;
             metrics::gauge!("projector_lag_seconds").set(lag);
         }
-        commit(&consumer, &kafka.topic, &batch.next_offsets);
-    }
+        commit(consumer, topic, &batch.next_offsets);
+    };
     lag.abort();
-    info!("projector stopped");
-    Ok(())
+    outcome
+}
+
+/// One look at the group: whether this member owns partitions, and the
+/// group's committed offsets and the log's end over every partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    owns_partitions: bool,
+    committed: i64,
+    end: i64,
+}
+
+/// Reads the group's progress; `None` when the broker did not answer.
+async fn group_progress(consumer: &Arc<StreamConsumer>, topic: &str) -> Option<Progress> {
+    let consumer = consumer.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(2);
+        let owns_partitions = consumer.assignment().ok()?.count() > 0;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).ok()?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .first()?
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
+        let mut wanted = TopicPartitionList::new();
+        let mut end = 0;
+        for &partition in &partitions {
+            wanted.add_partition(&topic, partition);
+            end += consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .ok()?
+                .1;
+        }
+        let committed = consumer
+            .committed_offsets(wanted, timeout)
+            .ok()?
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum();
+        Some(Progress {
+            owns_partitions,
+            committed,
+            end,
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The longest a group may leave the log unread with this member idle.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// Tells a stalled group from a busy or idle one, sample by sample.
+#[derive(Debug, Default)]
+struct StallWatch {
+    /// Since when, and at which committed total, the group looks stalled.
+    since: Option<(std::time::Instant, i64)>,
+}
+
+impl StallWatch {
+    /// True once the group has looked stalled for `STALL_AFTER`: this member
+    /// owns nothing, something is unread, and no commit moved meanwhile.
+    fn observe(&mut self, sample: Option<Progress>, now: std::time::Instant) -> bool {
+        let Some(p) = sample else {
+            // No answer from the broker: a broker outage, not a stall.
+            self.since = None;
+            return false;
+        };
+        if p.owns_partitions || p.committed >= p.end {
+            self.since = None;
+            return false;
+        }
+        match self.since {
+            Some((_, committed)) if committed != p.committed => {
+                self.since = Some((now, p.committed));
+                false
+            }
+            Some((since, _)) => now.duration_since(since) >= STALL_AFTER,
+            None => {
+                self.since = Some((now, p.committed));
+                false
+            }
+        }
+    }
 }
 
 /// Records read together and applied in one Redis round trip.
@@ -201,5 +339,61 @@ async fn measure_lag(consumer: Arc<StreamConsumer>, topic: String, shutdown: Can
                 metrics::gauge!("projector_lag_seconds").set(0.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn idle(committed: i64, end: i64) -> Option<Progress> {
+        Some(Progress {
+            owns_partitions: false,
+            committed,
+            end,
+        })
+    }
+
+    #[test]
+    fn an_idle_member_of_a_group_that_leaves_the_log_unread_rejoins_after_the_limit() {
+        let mut watch = StallWatch::default();
+        let t0 = Instant::now();
+        assert!(!watch.observe(idle(5, 9), t0));
+        assert!(!watch.observe(idle(5, 12), t0 + Duration::from_secs(29)));
+        assert!(watch.observe(idle(5, 12), t0 + STALL_AFTER));
+    }
+
+    #[test]
+    fn a_spare_member_stays_while_the_others_commit_or_nothing_is_unread() {
+        let mut watch = StallWatch::default();
+        let t0 = Instant::now();
+        // Others commit: the clock starts again at every move.
+        for i in 0..10 {
+            let at = t0 + Duration::from_secs(20 * i);
+            assert!(!watch.observe(idle(i as i64, 100), at));
+        }
+        // Everything read: never stalled, however long.
+        let mut caught_up = StallWatch::default();
+        for i in 0..10 {
+            assert!(!caught_up.observe(idle(100, 100), t0 + Duration::from_secs(60 * i)));
+        }
+    }
+
+    #[test]
+    fn owning_partitions_or_a_silent_broker_is_no_stall() {
+        let mut watch = StallWatch::default();
+        let t0 = Instant::now();
+        assert!(!watch.observe(idle(0, 10), t0));
+        let owner = Some(Progress {
+            owns_partitions: true,
+            committed: 0,
+            end: 10,
+        });
+        assert!(!watch.observe(owner, t0 + Duration::from_secs(40)));
+        assert!(!watch.observe(idle(0, 10), t0 + Duration::from_secs(41)));
+        assert!(!watch.observe(None, t0 + Duration::from_secs(80)));
+        assert!(!watch.observe(idle(0, 10), t0 + Duration::from_secs(81)));
+        assert!(watch.observe(idle(0, 10), t0 + Duration::from_secs(111)));
     }
 }
