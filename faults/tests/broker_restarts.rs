@@ -33,12 +33,7 @@ async fn nothing_acknowledged_is_lost_when_the_broker_is_killed_and_restarted() 
     let during = load.acked_count();
     cluster.kafka.start().await;
     let back = Instant::now();
-    let recovered =
-        faults::eventually(Duration::from_secs(60), "a post acknowledged again", || {
-            let n = load.acked_count();
-            async move { (n > during).then(Instant::now) }
-        })
-        .await;
+    let recovered = first_ack_after(&load, during).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let report = load.finish(Duration::from_secs(60)).await;
@@ -93,12 +88,7 @@ async fn nothing_acknowledged_is_lost_when_the_broker_stops_answering() {
     let during = load.acked_count();
     let back = Instant::now();
     cluster.kafka.resume();
-    let recovered =
-        faults::eventually(Duration::from_secs(60), "a post acknowledged again", || {
-            let n = load.acked_count();
-            async move { (n > during).then(Instant::now) }
-        })
-        .await;
+    let recovered = first_ack_after(&load, during).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let report = load.finish(Duration::from_secs(60)).await;
@@ -161,4 +151,13 @@ async fn posts_in_flight_when_the_broker_dies_are_refused() {
         "broker killed for good: of {total} acknowledged, the {} acknowledged over 1 s before the kill: {summary}",
         report.acked_total()
     );
+}
+
+/// When a post was acknowledged again after `during` had been (60 s at most).
+async fn first_ack_after(load: &Load, during: usize) -> Instant {
+    faults::eventually(Duration::from_secs(60), "a post acknowledged again", || {
+        let n = load.acked_count();
+        async move { (n > during).then(Instant::now) }
+    })
+    .await
 }
