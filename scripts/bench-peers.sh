@@ -95,8 +95,19 @@ CONF
 }
 
 start_pushpin() { # sets pushpin_port, publish_port, server_pids
+  # Its internal ports follow a random offset, which can collide: retry.
+  local attempt
+  for attempt in 1 2 3; do
+    start_pushpin_once && return 0
+    echo "  Pushpin did not start (attempt $attempt); retrying" >&2
+    stop_pid "$pushpin_pid"; stop_pid "$backend_pid"
+  done
+  return 1
+}
+
+start_pushpin_once() {
   local dir="$work/pushpin" offset=$(( 20000 + RANDOM % 20000 ))
-  mkdir -p "$dir/run" "$dir/log"
+  rm -rf "$dir"; mkdir -p "$dir/run" "$dir/log"
   pushpin_port="$(free_port)" publish_port=$((5561 + offset))
   backend_port="$(free_port)"
   cat >"$dir/backend.py" <<'PY'
@@ -141,16 +152,19 @@ PY
   echo "* 127.0.0.1:$backend_port" >"$dir/routes"
   pushpin --config "$dir/pushpin.conf" >"$dir/out.log" 2>&1 &
   pushpin_pid=$!
+  local up=""
   for _ in $(seq 1 100); do
-    curl -fsS -X POST -d '{"items":[]}' "http://127.0.0.1:$publish_port/publish/" >/dev/null 2>&1 && break
+    curl -fsS -X POST -d '{"items":[]}' "http://127.0.0.1:$publish_port/publish/" >/dev/null 2>&1 && up=1 && break
     sleep 0.1
   done
   # Its proxy and handler finish connecting after the publish port opens.
   sleep 2
   server_pids="$(pgrep -P "$pushpin_pid" | paste -sd, - || true)"
+  [ -n "$up" ] && [ -n "$server_pids" ] && kill -0 "$pushpin_pid" 2>/dev/null
 }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+failed_run() { echo "{\"row\":\"$1\",\"n\":$2,\"k\":$3,\"failed\":true}" >>"$OUT/peers.jsonl"; } # row n k
 
 bench_row() { # row n k run
   local row="$1" n="$2" k="$3" i="$4" procs workers urls=() ps_pids=() port publish_args=()
@@ -172,7 +186,7 @@ bench_row() { # row n k run
       urls=("http://127.0.0.1:$nchan_port/sub/{chat}")
       publish_args=(--publish nchan --publish-url "http://127.0.0.1:$nchan_port/pub/{chat}") ;;
     pushpin)
-      start_pushpin
+      if ! start_pushpin; then failed_run pushpin "$n" "$k"; return 0; fi
       urls=("http://127.0.0.1:$pushpin_port/stream/{chat}")
       # Its handler answers 500 to a few of 200 subscribes opened at once.
       publish_args=(--publish pushpin --publish-url "http://127.0.0.1:$publish_port/publish/" --connect-concurrency 50) ;;
@@ -183,21 +197,31 @@ bench_row() { # row n k run
       --subscribers "$n" --chats "$k" --rate "$(( rate ))" --size "$SIZE" --duration "$DURATION" \
       --workers "$workers" --source-addrs 8 --chat-prefix "peers-$row-$n-$k-$i" "${publish_args[@]}" \
       >"$work/out.json" 2>"$work/bench.err"; then
-    # publish-server's share of the latency that is the Kafka hop: its
-    # producer-to-reader histogram, as the bucket holding the 99th event.
-    local hop=None
+    # publish-server only, over all its processes: the bucket bound (le)
+    # holding the 99th percentile of the Kafka hop (producer to reader,
+    # publish_event_delay_seconds) and of its own share (hub to socket,
+    # publish_fanout_delay_seconds).
+    local hop=None fanout=None
     if [ "$row" = kafka ] || [ "$row" = chat-server ]; then
-      hop="$(curl -fsS "${urls[0]%%/api/*}/metrics" | python3 -c '
-import sys
-buckets = [(float(l.split("le=\"")[1].split("\"")[0]), float(l.split()[-1]))
-           for l in sys.stdin if l.startswith("publish_event_delay_seconds_bucket")]
-total = buckets[-1][1] if buckets else 0
-print(next((le * 1000 for le, c in buckets if total and c >= 0.99 * total), None))' || echo None)"
+      read -r hop fanout < <(for url in "${urls[@]}"; do curl -fsS "${url%%/api/*}/metrics" || true; done | python3 -c '
+import collections, sys
+counts = collections.defaultdict(lambda: collections.defaultdict(float))
+for line in sys.stdin:
+    for name in ("publish_event_delay_seconds", "publish_fanout_delay_seconds"):
+        if line.startswith(name + "_bucket"):
+            le = line.split("le=\"")[1].split("\"")[0]
+            counts[name][float(le)] += float(line.split()[-1])
+def p99(name):
+    buckets = sorted(counts[name].items())
+    total = buckets[-1][1] if buckets else 0
+    le = next((le for le, c in buckets if total and c >= 0.99 * total), None)
+    return le * 1000 if le is not None and le != float("inf") else None
+print(p99("publish_event_delay_seconds"), p99("publish_fanout_delay_seconds"))' || echo None None)
     fi
-    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k, kafka_hop_p99_le_ms=$hop); print(json.dumps(d))" >>"$OUT/peers.jsonl"
+    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k, kafka_hop_p99_le_ms=$hop, fanout_p99_le_ms=$fanout); print(json.dumps(d))" >>"$OUT/peers.jsonl"
   else
     echo "  failed: $(tail -n 3 "$work/bench.err" | tr '\n' ' ')" >&2
-    echo "{\"row\":\"$row\",\"n\":$n,\"k\":$k,\"failed\":true}" >>"$OUT/peers.jsonl"
+    failed_run "$row" "$n" "$k"
   fi
   case "$row" in
     kafka|chat-server) for pid in "${ps_pids[@]}"; do stop_pid "$pid"; done ;;

@@ -2,7 +2,7 @@
 //! by route and status.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -15,7 +15,13 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process's metrics recorder, installed on first use.
+/// How often histogram samples are folded into their buckets. The recorder
+/// keeps every sample recorded since the last fold, so without this its
+/// memory grows with traffic until someone scrapes `/metrics`.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The process's metrics recorder, installed on first use, with a thread
+/// that folds histogram samples into their buckets every `UPKEEP_EVERY`.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -27,6 +33,18 @@ pub fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "no metrics upkeep thread; histograms grow until scraped");
             }
             handle
         })
@@ -52,13 +70,18 @@ pub async fn track(request: Request, next: Next) -> Response {
 
 /// `GET /metrics`: the recorder's Prometheus text exposition.
 pub fn exposition(handle: &PrometheusHandle) -> Response {
+    text(handle.render())
+}
+
+/// `GET /metrics` answering `body`, a Prometheus text exposition.
+pub fn text(body: String) -> Response {
     use axum::response::IntoResponse as _;
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        handle.render(),
+        body,
     )
         .into_response()
 }

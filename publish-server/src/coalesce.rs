@@ -4,7 +4,7 @@
 //! at or past the last reaction held back.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,7 @@ pub(crate) async fn run(state: AppState, every: Duration, shutdown: Cancellation
                         )),
                         reaction_of: None,
                         ordered: false,
+                        made: Instant::now(),
                     })
                 })
                 .collect();

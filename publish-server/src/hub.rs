@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chat_core::hot::HotChats;
@@ -27,6 +28,8 @@ pub(crate) struct Frame {
     /// False for a `reactions` frame: it has no `id:` of its own, is sent
     /// to every live subscriber and does not move their position.
     pub(crate) ordered: bool,
+    /// When it was handed to its hub (`publish_fanout_delay_seconds`).
+    pub(crate) made: Instant,
 }
 
 impl Frame {
@@ -37,6 +40,7 @@ impl Frame {
             bytes,
             reaction_of,
             ordered: true,
+            made: Instant::now(),
         }
     }
 }

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 mod coalesce;
 mod conn;
+mod fanout;
 mod hub;
 mod reader;
 mod stream;
@@ -443,7 +444,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    chat_core::metrics::exposition(&state.0.metrics)
+    let mut body = state.0.metrics.render();
+    fanout::FANOUT_DELAY.render(
+        "publish_fanout_delay_seconds",
+        "From an event's arrival at its chat's hub to a live subscriber's socket taking it.",
+        &mut body,
+    );
+    chat_core::metrics::text(body)
 }
 
 /// A publish-server bound to its address, ready to run.

@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::fanout::FANOUT_DELAY;
 use crate::hub::{Frame, Hub};
 use crate::{Admitted, AppState};
 
@@ -193,6 +194,10 @@ impl Connection {
             }
         };
         self.send(bytes).await?;
+        let now = Instant::now();
+        for frame in &fresh {
+            FANOUT_DELAY.record(now.saturating_duration_since(frame.made));
+        }
         metrics::counter!("publish_frames_delivered_total").increment(fresh.len() as u64);
         self.last_sent = last;
         Ok(())

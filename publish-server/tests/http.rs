@@ -139,15 +139,7 @@ async fn refusals_limits_cors_and_heartbeats() {
         missing.headers()["content-type"],
         "application/problem+json"
     );
-    let metrics = world
-        .http
-        .get(publish.url("/metrics"))
-        .send()
-        .await
-        .expect("answer")
-        .text()
-        .await
-        .expect("text");
+    let metrics = world.metrics(&publish).await;
     assert!(metrics.contains("publish_connections"), "{metrics}");
     assert!(metrics.contains("publish_resets_total"), "{metrics}");
     publish.stop().await;

@@ -48,6 +48,23 @@ async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
         elsewhere.events.try_recv().is_err(),
         "another chat's subscriber got an event"
     );
+
+    // publish-server's own share of each delivery's delay is in /metrics.
+    // (Other tests of this binary share the process: at least ours.)
+    let metrics = world.metrics(&publish).await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let delivered = value("publish_fanout_delay_seconds_count");
+    assert!(delivered >= 2.0 * posted.len() as f64, "{metrics}");
+    assert_eq!(
+        value("publish_fanout_delay_seconds_bucket{le=\"+Inf\"}"),
+        delivered
+    );
+    assert!(value("publish_fanout_delay_seconds_bucket{le=\"10\"}") > 0.0);
     publish.stop().await;
     chat.stop().await;
 }

@@ -82,6 +82,18 @@ impl World {
         running
     }
 
+    /// The text of `server`'s `GET /metrics`.
+    pub async fn metrics(&self, server: &Running) -> String {
+        self.http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("answer")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Posts a message through chat-server; answers its id.
     pub async fn post(&self, chat_server: SocketAddr, chat: &str, text: &str) -> String {
         let response = self
