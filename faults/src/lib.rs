@@ -178,13 +178,24 @@ impl Service {
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// Resident memory not backed by a file (heaps, stacks) in KiB; the
+    /// rest of the RSS is the mapped binary and libraries.
+    pub fn rss_anon_kib(&self) -> u64 {
+        self.status_kib("RssAnon")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`.
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("process status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in {status}"))
     }
 
     /// Open file descriptors.

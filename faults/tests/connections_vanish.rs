@@ -51,13 +51,16 @@ async fn open(port: u16, i: usize) -> TcpStream {
     socket
 }
 
-/// What is measured of the server: descriptors, RSS in KiB, heap in use in
-/// bytes (glibc's count, from `/metrics`).
+/// What is measured of the server: descriptors, RSS in KiB (and the part
+/// of it not backed by a file), heap in use in bytes (glibc's count, from
+/// `/metrics`) and the heap trims made so far.
 #[derive(Debug, Clone, Copy)]
 struct Usage {
     fds: usize,
     rss_kib: u64,
+    anon_kib: u64,
     heap: u64,
+    trims: u64,
 }
 
 impl Usage {
@@ -73,7 +76,9 @@ impl Usage {
         Self {
             fds: server.open_fds(),
             rss_kib: server.rss_kib(),
+            anon_kib: server.rss_anon_kib(),
             heap: test_support::metric(&text, "publish_heap_in_use_bytes", &[]) as u64,
+            trims: test_support::metric(&text, "publish_memory_trims_total", &[]) as u64,
         }
     }
 
@@ -86,10 +91,12 @@ impl Usage {
 
     fn show(&self) -> String {
         format!(
-            "{} fds, RSS {:.1} MiB, heap {:.2} MB",
+            "{} fds, RSS {:.1} MiB ({:.1} anonymous), heap {:.2} MB, {} trims",
             self.fds,
             self.rss_kib as f64 / 1024.0,
-            self.heap as f64 / 1e6
+            self.anon_kib as f64 / 1024.0,
+            self.heap as f64 / 1e6,
+            self.trims
         )
     }
 }
