@@ -37,6 +37,8 @@ struct Connection {
     out: OwnedWriteHalf,
     /// The id of the last frame sent: later frames only.
     last_sent: Option<EventId>,
+    /// `publish_frames_delivered_total`, looked up once, not per frame.
+    delivered: metrics::Counter,
 }
 
 /// Streams to `out` until the client leaves (`input` ends) or `shutdown`
@@ -71,6 +73,7 @@ pub(crate) async fn run(
         hub: hub.clone(),
         out,
         last_sent: None,
+        delivered: metrics::counter!("publish_frames_delivered_total"),
     };
     tokio::select! {
         _ = connection.stream(last_seen, &shutdown) => {}
@@ -198,7 +201,7 @@ impl Connection {
         for frame in &fresh {
             FANOUT_DELAY.record(now.saturating_duration_since(frame.made));
         }
-        metrics::counter!("publish_frames_delivered_total").increment(fresh.len() as u64);
+        self.delivered.increment(fresh.len() as u64);
         self.last_sent = last;
         Ok(())
     }
@@ -212,7 +215,7 @@ impl Connection {
             return Ok(());
         }
         self.send(frame.bytes.clone()).await?;
-        metrics::counter!("publish_frames_delivered_total").increment(1);
+        self.delivered.increment(1);
         self.last_sent = Some(frame.id);
         Ok(())
     }

@@ -65,6 +65,12 @@ async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
         delivered
     );
     assert!(value("publish_fanout_delay_seconds_bucket{le=\"10\"}") > 0.0);
+    // Every live delivery is counted among the frames delivered (which
+    // also count replays).
+    assert!(
+        value("publish_frames_delivered_total") >= delivered,
+        "{metrics}"
+    );
     publish.stop().await;
     chat.stop().await;
 }
