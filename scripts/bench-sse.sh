@@ -73,6 +73,15 @@ one_run() { # publish-mode run-number
     --kafka-brokers "$KAFKA_BROKERS" --kafka-topic chat-events \
     | tee "$work/$1-$2.out" >&2
   tail -n 1 "$work/$1-$2.out" >>"$work/$1.runs"
+  # The heap trims each server made in the run and after its subscribers
+  # left (a trim waits for the closing to stop), and the time they took.
+  sleep 3
+  for url in "${urls[@]}"; do
+    curl -s "${url%/api/*}/metrics" | awk -v run="$1-$2" '
+      /^publish_memory_trims_total/ { n += $NF }
+      /^publish_memory_trim_seconds_sum/ { t += $NF }
+      END { printf "%s: %d heap trims, %.1f ms in all\n", run, n, t * 1000 }' >&2
+  done
   for pid in "${ps_pids[@]}"; do kill "$pid"; done
   for pid in "${ps_pids[@]}"; do wait "$pid" || true; done
 }

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -131,9 +131,15 @@ pub(crate) async fn run(open: Arc<AtomicUsize>, shutdown: CancellationToken) {
             resident: resident_anonymous(),
         };
         if let Some(reason) = trimmer.look(look) {
+            // The allocator's locks are held while it trims: its time is
+            // time other threads may wait to allocate.
+            let started = Instant::now();
             trim();
+            let took = started.elapsed();
             metrics::counter!("publish_memory_trims_total", "reason" => reason.label())
                 .increment(1);
+            metrics::histogram!("publish_memory_trim_seconds").record(took.as_secs_f64());
+            tracing::debug!(reason = reason.label(), ?took, ?look, "heaps trimmed");
         }
     }
 }
