@@ -70,23 +70,19 @@ struct Trimmer {
     /// Connections open at the last look.
     last: usize,
     /// Resident memory not in use, seen at the first look after the last
-    /// trim (or the first look of all).
+    /// trim (or the first look of all); `None` until that look.
     floor: Option<usize>,
-    /// The last look was a trim: the next one sets `floor`.
-    just_trimmed: bool,
 }
 
 impl Trimmer {
     /// Whether to trim now, after `look`.
     fn look(&mut self, look: Look) -> Option<Reason> {
         let idle = look.idle();
-        if self.just_trimmed || self.floor.is_none() {
+        if self.floor.is_none() {
             self.floor = idle;
-            self.just_trimmed = false;
         }
         // Trims wait for closing to stop: what is being freed is then free.
-        let still = look.open >= self.last;
-        let reason = if !still {
+        let reason = if look.open < self.last {
             None
         } else if look.open + DROP <= self.peak {
             Some(Reason::Closed)
@@ -102,7 +98,7 @@ impl Trimmer {
         };
         if reason.is_some() {
             self.peak = look.open;
-            self.just_trimmed = true;
+            self.floor = None;
         } else {
             self.peak = self.peak.max(look.open);
         }
