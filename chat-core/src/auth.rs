@@ -8,12 +8,68 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::problem::Problem;
-use crate::validate::{ChatId, UserId};
+use crate::validate::{ChatId, Invalid, UserId};
+
+/// Why a request's token was refused: 401 (no valid token) or 403 (a valid
+/// token that does not allow this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required: Authorization: Bearer <token>")]
+    Missing,
+    #[error("the Authorization header is not text")]
+    HeaderNotText,
+    #[error("the Authorization header must be 'Bearer <token>'")]
+    NotBearer,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token is not signed with the accepted algorithm")]
+    WrongAlgorithm,
+    #[error("the token is not valid: {0}")]
+    Malformed(String),
+    #[error("the token's sub is not a valid user id: {0}")]
+    BadSubject(Invalid),
+    /// 403: the token's `chats` claim leaves this chat out.
+    #[error("the token does not allow chat {0}")]
+    ChatNotAllowed(ChatId),
+    /// 403: the request names another user than the token's.
+    #[error("userId {named:?} is not the token's user {user:?}; leave it out or make it match")]
+    UserMismatch { named: String, user: String },
+}
+
+/// Why tokens cannot be verified or issued as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("give --auth-hmac-key or --auth-public-key-file, not both")]
+    BothKeys,
+    #[error("--auth-hmac-key must be at least 16 bytes")]
+    ShortKey,
+    #[error("cannot read {path}: {source}")]
+    ReadKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an RSA or EC public key: {source}")]
+    NotAKey {
+        path: PathBuf,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("set AUTH_HMAC_KEY (or --auth-hmac-key) to sign tokens")]
+    Off,
+    #[error("tokens can be issued only with --auth-hmac-key")]
+    CannotIssue,
+    #[error("cannot sign the token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("not a lifetime: {0:?} (try 1h, 30m, 45s)")]
+    Lifetime(String),
+}
 
 /// How tokens are checked.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -51,31 +107,23 @@ pub struct Identity {
 
 impl Identity {
     /// Checks that the holder may use `chat`: 403 otherwise.
-    pub fn allow(&self, chat: &ChatId) -> Result<(), Problem> {
+    pub fn allow(&self, chat: &ChatId) -> Result<(), AuthError> {
         match &self.chats {
-            Some(chats) if !chats.iter().any(|c| c == chat.as_str()) => Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "chat-not-allowed",
-                "Forbidden",
-                format!("the token does not allow chat {chat}"),
-            )),
+            Some(chats) if !chats.iter().any(|c| c == chat.as_str()) => {
+                Err(AuthError::ChatNotAllowed(chat.clone()))
+            }
             _ => Ok(()),
         }
     }
 
     /// Checks a user id the request names besides the token: 403 if it is
     /// someone else.
-    pub fn same_user(&self, named: Option<&str>) -> Result<(), Problem> {
+    pub fn same_user(&self, named: Option<&str>) -> Result<(), AuthError> {
         match named {
-            Some(named) if named != self.user.as_str() => Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "user-mismatch",
-                "Forbidden",
-                format!(
-                    "userId {named:?} is not the token's user {:?}; leave it out or make it match",
-                    self.user.as_str()
-                ),
-            )),
+            Some(named) if named != self.user.as_str() => Err(AuthError::UserMismatch {
+                named: named.to_owned(),
+                user: self.user.as_str().to_owned(),
+            }),
             _ => Ok(()),
         }
     }
@@ -97,30 +145,16 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// A 401 that says why, with the `WWW-Authenticate` challenge.
-fn unauthorized(detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Unauthorized",
-        detail,
-    )
-}
-
 impl Auth {
     /// The verifier `config` asks for; `None` when authentication is off.
-    pub fn from_config(config: &AuthConfig) -> Result<Option<Self>, String> {
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Self>, AuthSetupError> {
         let (decoding, algorithm, encoding) =
             match (&config.auth_hmac_key, &config.auth_public_key_file) {
                 (None, None) => return Ok(None),
-                (Some(_), Some(_)) => {
-                    return Err(
-                        "give --auth-hmac-key or --auth-public-key-file, not both".to_owned()
-                    );
-                }
+                (Some(_), Some(_)) => return Err(AuthSetupError::BothKeys),
                 (Some(secret), None) => {
                     if secret.len() < 16 {
-                        return Err("--auth-hmac-key must be at least 16 bytes".to_owned());
+                        return Err(AuthSetupError::ShortKey);
                     }
                     (
                         DecodingKey::from_secret(secret.as_bytes()),
@@ -129,13 +163,18 @@ impl Auth {
                     )
                 }
                 (None, Some(path)) => {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let pem = std::fs::read(path).map_err(|source| AuthSetupError::ReadKey {
+                        path: path.clone(),
+                        source,
+                    })?;
                     if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                         (key, Algorithm::RS256, None)
                     } else {
-                        let key = DecodingKey::from_ec_pem(&pem).map_err(|e| {
-                            format!("{} is not an RSA or EC public key: {e}", path.display())
+                        let key = DecodingKey::from_ec_pem(&pem).map_err(|source| {
+                            AuthSetupError::NotAKey {
+                                path: path.clone(),
+                                source,
+                            }
                         })?;
                         (key, Algorithm::ES256, None)
                     }
@@ -152,22 +191,17 @@ impl Auth {
     }
 
     /// Checks a token; answers whom it speaks for, or a 401 saying why not.
-    pub fn verify(&self, token: &str) -> Result<Identity, Problem> {
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => unauthorized("the token has expired"),
-                ErrorKind::InvalidSignature => unauthorized("the token's signature is not valid"),
-                ErrorKind::InvalidAlgorithm => {
-                    unauthorized("the token is not signed with the accepted algorithm")
-                }
-                _ => unauthorized(format!("the token is not valid: {e}")),
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
+                _ => AuthError::Malformed(e.to_string()),
             })?;
         let claims = data.claims;
-        let user: UserId = claims
-            .sub
-            .parse()
-            .map_err(|e| unauthorized(format!("the token's sub is not a valid user id: {e}")))?;
+        let user: UserId = claims.sub.parse().map_err(AuthError::BadSubject)?;
         Ok(Identity {
             user,
             chats: claims.chats,
@@ -181,11 +215,8 @@ impl Auth {
         user: &UserId,
         chats: Option<Vec<String>>,
         ttl: Duration,
-    ) -> Result<(String, i64), String> {
-        let key = self
-            .encoding
-            .as_ref()
-            .ok_or("tokens can be issued only with --auth-hmac-key")?;
+    ) -> Result<(String, i64), AuthSetupError> {
+        let key = self.encoding.as_ref().ok_or(AuthSetupError::CannotIssue)?;
         let exp = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
         let claims = Claims {
             sub: user.as_str().to_owned(),
@@ -194,56 +225,81 @@ impl Auth {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map(|token| (token, exp))
-            .map_err(|e| e.to_string())
+            .map_err(AuthSetupError::Sign)
+    }
+}
+
+/// Where a request's token may be: the `Authorization` header (as sent),
+/// the `chat_token` cookie, or `?token=` (for EventSource, which cannot set
+/// headers). Never logged.
+#[derive(Default, Clone)]
+pub struct TokenSource {
+    pub authorization: Option<Vec<u8>>,
+    pub cookies: Vec<String>,
+    pub query: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource")
+    }
+}
+
+impl TokenSource {
+    /// The places of a request with `headers` and, maybe, `?token=`.
+    pub fn from_headers(headers: &HeaderMap, query: Option<String>) -> Self {
+        Self {
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec()),
+            cookies: headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect(),
+            query,
+        }
     }
 
-    /// The token of a request: `Authorization: Bearer`, else the
-    /// `chat_token` cookie, else `query_token` (`?token=`, for EventSource,
-    /// which cannot set headers). 401 when there is none.
-    pub fn token<'a>(
-        headers: &'a HeaderMap,
-        query_token: Option<&'a str>,
-    ) -> Result<&'a str, Problem> {
-        if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let value = value
-                .to_str()
-                .map_err(|_| unauthorized("the Authorization header is not text"))?;
+    /// The token: `Authorization: Bearer`, else the `chat_token` cookie,
+    /// else `?token=`. 401 when there is none.
+    pub fn token(&self) -> Result<&str, AuthError> {
+        if let Some(value) = &self.authorization {
+            let value = std::str::from_utf8(value).map_err(|_| AuthError::HeaderNotText)?;
             return value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
                 .map(str::trim)
-                .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"));
+                .ok_or(AuthError::NotBearer);
         }
-        let cookie = headers
-            .get_all(header::COOKIE)
+        let cookie = self
+            .cookies
             .iter()
-            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().strip_prefix("chat_token="))
             .next();
         cookie
-            .or(query_token)
+            .or(self.query.as_deref())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("a token is required: Authorization: Bearer <token>"))
+            .ok_or(AuthError::Missing)
     }
 }
 
 /// Parses a lifetime such as `1h`, `30m`, `45s` or `3600` (seconds).
-pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+pub fn parse_ttl(text: &str) -> Result<Duration, AuthSetupError> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((at, _)) => text.split_at(at),
         None => (text, "s"),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("not a lifetime: {text:?} (try 1h, 30m, 45s)"))?;
+    let not_a_lifetime = || AuthSetupError::Lifetime(text.to_owned());
+    let n: u64 = digits.parse().map_err(|_| not_a_lifetime())?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("not a lifetime: {text:?} (try 1h, 30m, 45s)")),
+        _ => return Err(not_a_lifetime()),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -274,12 +330,15 @@ mod tests {
         let refused = identity
             .allow(&"other".parse().expect("chat"))
             .expect_err("403");
-        assert_eq!(refused.status, StatusCode::FORBIDDEN);
-        assert!(identity.same_user(Some("alice")).is_ok());
         assert_eq!(
-            identity.same_user(Some("bob")).expect_err("403").status,
-            StatusCode::FORBIDDEN
+            refused,
+            AuthError::ChatNotAllowed("other".parse().expect("chat"))
         );
+        assert!(identity.same_user(Some("alice")).is_ok());
+        assert!(matches!(
+            identity.same_user(Some("bob")),
+            Err(AuthError::UserMismatch { .. })
+        ));
     }
 
     /// Tokens signed elsewhere with a private key (made here by the
@@ -379,20 +438,25 @@ mod tests {
 
     #[test]
     fn lifetimes_read_as_people_write_them() {
-        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_ttl("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_ttl("1h").ok(), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("30m").ok(), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("45").ok(), Some(Duration::from_secs(45)));
         assert!(parse_ttl("soon").is_err());
     }
 
     #[test]
     fn the_token_comes_from_the_header_the_cookie_or_the_query() {
+        let token = |headers: &HeaderMap, query: Option<&str>| {
+            TokenSource::from_headers(headers, query.map(str::to_owned))
+                .token()
+                .map(str::to_owned)
+        };
         let mut headers = HeaderMap::new();
-        assert!(Auth::token(&headers, None).is_err());
-        assert_eq!(Auth::token(&headers, Some("q")).expect("query"), "q");
+        assert_eq!(token(&headers, None), Err(AuthError::Missing));
+        assert_eq!(token(&headers, Some("q")).expect("query"), "q");
         headers.insert(header::COOKIE, "a=b; chat_token=c".parse().expect("value"));
-        assert_eq!(Auth::token(&headers, Some("q")).expect("cookie"), "c");
+        assert_eq!(token(&headers, Some("q")).expect("cookie"), "c");
         headers.insert(header::AUTHORIZATION, "Bearer h".parse().expect("value"));
-        assert_eq!(Auth::token(&headers, Some("q")).expect("header"), "h");
+        assert_eq!(token(&headers, Some("q")).expect("header"), "h");
     }
 }

@@ -90,6 +90,33 @@ impl KafkaConfig {
         config
     }
 
+    /// Settings of a consumer that commits nothing by itself and learns of
+    /// new events quickly. `group` is the projector's consumer group; with
+    /// `None` the consumer is assigned partitions and joins no group (the
+    /// client needs a `group.id` all the same, which it never uses).
+    pub fn consumer_config(&self, client_id: &str, group: Option<&str>) -> ClientConfig {
+        let mut config = self.client_config(client_id);
+        config
+            .set("group.id", group.unwrap_or("publish-server-no-group"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            // Brokers that do not answer a waiting fetch when data arrives
+            // (the embedded mock broker, Tansu) hold each new event for the
+            // whole wait: short by default, at the cost of idle fetches.
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
+        if group.is_some() {
+            config
+                .set("auto.offset.reset", "earliest")
+                // A member that died hands its partitions over within 10 s.
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "2000");
+        } else {
+            // Offsets are assigned, never stored or committed.
+            config.set("enable.auto.offset.store", "false");
+        }
+        config
+    }
+
     /// Settings of a producer whose acknowledged writes are never lost nor
     /// duplicated: idempotent, acknowledged by all in-sync replicas, and
     /// failing after the delivery timeout instead of waiting forever.

@@ -32,15 +32,14 @@ impl ChatEvent {
     /// The event of a Kafka record, from its key and value. A record
     /// without a value, with a value that is not an event, or with a key
     /// other than the event's chat id is malformed: the reason comes back.
-    pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Self, String> {
-        let value = value.ok_or("record has no value")?;
-        let event: Self = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Self, DecodeError> {
+        let value = value.ok_or(DecodeError::NoValue)?;
+        let event: Self = serde_json::from_slice(value).map_err(DecodeError::NotAnEvent)?;
         if let Some(key) = key
             && key != event.chat_id().as_str().as_bytes()
         {
-            return Err(format!(
-                "key {:?} is not the event's chat id",
-                String::from_utf8_lossy(key)
+            return Err(DecodeError::KeyMismatch(
+                String::from_utf8_lossy(key).into_owned(),
             ));
         }
         Ok(event)
@@ -51,6 +50,18 @@ impl ChatEvent {
         // An event is made of strings and a timestamp only: it always encodes.
         serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("event encodes: {e}"))
     }
+}
+
+/// Why a Kafka record is not a chat event (it is skipped, counted and
+/// logged).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record has no value")]
+    NoValue,
+    #[error("{0}")]
+    NotAnEvent(#[source] serde_json::Error),
+    #[error("key {0:?} is not the event's chat id")]
+    KeyMismatch(String),
 }
 
 /// The body of a `message` event.
@@ -163,8 +174,8 @@ mod tests {
         let json = r#"{"type":"message","chatId":"lobby","userId":"alice","text":"hi","createdAt":"2026-11-22T10:00:00.123456789Z"}"#;
         let event = ChatEvent::decode(None, Some(json.as_bytes())).expect("decodes");
         assert_eq!(
-            ChatEvent::decode(None, Some(&event.to_json())),
-            Ok(event.clone())
+            ChatEvent::decode(None, Some(&event.to_json())).expect("decodes again"),
+            event
         );
         let again: serde_json::Value = serde_json::from_slice(&event.to_json()).expect("JSON");
         assert_eq!(again["createdAt"], "2026-11-22T10:00:00.123Z");

@@ -28,6 +28,8 @@ pub mod read_model;
 #[cfg(feature = "server")]
 pub mod redis_conn;
 #[cfg(feature = "server")]
+pub mod serve;
+#[cfg(feature = "server")]
 pub mod shutdown;
 #[cfg(feature = "server")]
 pub mod telemetry;

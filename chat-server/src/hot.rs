@@ -174,6 +174,18 @@ pub(crate) struct Decision {
     pub mode: &'static str,
 }
 
+impl Decision {
+    /// The `RateLimit-*` and `Retry-After` figures of this decision.
+    pub(crate) fn rate(&self) -> chat_core::problem::RateLimit {
+        chat_core::problem::RateLimit {
+            limit: self.limit,
+            remaining: self.remaining,
+            reset_secs: self.reset_secs,
+            retry_after_secs: self.retry_after_secs,
+        }
+    }
+}
+
 /// Decides hot chats' fetches.
 pub(crate) struct Throttle {
     settings: ThrottleSettings,

@@ -17,9 +17,29 @@ mod http;
 mod limits;
 mod producer;
 mod projector;
-mod serve;
+pub mod token;
 
-pub use http::app;
+/// The command line: serve (no subcommand), or a tool.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "chat-server",
+    version,
+    about = "The chat backend's HTTP API",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub server: Config,
+}
+
+/// What chat-server can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Prints a signed token for local testing.
+    Token(token::TokenArgs),
+}
 
 /// Every route the API serves, as path template and method: what
 /// `/api/openapi.json` must document.
@@ -176,7 +196,7 @@ pub enum Error {
     #[error("invalid Redis settings: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("invalid authentication settings: {0}")]
-    Auth(String),
+    Auth(#[from] chat_core::auth::AuthSetupError),
 }
 
 /// A chat-server bound to its address, ready to run.
@@ -221,7 +241,7 @@ impl Server {
             max_text_chars: config.max_text_chars as usize,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         };
-        let auth = chat_core::auth::Auth::from_config(&config.auth).map_err(Error::Auth)?;
+        let auth = chat_core::auth::Auth::from_config(&config.auth)?;
         let hot_store = config.hot_store.redis(&config.redis);
         let hot_redis = Arc::new(chat_core::redis_conn::RedisConn::new(&hot_store)?);
         let hot = chat_core::hot::HotChats::new();
@@ -274,7 +294,7 @@ impl Server {
 
     /// Serves until `shutdown` fires, then finishes requests in flight and
     /// waits (boundedly) for writes Kafka has not acknowledged yet.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    pub async fn run(self, shutdown: CancellationToken) {
         let addr = self.local_addr();
         if self.config.kafka.create_topic {
             self.ensure_topic(&shutdown).await;
@@ -307,7 +327,7 @@ impl Server {
         ];
         info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
         let app = http::app(self.state.clone());
-        serve::serve(self.listener, app, shutdown.clone()).await;
+        chat_core::serve::serve(self.listener, app, shutdown.clone()).await;
         self.state
             .producer()
             .flush(Duration::from_millis(self.config.shutdown_timeout_ms))
@@ -323,7 +343,6 @@ impl Server {
             let _ = task.await;
         }
         info!("chat-server stopped");
-        Ok(())
     }
 
     /// Creates the topic now if Kafka answers within 3 s; otherwise keeps

@@ -145,7 +145,7 @@ impl EventProducer {
     }
 
     /// Checks that Kafka answers and the topic has partitions.
-    pub(crate) async fn check(&self) -> Result<(), String> {
+    pub(crate) async fn check(&self) -> Result<(), CheckError> {
         let producer = self.current();
         let topic = self.config.topic.clone();
         let metadata = tokio::task::spawn_blocking(move || {
@@ -154,11 +154,10 @@ impl EventProducer {
                 .fetch_metadata(Some(&topic), Duration::from_secs(2))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("Kafka metadata: {e}"))?;
+        .map_err(|_| CheckError::Panicked)??;
         match metadata.topics().first() {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            _ => Err(format!("topic {:?} does not exist", self.config.topic)),
+            _ => Err(CheckError::NoTopic(self.config.topic.clone())),
         }
     }
 
@@ -210,4 +209,15 @@ fn identity_refused(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::UnknownProducerId
             | RDKafkaErrorCode::InvalidProducerIdMapping
     )
+}
+
+/// Why Kafka is not ready for writes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CheckError {
+    #[error("Kafka metadata: {0}")]
+    Metadata(#[from] KafkaError),
+    #[error("topic {0:?} does not exist")]
+    NoTopic(String),
+    #[error("the metadata request failed")]
+    Panicked,
 }

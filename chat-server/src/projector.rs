@@ -55,18 +55,7 @@ pub(crate) async fn run(
 /// A member of the projector's group, subscribed to the topic.
 fn member(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
     let consumer: StreamConsumer = kafka
-        .client_config("chat-projector")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        // A member that died hands its partitions over within 10 s.
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
-        // Brokers that do not answer a waiting fetch when data arrives (the
-        // embedded mock broker, for one) hold each new event for the whole
-        // wait: short by default, at the cost of idle fetches.
-        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
+        .consumer_config("chat-projector", Some(group))
         .create()?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok(consumer)
@@ -288,7 +277,9 @@ async fn apply_until_stored(
     }
 }
 
-fn decode(record: &rdkafka::message::BorrowedMessage<'_>) -> Result<ChatEvent, String> {
+fn decode(
+    record: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<ChatEvent, chat_core::event::DecodeError> {
     ChatEvent::decode(record.key(), record.payload())
 }
 

@@ -11,49 +11,40 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode};
-use chat_core::problem::Problem;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use chat_core::auth::TokenSource;
+use chat_core::problem::ApiError;
+use chat_core::serve::HEAD_TIMEOUT;
+use chat_core::validate::ChatId;
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tokio_util::task::TaskTracker;
 
 use crate::AppState;
+use crate::admission::{EventsRequest, admit};
+use crate::stream::LastSeen;
 
 /// The largest request head taken.
 const HEAD_LIMIT: usize = 8 * 1024;
-/// Time a client has to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENTS_ROUTE: &str = "/api/chats/{chat_id}/events";
 
-/// Accepts connections until `shutdown` fires.
+/// Accepts connections until `shutdown` fires, then waits (boundedly) for
+/// every connection's task to end.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     state: AppState,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((socket, _)) => {
-                tokio::spawn(connection(
-                    socket,
-                    router.clone(),
-                    state.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            Err(error) => {
-                // Out of file descriptors, most likely: wait for some to close.
-                warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let connections = TaskTracker::new();
+    chat_core::serve::accept_loop(&listener, &connections, &shutdown, |socket| {
+        connection(socket, router.clone(), state.clone(), shutdown.clone())
+    })
+    .await;
+    drop(listener);
+    chat_core::serve::drain(connections).await;
 }
 
 async fn connection(
@@ -62,51 +53,31 @@ async fn connection(
     state: AppState,
     shutdown: CancellationToken,
 ) {
-    let _ = socket.set_nodelay(true);
     let mut head = Vec::with_capacity(1024);
     match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket, &mut head)).await {
         Ok(Ok(Head::Complete)) => {}
         Ok(Ok(Head::TooLarge)) => {
-            let problem = Problem::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "head-too-large",
-                "Request head too large",
-                format!("the request line and headers may take {HEAD_LIMIT} bytes"),
-            );
-            let _ = write_problem(&mut socket, &problem, &[]).await;
+            let _ = write_error(&mut socket, &ApiError::HeadTooLarge(HEAD_LIMIT), &[]).await;
             return;
         }
         // Closed, failed, or too slow: nothing to answer.
         Ok(Ok(Head::Closed) | Err(_)) | Err(_) => return,
     }
-    match events_request(&head) {
-        Some(mut request) => {
+    match events_head(&head) {
+        Some(events) => {
             drop(head);
-            request.peer = socket.peer_addr().ok().map(|a| a.ip());
-            events(socket, request, state, shutdown).await;
+            let peer = socket.peer_addr().ok().map(|a| a.ip());
+            serve_events(socket, events, peer, state, shutdown).await;
         }
         None => {
-            let io = hyper_util::rt::TokioIo::new(Prefixed {
+            // One request per connection: a client's next request, maybe
+            // for a stream, comes on a new connection and so through here.
+            let io = Prefixed {
                 prefix: head,
                 at: 0,
                 inner: socket,
-            });
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            // One request per connection: a client's next request, maybe
-            // for a stream, comes on a new connection and so through here.
-            let served = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(io, service);
-            tokio::pin!(served);
-            tokio::select! {
-                _ = served.as_mut() => {}
-                () = shutdown.cancelled() => {
-                    served.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
-                }
-            }
+            };
+            chat_core::serve::http1(io, router, false, shutdown).await;
         }
     }
 }
@@ -136,23 +107,21 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head
     }
 }
 
-/// A `GET` of a chat's events, as the client sent it.
+/// A `GET` of a chat's events as the client sent it, before any checks.
 #[derive(Debug)]
-pub(crate) struct EventsRequest {
-    /// The chat id as in the path, percent-decoded.
-    pub(crate) chat: Result<String, String>,
-    pub(crate) query: String,
-    pub(crate) last_event_id: Option<Result<String, ()>>,
-    pub(crate) origin: Option<String>,
-    /// For the token (never logged).
-    pub(crate) authorization: Option<String>,
-    pub(crate) cookie: Option<String>,
-    /// The client's address, for the per-address stream limit.
-    pub(crate) peer: Option<std::net::IpAddr>,
+struct EventsHead {
+    /// The chat id as in the path, still percent-encoded.
+    chat: String,
+    query: String,
+    /// `None` when absent; `Some(None)` when not text.
+    last_event_id: Option<Option<String>>,
+    origin: Option<String>,
+    authorization: Option<Vec<u8>>,
+    cookies: Vec<String>,
 }
 
 /// The request in `head` if it is a `GET` of `/api/chats/{chatId}/events`.
-fn events_request(head: &[u8]) -> Option<EventsRequest> {
+fn events_head(head: &[u8]) -> Option<EventsHead> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut request = httparse::Request::new(&mut headers);
     if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
@@ -167,25 +136,74 @@ fn events_request(head: &[u8]) -> Option<EventsRequest> {
         .strip_prefix("/api/chats/")?
         .strip_suffix("/events")
         .filter(|chat| !chat.is_empty() && !chat.contains('/'))?;
-    let header = |name: &str| {
+    let values = |name: &'static str| {
         request
             .headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| std::str::from_utf8(h.value).map(str::to_owned))
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
     };
-    Some(EventsRequest {
-        chat: percent_decode(chat),
+    let text = |value: &[u8]| std::str::from_utf8(value).ok().map(str::to_owned);
+    Some(EventsHead {
+        chat: chat.to_owned(),
         query: query.to_owned(),
-        last_event_id: header("last-event-id").map(|v| v.map_err(|_| ())),
-        origin: header("origin").and_then(Result::ok),
-        authorization: header("authorization").and_then(Result::ok),
-        cookie: header("cookie").and_then(Result::ok),
-        peer: None,
+        last_event_id: values("last-event-id").next().map(text),
+        origin: values("origin").next().and_then(text),
+        authorization: values("authorization").next().map(<[u8]>::to_vec),
+        cookies: values("cookie").filter_map(text).collect(),
     })
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    last_event_id: Option<String>,
+    /// For EventSource, which cannot set headers (never logged).
+    token: Option<String>,
+}
+
+impl EventsHead {
+    /// The typed request, or 400 saying what is malformed.
+    fn parse(mut self, peer: Option<std::net::IpAddr>) -> Result<EventsRequest, ApiError> {
+        let chat: ChatId = percent_decode(&self.chat)?
+            .parse()
+            .map_err(ApiError::bad_request)?;
+        let query: EventsQuery = serde_urlencoded::from_str(&self.query)
+            .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+        // The header wins: EventSource sends it on every reconnect.
+        let last = match self.last_event_id.take() {
+            Some(Some(value)) => Some(value),
+            Some(None) => return Ok(self.typed(chat, LastSeen::Malformed, query.token, peer)),
+            None => query.last_event_id,
+        };
+        let last_seen = match last.as_deref().map(str::trim) {
+            None | Some("") => LastSeen::Nothing,
+            Some(text) => text.parse().map_or(LastSeen::Malformed, LastSeen::Id),
+        };
+        Ok(self.typed(chat, last_seen, query.token, peer))
+    }
+
+    fn typed(
+        self,
+        chat: ChatId,
+        last_seen: LastSeen,
+        query_token: Option<String>,
+        peer: Option<std::net::IpAddr>,
+    ) -> EventsRequest {
+        EventsRequest {
+            chat,
+            last_seen,
+            token: TokenSource {
+                authorization: self.authorization,
+                cookies: self.cookies,
+                query: query_token,
+            },
+            peer,
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> Result<String, ApiError> {
     if !text.contains('%') {
         return Ok(text.to_owned());
     }
@@ -198,7 +216,9 @@ fn percent_decode(text: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("chatId: malformed percent-encoding in {text:?}"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("chatId: malformed percent-encoding in {text:?}"))
+                })?;
             out.push(hex);
             i += 3;
         } else {
@@ -206,22 +226,25 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "chatId: not UTF-8".to_owned())
+    String::from_utf8(out).map_err(|_| ApiError::bad_request("chatId: not UTF-8"))
 }
 
-/// Answers a chat's events: a problem, or the stream until it ends.
-async fn events(
+/// Answers a chat's events: an error, or the stream until it ends.
+async fn serve_events(
     mut socket: TcpStream,
-    request: EventsRequest,
+    events: EventsHead,
+    peer: Option<std::net::IpAddr>,
     state: AppState,
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
-    let cors = cors_headers(&state, request.origin.as_deref());
-    let admitted = crate::admit(&state, request);
+    let cors = cors_headers(&state, events.origin.as_deref());
+    let admitted = events
+        .parse(peer)
+        .and_then(|request| admit(&state, request));
     let status = match &admitted {
         Ok(_) => StatusCode::OK,
-        Err(problem) => problem.status,
+        Err(error) => error.status(),
     };
     metrics::counter!("http_requests_total", "route" => EVENTS_ROUTE, "method" => "GET", "status" => status.as_u16().to_string())
         .increment(1);
@@ -229,21 +252,24 @@ async fn events(
         .record(started.elapsed().as_secs_f64());
     let admitted = match admitted {
         Ok(admitted) => admitted,
-        Err(problem) => {
-            let _ = write_problem(&mut socket, &problem, &cors).await;
+        Err(error) => {
+            let _ = write_error(&mut socket, &error, &cors).await;
             return;
         }
     };
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-         x-accel-buffering: no\r\nconnection: close\r\n",
+    let mut head = Vec::from(
+        &b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+           x-accel-buffering: no\r\nconnection: close\r\n"[..],
     );
     for (name, value) in &cors {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
-    head.push_str("\r\n");
+    head.extend_from_slice(b"\r\n");
     let (input, mut output) = socket.into_split();
-    if tokio::time::timeout(state.send_timeout(), output.write_all(head.as_bytes()))
+    if tokio::time::timeout(state.send_timeout(), output.write_all(&head))
         .await
         .is_ok_and(|written| written.is_ok())
     {
@@ -254,47 +280,31 @@ async fn events(
 }
 
 /// The CORS response headers for a request from `origin`.
-fn cors_headers(state: &AppState, origin: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut headers = vec![("vary", "origin".to_owned())];
+fn cors_headers(state: &AppState, origin: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![(header::VARY, HeaderValue::from_static("origin"))];
     if let Some(origin) = origin
         && state.cors_allows(origin)
+        && let Ok(value) = HeaderValue::from_str(origin)
     {
-        headers.push(("access-control-allow-origin", origin.to_owned()));
+        headers.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, value));
         // Origins are listed one by one, never `*`: cookies may go along.
-        headers.push(("access-control-allow-credentials", "true".to_owned()));
+        headers.push((
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        ));
     }
     headers
 }
 
-async fn write_problem(
+/// Writes `error` and closes the connection.
+async fn write_error(
     socket: &mut TcpStream,
-    problem: &Problem,
-    extra: &[(&'static str, String)],
+    error: &ApiError,
+    extra: &[(HeaderName, HeaderValue)],
 ) -> io::Result<()> {
-    let body = serde_json::to_string(problem).unwrap_or_default();
-    let mut response = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        problem.status.as_u16(),
-        problem.status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    if problem.status == StatusCode::SERVICE_UNAVAILABLE
-        || problem.status == StatusCode::TOO_MANY_REQUESTS
-    {
-        response.push_str("retry-after: 1\r\n");
-    }
-    if problem.status == StatusCode::UNAUTHORIZED {
-        response.push_str("www-authenticate: Bearer realm=\"chat\"\r\n");
-    }
-    for (name, value) in extra {
-        if HeaderValue::from_str(value).is_ok() {
-            response.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    response.push_str("\r\n");
-    response.push_str(&body);
+    let response = error.to_http1(extra);
     tokio::time::timeout(Duration::from_secs(5), async {
-        socket.write_all(response.as_bytes()).await?;
+        socket.write_all(&response).await?;
         socket.shutdown().await
     })
     .await
@@ -365,17 +375,17 @@ mod tests {
 
     #[test]
     fn only_a_get_of_a_chats_events_is_taken() {
-        let request = events_request(
+        let head = events_head(
             b"GET /api/chats/lob%62y/events?lastEventId=1-0 HTTP/1.1\r\nLast-Event-ID: 0-0000000000000001\r\nOrigin: http://x\r\n\r\n",
         )
         .expect("events");
-        assert_eq!(request.chat, Ok("lobby".to_owned()));
-        assert_eq!(request.query, "lastEventId=1-0");
-        assert_eq!(
-            request.last_event_id,
-            Some(Ok("0-0000000000000001".to_owned()))
+        assert_eq!(head.origin.as_deref(), Some("http://x"));
+        let request = head.parse(None).expect("well-formed");
+        assert_eq!(request.chat.as_str(), "lobby");
+        assert!(
+            matches!(request.last_seen, LastSeen::Id(id) if id.to_string() == "0-0000000000000001"),
+            "the header wins over the query"
         );
-        assert_eq!(request.origin.as_deref(), Some("http://x"));
         for other in [
             &b"POST /api/chats/lobby/events HTTP/1.1\r\n\r\n"[..],
             b"GET /api/chats/lobby/messages HTTP/1.1\r\n\r\n",
@@ -385,7 +395,7 @@ mod tests {
             b"garbage\r\n\r\n",
         ] {
             assert!(
-                events_request(other).is_none(),
+                events_head(other).is_none(),
                 "{:?}",
                 String::from_utf8_lossy(other)
             );

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::hub::Hubs;
 
-/// Runs until `shutdown` fires. `ready` is cancelled once partitions are
+/// Runs until `shutdown` fires. `ready` is set once partitions are
 /// assigned (readiness).
 pub(crate) async fn run(
     kafka: KafkaConfig,
@@ -24,16 +24,7 @@ pub(crate) async fn run(
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = kafka
-        .client_config("publish-server")
-        // Required by the client, unused: offsets are assigned, never committed.
-        .set("group.id", "publish-server-no-group")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        // See the projector: brokers that hold a waiting fetch delay events.
-        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
-        .create()?;
+    let consumer: StreamConsumer = kafka.consumer_config("publish-server", None).create()?;
     let consumer = Arc::new(consumer);
 
     // Wait for the topic, then start every partition at its end.
@@ -112,11 +103,9 @@ pub(crate) async fn run(
 }
 
 /// Every partition of `topic` with the offset its next record will get.
-fn start_positions(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i64)>, String> {
+fn start_positions(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i64)>, StartError> {
     let timeout = Duration::from_secs(5);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| e.to_string())?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
         .topics()
         .first()
@@ -124,7 +113,7 @@ fn start_positions(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
     if partitions.is_empty() {
-        return Err(format!("topic {topic} has no partitions"));
+        return Err(StartError::NoPartitions(topic.to_owned()));
     }
     partitions
         .into_iter()
@@ -132,7 +121,16 @@ fn start_positions(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i
             consumer
                 .fetch_watermarks(topic, p, timeout)
                 .map(|(_, high)| (p, high))
-                .map_err(|e| e.to_string())
+                .map_err(StartError::from)
         })
         .collect()
+}
+
+/// Why the reader cannot learn where the log ends.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
 }

@@ -13,9 +13,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::AppState;
+use crate::admission::Admitted;
 use crate::fanout::FANOUT_DELAY;
 use crate::hub::{Frame, Hub};
-use crate::{Admitted, AppState};
 
 /// What the client said it saw last.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
@@ -17,7 +16,7 @@ use chat_core::config::RedisConfig;
 use chat_core::hot::{HotStoreConfig, now_millis};
 use chat_core::metrics::PrometheusHandle;
 use chat_core::names::Keys;
-use chat_core::problem::Problem;
+use chat_core::problem::ApiError;
 use chat_core::redis_conn::RedisConn;
 use redis::Script;
 use tokio::net::TcpListener;
@@ -88,8 +87,6 @@ pub enum Error {
     },
     #[error("invalid Redis settings: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("serving HTTP failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// Takes or renews the lock. KEYS: lock. ARGV: instance id, TTL ms.
@@ -233,24 +230,21 @@ impl Scheduler {
     }
 
     /// Runs until `shutdown` fires; a leader gives its lock up on the way out.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
-        info!(addr = %self.listener.local_addr().map_err(Error::Serve)?,
+        info!(addr = %self.listener.local_addr().unwrap_or(state.0.config.listen),
               instance = %state.0.instance,
               threshold = state.0.config.hot_threshold,
               cool_down = state.0.config.cool_down,
               "scheduler listening");
         // Joined, not spawned: should this future be dropped (the task
         // aborted), the loops stop with it, as in a crash.
-        let serving = axum::serve(self.listener, app(state.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let (served, (), ()) = tokio::join!(
-            async { serving.await },
+        tokio::join!(
+            chat_core::serve::serve(self.listener, app(state.clone()), shutdown.clone()),
             lead(state.clone(), shutdown.clone()),
             tick_loop(state.clone(), shutdown.clone()),
         );
         info!("scheduler stopped");
-        served.map_err(Error::Serve)
     }
 }
 
@@ -372,12 +366,13 @@ async fn run_tick(state: &AppState, second: i64) -> redis::RedisResult<()> {
 }
 
 /// The scheduler's HTTP endpoints: health, readiness, metrics.
-pub fn app(state: AppState) -> Router {
+fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .fallback(not_found)
+        .fallback(chat_core::problem::no_route)
+        .method_not_allowed_fallback(chat_core::problem::method_not_allowed)
         .layer(middleware::from_fn(chat_core::metrics::track))
         .with_state(state)
 }
@@ -390,24 +385,13 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
-    match state.0.redis.ping().await {
-        Ok(()) => Ok(Json(
-            serde_json::json!({"status": "ready", "redis": "ok", "leader": state.is_leader()}),
-        )),
-        Err(error) => Err(Problem::unavailable(format!("not ready: Redis: {error}"))),
-    }
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let redis = state.0.redis.ping().await;
+    let Json(mut body) = chat_core::serve::ready(&[("redis", redis.err().map(|e| e.to_string()))])?;
+    body["leader"] = state.is_leader().into();
+    Ok(Json(body))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     chat_core::metrics::exposition(&state.0.metrics)
-}
-
-async fn not_found(uri: Uri) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "no-route",
-        "Not found",
-        format!("no route for {}", uri.path()),
-    )
 }

@@ -9,12 +9,11 @@ async fn main() -> ExitCode {
     let config = scheduler::Config::parse();
     chat_core::telemetry::init();
     let shutdown = chat_core::shutdown::on_signal();
-    let result = match scheduler::Scheduler::bind(config).await {
-        Ok(scheduler) => scheduler.run(shutdown).await,
-        Err(error) => Err(error),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match scheduler::Scheduler::bind(config).await {
+        Ok(scheduler) => {
+            scheduler.run(shutdown).await;
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             tracing::error!(%error, "scheduler failed");
             ExitCode::FAILURE

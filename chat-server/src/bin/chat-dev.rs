@@ -72,7 +72,63 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), String> {
+/// Why the local system could not start, in words for the person at the
+/// terminal.
+#[derive(Debug, thiserror::Error)]
+enum DevError {
+    #[error("cannot start the embedded Kafka broker: {0}")]
+    Broker(#[source] rdkafka::error::KafkaError),
+    #[error("cannot create topic {topic}: {source}")]
+    Topic {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error(transparent)]
+    Server(#[from] chat_server::Error),
+    #[error("chat-server failed: {0}")]
+    ServerTask(#[from] tokio::task::JoinError),
+    #[error("cannot find this program's folder: {0}")]
+    NoFolder(#[source] std::io::Error),
+    #[error("{listen} is taken, so {name} cannot listen there: set {variable} to a free address")]
+    Taken {
+        listen: SocketAddr,
+        name: String,
+        variable: String,
+    },
+    #[error("cannot start {program} (`make run` builds it): {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} exited at start-up ({status}); see its log above")]
+    Exited {
+        name: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("{name} was not ready on {listen} within 30 s; see its log above")]
+    NotReady { name: String, listen: SocketAddr },
+    #[error("cannot create {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "port {0} is taken, so the local redis-server cannot start there: \
+         set DEV_REDIS_PORT to a free port, or REDIS_URL to use a running Redis"
+    )]
+    RedisPortTaken(u16),
+    #[error("cannot start redis-server (is it installed? `make run` installs it): {0}")]
+    RedisSpawn(#[source] std::io::Error),
+    #[error("invalid Redis URL: {0}")]
+    RedisUrl(#[from] redis::RedisError),
+    #[error("redis-server did not answer on port {port}; see {dir}/redis.log")]
+    RedisSilent { port: u16, dir: String },
+}
+
+async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), DevError> {
     let shutdown = chat_core::shutdown::on_signal();
     let mut config = args.server;
 
@@ -80,11 +136,13 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
     let _embedded_kafka = if kafka_given {
         None
     } else {
-        let cluster = MockCluster::new(1)
-            .map_err(|e| format!("cannot start the embedded Kafka broker: {e}"))?;
+        let cluster = MockCluster::new(1).map_err(DevError::Broker)?;
         cluster
             .create_topic(&config.kafka.topic, config.kafka.topic_partitions, 1)
-            .map_err(|e| format!("cannot create topic {}: {e}", config.kafka.topic))?;
+            .map_err(|source| DevError::Topic {
+                topic: config.kafka.topic.clone(),
+                source,
+            })?;
         config.kafka.brokers = cluster.bootstrap_servers();
         // The mock broker does not take CreateTopics requests; the topic exists.
         config.kafka.create_topic = false;
@@ -108,9 +166,7 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
     if config.auth.auth_hmac_key.is_some() && std::env::var_os("DEV_TOKENS").is_none() {
         config.dev_tokens = true;
     }
-    let server = chat_server::Server::bind(config.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = chat_server::Server::bind(config.clone()).await?;
     let addr = server.local_addr();
     let publish_addr = args.dev_publish_listen;
     let scheduler_addr = args.dev_scheduler_listen;
@@ -182,10 +238,7 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
             () = shutdown.cancelled() => {}
         }
     }
-    let served = match serving.await {
-        Ok(served) => served.map_err(|e| e.to_string()),
-        Err(error) => Err(format!("chat-server failed: {error}")),
-    };
+    let served = serving.await.map_err(DevError::from);
     if let Some(child) = scheduler {
         stop_child("scheduler", child).await;
     }
@@ -207,7 +260,7 @@ async fn start_publish_server(
     config: &chat_server::Config,
     chat_addr: SocketAddr,
     listen: SocketAddr,
-) -> Result<Child, String> {
+) -> Result<Child, DevError> {
     let mut command = server_command("publish-server", config, listen)?;
     command.env("PUBLISH_SERVER_LISTEN", listen.to_string());
     if std::env::var_os("CORS_ORIGINS").is_none() {
@@ -226,7 +279,7 @@ async fn start_publish_server(
 async fn start_scheduler(
     config: &chat_server::Config,
     listen: SocketAddr,
-) -> Result<Child, String> {
+) -> Result<Child, DevError> {
     let mut command = server_command("scheduler", config, listen)?;
     command.env("SCHEDULER_LISTEN", listen.to_string());
     start_server("scheduler", command, listen).await
@@ -238,15 +291,16 @@ fn server_command(
     name: &str,
     config: &chat_server::Config,
     listen: SocketAddr,
-) -> Result<Command, String> {
+) -> Result<Command, DevError> {
     let binary = std::env::current_exe()
-        .map_err(|e| format!("cannot find this program's folder: {e}"))?
+        .map_err(DevError::NoFolder)?
         .with_file_name(name);
     if std::net::TcpListener::bind(listen).is_err() {
-        let variable = name.to_uppercase().replace('-', "_") + "_LISTEN";
-        return Err(format!(
-            "{listen} is taken, so {name} cannot listen there: set {variable} to a free address"
-        ));
+        return Err(DevError::Taken {
+            listen,
+            name: name.to_owned(),
+            variable: name.to_uppercase().replace('-', "_") + "_LISTEN",
+        });
     }
     let mut command = Command::new(&binary);
     command
@@ -275,12 +329,14 @@ async fn start_server(
     name: &str,
     mut command: Command,
     listen: SocketAddr,
-) -> Result<Child, String> {
-    let mut child = command.spawn().map_err(|e| {
-        format!(
-            "cannot start {} (`make run` builds it): {e}",
-            command.as_std().get_program().to_string_lossy()
-        )
+) -> Result<Child, DevError> {
+    let mut child = command.spawn().map_err(|source| DevError::Spawn {
+        program: command
+            .as_std()
+            .get_program()
+            .to_string_lossy()
+            .into_owned(),
+        source,
     })?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -288,15 +344,17 @@ async fn start_server(
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "{name} exited at start-up ({status}); see its log above"
-            ));
+            return Err(DevError::Exited {
+                name: name.to_owned(),
+                status,
+            });
         }
         if tokio::time::Instant::now() >= deadline {
             stop_child(name, child).await;
-            return Err(format!(
-                "{name} was not ready on {listen} within 30 s; see its log above"
-            ));
+            return Err(DevError::NotReady {
+                name: name.to_owned(),
+                listen,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -324,15 +382,13 @@ async fn ready(addr: SocketAddr) -> bool {
 
 /// Starts `redis-server` on `port` with its files under `data_dir`, and
 /// waits until it answers.
-async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, String), String> {
+async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, String), DevError> {
     let dir = data_dir.join("redis");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+    let dir = std::fs::create_dir_all(&dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|source| DevError::DataDir { dir, source })?;
     if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        return Err(format!(
-            "port {port} is taken, so the local redis-server cannot start there: \
-             set DEV_REDIS_PORT to a free port, or REDIS_URL to use a running Redis"
-        ));
+        return Err(DevError::RedisPortTaken(port));
     }
     let mut command = Command::new("redis-server");
     command
@@ -353,11 +409,9 @@ async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, St
         .stdout(Stdio::null())
         .kill_on_drop(true);
     die_with_parent(&mut command);
-    let child = command.spawn().map_err(|e| {
-        format!("cannot start redis-server (is it installed? `make run` installs it): {e}")
-    })?;
+    let child = command.spawn().map_err(DevError::RedisSpawn)?;
     let url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(url.as_str())?;
     for _ in 0..100 {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await
             && redis::cmd("PING")
@@ -369,10 +423,10 @@ async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, St
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!(
-        "redis-server did not answer on port {port}; see {}/redis.log",
-        dir.display()
-    ))
+    Err(DevError::RedisSilent {
+        port,
+        dir: dir.display().to_string(),
+    })
 }
 
 /// Puts a child in its own process group (so a terminal's Ctrl-C reaches

@@ -40,7 +40,7 @@ pub struct TestServer {
     pub config: chat_server::Config,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<Result<(), chat_server::Error>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -150,9 +150,7 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            task.await
-                .expect("server task")
-                .expect("server stops cleanly");
+            task.await.expect("server stops cleanly");
         }
     }
 

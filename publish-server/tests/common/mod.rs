@@ -55,7 +55,7 @@ impl World {
             .await
             .expect("chat-server binds");
         let running = Running::spawn(server.local_addr(), |shutdown| async move {
-            server.run(shutdown).await.expect("chat-server runs")
+            server.run(shutdown).await
         });
         running.until_ok(&self.http, "/readyz").await;
         running
@@ -76,7 +76,7 @@ impl World {
             .await
             .expect("publish-server binds");
         let running = Running::spawn(server.local_addr(), |shutdown| async move {
-            server.run(shutdown).await.expect("publish-server runs")
+            server.run(shutdown).await
         });
         running.until_ok(&self.http, "/readyz").await;
         running

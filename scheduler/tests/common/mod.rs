@@ -57,7 +57,7 @@ impl World {
             .await
             .expect("chat-server binds");
         let running = Running::spawn(server.local_addr(), |shutdown| async move {
-            server.run(shutdown).await.expect("chat-server runs")
+            server.run(shutdown).await
         });
         running.until_ok(&self.http, "/healthz").await;
         running
@@ -79,7 +79,7 @@ impl World {
             .expect("scheduler binds");
         let state = scheduler.state();
         let running = Running::spawn(scheduler.local_addr(), |shutdown| async move {
-            scheduler.run(shutdown).await.expect("scheduler runs")
+            scheduler.run(shutdown).await
         });
         running.until_ok(&self.http, "/healthz").await;
         (running, state)

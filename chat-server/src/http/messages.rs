@@ -1,0 +1,151 @@
+//! `POST /api/chats/{chatId}/messages`: a message, written to Kafka, at most
+//! once per `clientMessageId`.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chat_core::api::PostMessageBody;
+use chat_core::event::{self, ChatEvent, Message, MessagePosted};
+use chat_core::problem::ApiError;
+use chat_core::validate::{ClientMessageId, check_text};
+use tracing::{error, warn};
+
+use super::AppState;
+use super::error::redis_unavailable;
+use super::extract::{Caller, ChatPath, JsonBody};
+use crate::client_messages::Claim;
+
+pub(super) async fn post_message(
+    State(state): State<AppState>,
+    ChatPath(chat_id): ChatPath,
+    caller: Caller,
+    JsonBody(body): JsonBody<PostMessageBody>,
+) -> Result<Response, ApiError> {
+    check_text(&body.text, state.0.limits.max_text_chars)?;
+    let client_message_id: Option<ClientMessageId> =
+        body.client_message_id.map(|id| id.parse()).transpose()?;
+    let user_id = caller.user(&chat_id, body.user_id.as_deref(), false)?;
+    state
+        .0
+        .write_limits
+        .message(&user_id)
+        .map_err(|retry_after_secs| ApiError::WriteLimit {
+            what: "messages",
+            retry_after_secs,
+        })?;
+    let event = MessagePosted {
+        chat_id,
+        user_id,
+        text: body.text,
+        client_message_id,
+        created_at: event::now(),
+    };
+    let (message, replayed) = match event.client_message_id.clone() {
+        None => {
+            let id = state
+                .0
+                .producer
+                .send(&ChatEvent::Message(event.clone()))
+                .await?;
+            (Message::stored(id, event), false)
+        }
+        Some(client_id) => post_once(&state, event, &client_id).await?,
+    };
+    let mut response = (StatusCode::CREATED, Json(message)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Posts a message with a `clientMessageId` at most once: answers the stored
+/// message (and `true`) when the id was used before.
+async fn post_once(
+    state: &AppState,
+    event: MessagePosted,
+    client_id: &ClientMessageId,
+) -> Result<(Message, bool), ApiError> {
+    let inner = &state.0;
+    let store = &inner.client_messages;
+    let give_up = Instant::now() + inner.claim_wait;
+    loop {
+        let claim = store
+            .claim(&inner.redis, &event.chat_id, &event.user_id, client_id)
+            .await
+            .map_err(|e| {
+                redis_unavailable(
+                    "the clientMessageId store, so the message was not stored,",
+                    &e,
+                )
+            })?;
+        match claim {
+            Claim::Won => return send_claimed(state, event, client_id).await,
+            Claim::Stored(message) => return same_text(message, &event, client_id),
+            Claim::Pending if Instant::now() >= give_up => {
+                return Err(ApiError::ClientMessageIdInProgress(
+                    client_id.as_str().to_owned(),
+                ));
+            }
+            Claim::Pending => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Writes a message whose `clientMessageId` this request claimed, and
+/// records what it became.
+async fn send_claimed(
+    state: &AppState,
+    event: MessagePosted,
+    client_id: &ClientMessageId,
+) -> Result<(Message, bool), ApiError> {
+    let inner = &state.0;
+    let store = &inner.client_messages;
+    match inner
+        .producer
+        .send(&ChatEvent::Message(event.clone()))
+        .await
+    {
+        Ok(id) => {
+            let message = Message::stored(id, event);
+            if let Err(error) = store.complete(&inner.redis, &message, client_id).await {
+                error!(%error, %message.chat_id, %client_id,
+                    "message stored but its clientMessageId was not recorded; a retry may duplicate it");
+            }
+            Ok((message, false))
+        }
+        // A write that may have reached the log keeps its claim: a retry
+        // waits for the projector to tell what it became, or for the claim
+        // to lapse if it never arrived.
+        Err(produce_error) if produce_error.may_be_stored() => Err(produce_error.into()),
+        Err(produce_error) => {
+            if let Err(error) = store
+                .release(&inner.redis, &event.chat_id, &event.user_id, client_id)
+                .await
+            {
+                warn!(%error, %client_id, "cannot release clientMessageId; it frees itself when the claim lapses");
+            }
+            Err(produce_error.into())
+        }
+    }
+}
+
+/// Answers the message stored for a retried `clientMessageId`, or 409 when
+/// the id was used for a different text.
+fn same_text(
+    message: Message,
+    event: &MessagePosted,
+    client_id: &ClientMessageId,
+) -> Result<(Message, bool), ApiError> {
+    if message.text == event.text {
+        return Ok((message, true));
+    }
+    Err(ApiError::ClientMessageIdReused {
+        id: client_id.as_str().to_owned(),
+        message: message.id.to_string(),
+    })
+}

@@ -1,0 +1,143 @@
+//! The HTTP API: the route table and the state every handler shares. Each
+//! resource has a module of its own; `extract` holds the typed extractors
+//! and `error` the mapping of service failures onto the error catalogue.
+//!
+//! Every handler takes the same order: parse and validate the request,
+//! authenticate and authorize its caller, pass the rate limit or the
+//! throttle, then act.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post};
+use axum::{Router, middleware};
+use chat_core::auth::Auth;
+use chat_core::metrics::PrometheusHandle;
+use chat_core::read_model::ReadModel;
+use chat_core::redis_conn::RedisConn;
+
+use crate::client_messages::ClientMessages;
+use crate::hot::{FetchCounter, Throttle};
+use crate::producer::EventProducer;
+
+mod error;
+mod extract;
+mod fetch;
+mod messages;
+mod ops;
+mod reactions;
+
+/// Bounds on what a request may carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The longest message text, in Unicode scalar values.
+    pub max_text_chars: usize,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) producer: EventProducer,
+    pub(crate) redis: Arc<RedisConn>,
+    pub(crate) read_model: Arc<ReadModel>,
+    pub(crate) client_messages: ClientMessages,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: PrometheusHandle,
+    /// How long a retry waits for a concurrent request with the same
+    /// `clientMessageId` to finish its write.
+    pub(crate) claim_wait: Duration,
+    /// How long a reaction waits for the projector to reach its message.
+    pub(crate) reaction_wait: Duration,
+    /// Counts each fetch toward its chat's rate (off only to measure it).
+    pub(crate) count_fetches: bool,
+    pub(crate) fetch_counter: Arc<FetchCounter>,
+    /// The hot chats, kept up to date by the scheduler's announcements.
+    pub(crate) hot: Arc<chat_core::hot::HotChats>,
+    pub(crate) throttle: Throttle,
+    /// Folder of the built web UI.
+    pub(crate) web_dir: std::path::PathBuf,
+    /// publish-server's base URL as browsers reach it.
+    pub(crate) stream_url: String,
+    /// Token verification; `None`: authentication is off.
+    pub(crate) auth: Option<Auth>,
+    /// Serve `POST /api/dev/token` (development only).
+    pub(crate) dev_tokens: bool,
+    /// Per-user limits on writes.
+    pub(crate) write_limits: crate::limits::WriteLimits,
+}
+
+impl AppState {
+    pub(crate) fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    /// The producer, for flushing at shutdown.
+    pub(crate) fn producer(&self) -> &EventProducer {
+        &self.0.producer
+    }
+
+    pub(crate) fn redis(&self) -> &Arc<RedisConn> {
+        &self.0.redis
+    }
+
+    pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
+        &self.0.read_model
+    }
+
+    pub(crate) fn fetch_counter(&self) -> &Arc<FetchCounter> {
+        &self.0.fetch_counter
+    }
+
+    pub(crate) fn hot(&self) -> &Arc<chat_core::hot::HotChats> {
+        &self.0.hot
+    }
+
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.0.throttle
+    }
+
+    pub(crate) fn write_limits(&self) -> &crate::limits::WriteLimits {
+        &self.0.write_limits
+    }
+}
+
+/// Every route: path template, method and handler. The router is built from
+/// this table, and a test holds it equal to `openapi.json`.
+pub(crate) fn routes() -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
+    const MESSAGES: &str = "/api/chats/{chat_id}/messages";
+    const REACTIONS: &str = "/api/chats/{chat_id}/messages/{message_id}/reactions";
+    const REACTION: &str = "/api/chats/{chat_id}/messages/{message_id}/reactions/{emoji}";
+    vec![
+        (MESSAGES, Method::GET, get(fetch::fetch_messages)),
+        (MESSAGES, Method::POST, post(messages::post_message)),
+        (REACTIONS, Method::POST, post(reactions::add_reaction)),
+        (REACTION, Method::DELETE, delete(reactions::remove_reaction)),
+        ("/api/config", Method::GET, get(ops::ui_config)),
+        ("/api/dev/token", Method::POST, post(ops::dev_token)),
+        ("/api/openapi.json", Method::GET, get(ops::openapi)),
+        ("/healthz", Method::GET, get(chat_core::serve::healthz)),
+        ("/readyz", Method::GET, get(ops::readyz)),
+        ("/metrics", Method::GET, get(ops::metrics)),
+    ]
+}
+
+/// The API's routes.
+pub(crate) fn app(state: AppState) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| {
+            router.route(path, handler)
+        })
+        .fallback(ops::web_or_not_found)
+        .method_not_allowed_fallback(chat_core::problem::method_not_allowed)
+        .layer(middleware::from_fn(chat_core::metrics::track))
+        .with_state(state)
+}

@@ -1,0 +1,119 @@
+//! Adding and removing a reaction: written to Kafka once its message is
+//! known to the read model.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chat_core::api::AddReactionBody;
+use chat_core::event::{self, ChatEvent, Reaction, ReactionAction, ReactionChanged};
+use chat_core::problem::ApiError;
+use chat_core::read_model::Lookup;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::redis_unavailable;
+use super::extract::{ApiQuery, Caller, JsonBody, MessagePath, ReactionPath};
+
+pub(super) async fn add_reaction(
+    State(state): State<AppState>,
+    MessagePath { chat, message }: MessagePath,
+    caller: Caller,
+    JsonBody(body): JsonBody<AddReactionBody>,
+) -> Result<(StatusCode, Json<Reaction>), ApiError> {
+    let emoji = body.emoji.parse()?;
+    let user_id = caller.user(&chat, body.user_id.as_deref(), false)?;
+    let change = ReactionChanged {
+        chat_id: chat,
+        message_id: message,
+        user_id,
+        emoji,
+        action: ReactionAction::Add,
+        created_at: event::now(),
+    };
+    let reaction = store_reaction(&state, change).await?;
+    Ok((StatusCode::CREATED, Json(reaction)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RemoveReactionQuery {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+pub(super) async fn remove_reaction(
+    State(state): State<AppState>,
+    ReactionPath {
+        chat,
+        message,
+        emoji,
+    }: ReactionPath,
+    ApiQuery(query): ApiQuery<RemoveReactionQuery>,
+    caller: Caller,
+) -> Result<Json<Reaction>, ApiError> {
+    let user_id = caller.user(&chat, query.user_id.as_deref(), true)?;
+    let change = ReactionChanged {
+        chat_id: chat,
+        message_id: message,
+        user_id,
+        emoji,
+        action: ReactionAction::Remove,
+        created_at: event::now(),
+    };
+    store_reaction(&state, change).await.map(Json)
+}
+
+/// Passes the user's write limit, checks the message exists, then writes
+/// the change.
+async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Reaction, ApiError> {
+    state
+        .0
+        .write_limits
+        .reaction(&change.user_id)
+        .map_err(|retry_after_secs| ApiError::WriteLimit {
+            what: "reactions",
+            retry_after_secs,
+        })?;
+    ensure_message_exists(state, &change).await?;
+    let id = state
+        .0
+        .producer
+        .send(&ChatEvent::Reaction(change.clone()))
+        .await?;
+    Ok(Reaction { id, change })
+}
+
+/// A reaction needs its message in the read model. A message posted a
+/// moment ago may not be there yet: wait (boundedly) for the projector to
+/// pass its position before calling it missing.
+async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Result<(), ApiError> {
+    let inner = &state.0;
+    let give_up = Instant::now() + inner.reaction_wait;
+    loop {
+        let found = inner
+            .read_model
+            .lookup(&inner.redis, &change.chat_id, change.message_id)
+            .await
+            .map_err(|e| {
+                redis_unavailable("the read model, so the reaction was not stored,", &e)
+            })?;
+        match found {
+            Lookup::Found => return Ok(()),
+            Lookup::Missing => {
+                return Err(ApiError::NotFound(format!(
+                    "chat {} has no message {}",
+                    change.chat_id, change.message_id
+                )));
+            }
+            Lookup::NotYetProjected if Instant::now() >= give_up => {
+                return Err(ApiError::unavailable(format!(
+                    "message {} is not in the read model yet; retry",
+                    change.message_id
+                )));
+            }
+            Lookup::NotYetProjected => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Everything publish-server can be told: flags with environment
+//! variables and defaults.
+
+use std::net::SocketAddr;
+
+use chat_core::auth::AuthConfig;
+use chat_core::config::{KafkaConfig, RedisConfig};
+use chat_core::hot::HotStoreConfig;
+
+/// Everything publish-server can be told.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "publish-server",
+    version,
+    about = "Streams chat events over Server-Sent Events",
+    // Kafka settings of the producer side, meaningless here.
+    mut_arg("delivery_timeout_ms", |a| a.hide(true)),
+    mut_arg("create_topic", |a| a.hide(true)),
+    mut_arg("topic_partitions", |a| a.hide(true)),
+    mut_arg("topic_replication", |a| a.hide(true))
+)]
+pub struct Config {
+    /// Address the SSE API listens on.
+    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub redis: RedisConfig,
+
+    #[command(flatten)]
+    pub hot_store: HotStoreConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// Most open streams of one user (with authentication on); one more
+    /// answers 429. 0: no limit.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 10)]
+    pub max_streams_per_user: usize,
+
+    /// Most open streams from one client address; one more answers 429.
+    /// 0: no limit.
+    #[arg(long, env = "MAX_STREAMS_PER_ADDRESS", default_value_t = 5000)]
+    pub max_streams_per_address: usize,
+
+    /// Origins allowed to open streams from a browser (CORS), comma-separated.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        default_value = "http://127.0.0.1:8080,http://localhost:8080",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Most chats streamed at once; a stream for one more answers 503.
+    #[arg(long, env = "MAX_CHATS", default_value_t = 100_000)]
+    pub max_chats: usize,
+
+    /// Most open streams; one more answers 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Recent events kept in memory per chat, for replay and for
+    /// subscribers that fall behind.
+    #[arg(long, env = "HUB_BUFFER", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub hub_buffer: u32,
+
+    /// Most events replayed from Redis to a reconnecting client; a client
+    /// further behind gets `reset`.
+    #[arg(long, env = "REPLAY_MAX", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub replay_max: u32,
+
+    /// How long a resume waits for the read model to catch up before
+    /// sending `reset`, in milliseconds.
+    #[arg(long, env = "REPLAY_WAIT_MS", default_value_t = 2000)]
+    pub replay_wait_ms: u64,
+
+    /// Seconds between heartbeat comments on idle streams.
+    #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+
+    /// A client that takes no data for this long is disconnected, in
+    /// milliseconds.
+    #[arg(long, env = "SEND_TIMEOUT_MS", default_value_t = 30_000)]
+    pub send_timeout_ms: u64,
+}
