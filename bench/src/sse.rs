@@ -2,6 +2,8 @@
 //! response head, chunked decoding, and the benchmark's marker in each
 //! event (`#bench:{seq}:{sent_micros}#` in the message text).
 
+use crate::Failure;
+
 /// The start of the marker the publisher puts in every message text.
 pub(crate) const MARKER: &[u8] = b"#bench:";
 
@@ -20,7 +22,7 @@ pub(crate) struct Head {
 
 /// Parses the response head from the start of `buf`: `Ok(None)` until it is
 /// complete; an error unless the status is 200.
-pub(crate) fn head(buf: &[u8]) -> Result<Option<Head>, String> {
+pub(crate) fn head(buf: &[u8]) -> Result<Option<Head>, Failure> {
     let Some(end) = find(buf, b"\r\n\r\n") else {
         if buf.len() > 16 * 1024 {
             return Err("response head over 16 KiB".into());
@@ -31,7 +33,7 @@ pub(crate) fn head(buf: &[u8]) -> Result<Option<Head>, String> {
     let mut lines = text.split("\r\n");
     let status = lines.next().unwrap_or_default();
     if status.split(' ').nth(1) != Some("200") {
-        return Err(format!("answered {status:?}"));
+        return Err(format!("answered {status:?}").into());
     }
     let chunked = lines.any(|line| {
         let line = line.to_ascii_lowercase();
@@ -67,7 +69,7 @@ impl Dechunk {
     }
 
     /// Appends the data in `input` to `out`.
-    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), Failure> {
         while let Some((&byte, rest)) = input.split_first() {
             match self.0 {
                 Chunk::Size(n) => {
@@ -84,7 +86,7 @@ impl Dechunk {
                         b';' | b' ' | b'\t' => Chunk::Extension(n),
                         b'\r' => Chunk::SizeEnd(n),
                         b'\n' => Self::after_size(n),
-                        _ => return Err(format!("bad chunk size byte {byte:#x}")),
+                        _ => return Err(format!("bad chunk size byte {byte:#x}").into()),
                     };
                 }
                 Chunk::Extension(n) | Chunk::SizeEnd(n) => {
@@ -166,16 +168,16 @@ mod tests {
     #[test]
     fn the_head_tells_status_and_chunking() {
         assert_eq!(
-            head(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"),
-            Ok(None)
+            head(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n").expect("partial"),
+            None
         );
         let head_bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nrest";
         assert_eq!(
-            head(head_bytes),
-            Ok(Some(Head {
+            head(head_bytes).expect("complete"),
+            Some(Head {
                 len: head_bytes.len() - 4,
                 chunked: true
-            }))
+            })
         );
         assert!(head(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").is_err());
         let plain = head(b"HTTP/1.0 200 OK\r\n\r\n")

@@ -21,87 +21,10 @@ use crate::redis_conn::RedisConn;
 /// replay log length, then 8 values per event: kind (`m`/`r`), id, offset,
 /// for a message userId, clientMessageId (or empty), body, unused; for a
 /// reaction message id, userId, emoji, action; then its SSE frame.
-const APPLY: &str = r"
-local messages, bodies, client_ids, head_key, reactions, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local counts_prefix, users_prefix, retention, log_length = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local function publish_counts(message)
-  local flat = redis.call('HGETALL', counts_prefix .. message)
-  if #flat == 0 then
-    redis.call('HDEL', reactions, message)
-  else
-    local counts = {}
-    for j = 1, #flat, 2 do counts[flat[j]] = tonumber(flat[j + 1]) end
-    redis.call('HSET', reactions, message, cjson.encode(counts))
-  end
-end
-local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
-local applied = 0
-for i = 5, #ARGV, 8 do
-  local kind, id, offset = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if offset > head then
-    if kind == 'm' then
-      local user, client_id, body = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-      local fresh = true
-      if client_id ~= '' then
-        local field = user .. '\n' .. client_id
-        local first = redis.call('HGET', client_ids, field)
-        if first and first ~= id then fresh = false else redis.call('HSET', client_ids, field, id) end
-      end
-      if fresh then
-        redis.call('ZADD', messages, offset, id)
-        redis.call('HSET', bodies, id, body)
-        local excess = redis.call('ZCARD', messages) - retention
-        if excess > 0 then
-          for _, old in ipairs(redis.call('ZRANGE', messages, 0, excess - 1)) do
-            local stored = cjson.decode(redis.call('HGET', bodies, old) or '{}')
-            if stored.clientMessageId then
-              local field = stored.userId .. '\n' .. stored.clientMessageId
-              if redis.call('HGET', client_ids, field) == old then redis.call('HDEL', client_ids, field) end
-            end
-            redis.call('HDEL', bodies, old)
-            redis.call('HDEL', reactions, old)
-            redis.call('DEL', counts_prefix .. old, users_prefix .. old)
-          end
-          redis.call('ZREMRANGEBYRANK', messages, 0, excess - 1)
-        end
-      end
-    else
-      local message, user, emoji, action = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-      if redis.call('HEXISTS', bodies, message) == 1 then
-        local users, counts = users_prefix .. message, counts_prefix .. message
-        local field = emoji .. '\n' .. user
-        if action == 'add' then
-          if redis.call('HSETNX', users, field, '1') == 1 then
-            redis.call('HINCRBY', counts, emoji, 1)
-            publish_counts(message)
-          end
-        elseif redis.call('HDEL', users, field) == 1 then
-          if redis.call('HINCRBY', counts, emoji, -1) <= 0 then redis.call('HDEL', counts, emoji) end
-          publish_counts(message)
-        end
-      end
-    end
-    redis.call('ZADD', events, offset, ARGV[i + 7])
-    head = offset
-    redis.call('HSET', head_key, 'offset', ARGV[i + 2], 'id', id)
-    applied = applied + 1
-  end
-end
-local extra = redis.call('ZCARD', events) - log_length
-if extra > 0 then
-  local cut = redis.call('ZRANGE', events, extra - 1, extra - 1, 'WITHSCORES')
-  redis.call('ZREMRANGEBYRANK', events, 0, extra - 1)
-  redis.call('HSET', head_key, 'trimmed', cut[2])
-end
-return applied
-";
+const APPLY: &str = include_str!("lua/apply.lua");
 
 /// Moves a partition's projected offset forward, never back.
-const ADVANCE: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-";
+const ADVANCE: &str = include_str!("lua/advance.lua");
 
 /// Reads a page of messages with their counts. KEYS: messages, bodies,
 /// head, reactions. ARGV: mode (`after`, `before`, `latest`), offset,
@@ -109,70 +32,17 @@ return 1
 /// (or false), has newer (0/1), has older (0/1), the bodies, the counts
 /// (JSON, or false for none), then, given a user, per message the emojis
 /// that user holds, in page order.
-const FETCH: &str = r"
-local messages, bodies, head_key, reactions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local mode, offset, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ids
-if mode == 'after' then
-  ids = redis.call('ZRANGEBYSCORE', messages, '(' .. offset, '+inf', 'LIMIT', 0, limit)
-else
-  if mode == 'before' then
-    ids = redis.call('ZREVRANGEBYSCORE', messages, '(' .. offset, '-inf', 'LIMIT', 0, limit)
-  else
-    ids = redis.call('ZREVRANGE', messages, 0, limit - 1)
-  end
-  local n = #ids
-  for i = 1, math.floor(n / 2) do ids[i], ids[n - i + 1] = ids[n - i + 1], ids[i] end
-end
-local newer, older = 0, 0
-if #ids > 0 then
-  local first = redis.call('ZSCORE', messages, ids[1])
-  local last = redis.call('ZSCORE', messages, ids[#ids])
-  if #redis.call('ZRANGEBYSCORE', messages, '(' .. last, '+inf', 'LIMIT', 0, 1) > 0 then newer = 1 end
-  if #redis.call('ZREVRANGEBYSCORE', messages, '(' .. first, '-inf', 'LIMIT', 0, 1) > 0 then older = 1 end
-elseif mode == 'after' then
-  if #redis.call('ZREVRANGEBYSCORE', messages, offset, '-inf', 'LIMIT', 0, 1) > 0 then older = 1 end
-elseif mode == 'before' then
-  if #redis.call('ZRANGEBYSCORE', messages, offset, '+inf', 'LIMIT', 0, 1) > 0 then newer = 1 end
-end
-local page_bodies, page_counts, page_mine = {}, {}, {}
-if #ids > 0 then
-  page_bodies = redis.call('HMGET', bodies, unpack(ids))
-  page_counts = redis.call('HMGET', reactions, unpack(ids))
-end
-local user, users_prefix = ARGV[4], ARGV[5]
-if user then
-  for i, id in ipairs(ids) do
-    local held = {}
-    if page_counts[i] then
-      for emoji, _ in pairs(cjson.decode(page_counts[i])) do
-        if redis.call('HEXISTS', users_prefix .. id, emoji .. '\n' .. user) == 1 then
-          table.insert(held, emoji)
-        end
-      end
-    end
-    page_mine[i] = held
-  end
-end
-return { redis.call('HGET', head_key, 'id'), newer, older, page_bodies, page_counts, page_mine }
-";
+const FETCH: &str = include_str!("lua/fetch.lua");
 
 /// Reads the replay log after an offset. KEYS: events, head. ARGV: offset,
 /// most frames. Answers the head offset (or false), the highest offset
 /// trimmed from the log (or false), then offset/frame pairs.
-const REPLAY: &str = r"
-local head = redis.call('HMGET', KEYS[2], 'offset', 'trimmed')
-local frames = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-return { head[1], head[2], frames }
-";
+const REPLAY: &str = include_str!("lua/replay.lua");
 
 /// Reads some messages' counts with the chat's head, atomically. KEYS:
 /// head, reactions. ARGV: message ids. Answers head offset (or false), head
 /// id (or false), then the counts (JSON, or false for none) in order.
-const COUNTS: &str = r"
-local head = redis.call('HMGET', KEYS[1], 'offset', 'id')
-return { head[1], head[2], redis.call('HMGET', KEYS[2], unpack(ARGV)) }
-";
+const COUNTS: &str = include_str!("lua/counts.lua");
 
 /// Some messages' reaction counts as of a point of the chat's log.
 #[derive(Debug, Clone, PartialEq, Eq)]

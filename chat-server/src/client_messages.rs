@@ -21,24 +21,10 @@ const PENDING: &str = "pending";
 /// the field): a server that died between its write and `complete` left a
 /// claim that is pending or lapsed, and the projector knows what the write
 /// became. Else answers the pending marker, or sets it and answers nothing.
-const CLAIM: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return held end
-local id = redis.call('HGET', KEYS[2], ARGV[3])
-if id then
-  local body = redis.call('HGET', KEYS[3], id)
-  if body then return body end
-end
-if held then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-";
+const CLAIM: &str = include_str!("lua/claim.lua");
 
 /// Removes the pending marker, never a stored message.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
+const RELEASE: &str = include_str!("lua/release.lua");
 
 /// What a claim on a `clientMessageId` found.
 #[derive(Debug)]

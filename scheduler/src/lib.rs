@@ -91,54 +91,17 @@ pub enum Error {
 
 /// Takes or renews the lock. KEYS: lock. ARGV: instance id, TTL ms.
 /// Answers 1 when this instance holds the lock afterwards.
-const LOCK: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
+const LOCK: &str = include_str!("lua/lock.lua");
 
 /// Gives the lock up if held. KEYS: lock. ARGV: instance id.
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-";
+const UNLOCK: &str = include_str!("lua/unlock.lua");
 
 /// One tick, only while this instance holds the lock. KEYS: lock, the
 /// counters of the second, the flags. ARGV: instance id, threshold, the
 /// second, the expiry a flag set now gets, now (ms), the changes channel.
 /// Answers the chats that became hot, the chats cleared, and how many are
 /// hot; or `{-1}` when another instance leads.
-const TICK: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-local threshold, second, expiry, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local channel = ARGV[6]
-local became, cleared = {}, {}
-local counts = redis.call('HGETALL', KEYS[2])
-for i = 1, #counts, 2 do
-  local chat, n = counts[i], tonumber(counts[i + 1])
-  if n >= threshold then
-    local was = redis.call('ZSCORE', KEYS[3], chat)
-    redis.call('ZADD', KEYS[3], 'GT', expiry, chat)
-    if (not was) or tonumber(was) <= now then
-      table.insert(became, chat)
-      redis.call('PUBLISH', channel, cjson.encode({chat = chat, hot = true, ['until'] = expiry, second = second}))
-    end
-  end
-end
-for _, chat in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-  redis.call('ZREM', KEYS[3], chat)
-  table.insert(cleared, chat)
-  redis.call('PUBLISH', channel, cjson.encode({chat = chat, hot = false, ['until'] = now, second = second}))
-end
-return {became, cleared, redis.call('ZCARD', KEYS[3])}
-";
+const TICK: &str = include_str!("lua/tick.lua");
 
 #[derive(Debug)]
 struct Inner {

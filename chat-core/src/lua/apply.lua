@@ -1,0 +1,72 @@
+local messages, bodies, client_ids, head_key, reactions, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local counts_prefix, users_prefix, retention, log_length = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local function publish_counts(message)
+  local flat = redis.call('HGETALL', counts_prefix .. message)
+  if #flat == 0 then
+    redis.call('HDEL', reactions, message)
+  else
+    local counts = {}
+    for j = 1, #flat, 2 do counts[flat[j]] = tonumber(flat[j + 1]) end
+    redis.call('HSET', reactions, message, cjson.encode(counts))
+  end
+end
+local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
+local applied = 0
+for i = 5, #ARGV, 8 do
+  local kind, id, offset = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if offset > head then
+    if kind == 'm' then
+      local user, client_id, body = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+      local fresh = true
+      if client_id ~= '' then
+        local field = user .. '\n' .. client_id
+        local first = redis.call('HGET', client_ids, field)
+        if first and first ~= id then fresh = false else redis.call('HSET', client_ids, field, id) end
+      end
+      if fresh then
+        redis.call('ZADD', messages, offset, id)
+        redis.call('HSET', bodies, id, body)
+        local excess = redis.call('ZCARD', messages) - retention
+        if excess > 0 then
+          for _, old in ipairs(redis.call('ZRANGE', messages, 0, excess - 1)) do
+            local stored = cjson.decode(redis.call('HGET', bodies, old) or '{}')
+            if stored.clientMessageId then
+              local field = stored.userId .. '\n' .. stored.clientMessageId
+              if redis.call('HGET', client_ids, field) == old then redis.call('HDEL', client_ids, field) end
+            end
+            redis.call('HDEL', bodies, old)
+            redis.call('HDEL', reactions, old)
+            redis.call('DEL', counts_prefix .. old, users_prefix .. old)
+          end
+          redis.call('ZREMRANGEBYRANK', messages, 0, excess - 1)
+        end
+      end
+    else
+      local message, user, emoji, action = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+      if redis.call('HEXISTS', bodies, message) == 1 then
+        local users, counts = users_prefix .. message, counts_prefix .. message
+        local field = emoji .. '\n' .. user
+        if action == 'add' then
+          if redis.call('HSETNX', users, field, '1') == 1 then
+            redis.call('HINCRBY', counts, emoji, 1)
+            publish_counts(message)
+          end
+        elseif redis.call('HDEL', users, field) == 1 then
+          if redis.call('HINCRBY', counts, emoji, -1) <= 0 then redis.call('HDEL', counts, emoji) end
+          publish_counts(message)
+        end
+      end
+    end
+    redis.call('ZADD', events, offset, ARGV[i + 7])
+    head = offset
+    redis.call('HSET', head_key, 'offset', ARGV[i + 2], 'id', id)
+    applied = applied + 1
+  end
+end
+local extra = redis.call('ZCARD', events) - log_length
+if extra > 0 then
+  local cut = redis.call('ZRANGE', events, extra - 1, extra - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', events, 0, extra - 1)
+  redis.call('HSET', head_key, 'trimmed', cut[2])
+end
+return applied
