@@ -1,0 +1,307 @@
+//! The whole system in processes of its own: Tansu, redis-server, two
+//! chat-servers, two publish-servers and the scheduler.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::*;
+
+/// Where the broker keeps its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BrokerStorage {
+    /// In the broker's own memory (Tansu's `memory://` engine): it dies
+    /// with the broker.
+    #[default]
+    Memory,
+    /// In an S3 bucket (Tansu's `s3://` engine, the same engine as memory
+    /// over another object store), served by moto's S3 server in a process
+    /// of its own: the broker can be killed and restarted with its log kept.
+    S3,
+}
+
+/// Settings of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where the broker keeps its log.
+    pub broker_storage: BrokerStorage,
+    /// Extra environment for both chat-servers.
+    pub chat_env: Vec<(String, String)>,
+    /// Extra environment for both publish-servers.
+    pub publish_env: Vec<(String, String)>,
+}
+
+/// The whole system. Dropping it kills every process and removes its data.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub redis: Service,
+    /// The S3 server holding the broker's log, with `BrokerStorage::S3`.
+    pub s3: Option<Service>,
+    pub kafka: Service,
+    pub chat: Vec<Service>,
+    pub publish: Vec<Service>,
+    pub scheduler: Service,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    pub async fn start(options: Options) -> Self {
+        let dir = std::env::temp_dir().join(unique("faults"));
+        std::fs::create_dir_all(&dir).expect("data folder");
+        let service = |name: &str, program: PathBuf, ready| Service {
+            name: name.to_owned(),
+            port: free_port(),
+            program,
+            args: Vec::new(),
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ready,
+            dir: dir.clone(),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        };
+
+        let mut redis = service("redis", "redis-server".into(), Ready::Tcp);
+        redis.args = vec![
+            "--port".into(),
+            redis.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            "always".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ];
+        redis.start().await;
+
+        let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
+        let mut kafka = service("tansu", tansu.into(), Ready::Tcp);
+        let mut s3 = None;
+        let storage = match options.broker_storage {
+            BrokerStorage::Memory => "memory://tansu/",
+            BrokerStorage::S3 => {
+                let mut server = service("s3", "python3".into(), Ready::Tcp);
+                server.args = ["-m", "moto.server", "-H", "127.0.0.1", "-p"]
+                    .map(String::from)
+                    .to_vec();
+                server.args.push(server.port.to_string());
+                server.start().await;
+                let bucket = format!("{}/tansu", server.base());
+                let created = reqwest::Client::new()
+                    .put(&bucket)
+                    .send()
+                    .await
+                    .expect("S3 server answers");
+                assert!(created.status().is_success(), "bucket: {created:?}");
+                kafka.env.extend(
+                    [
+                        ("AWS_ACCESS_KEY_ID", "faults".to_owned()),
+                        ("AWS_SECRET_ACCESS_KEY", "faults".to_owned()),
+                        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+                        ("AWS_ENDPOINT", server.base()),
+                        ("AWS_ALLOW_HTTP", "true".to_owned()),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v)),
+                );
+                s3 = Some(server);
+                "s3://tansu/"
+            }
+        };
+        let listener = format!("tcp://127.0.0.1:{}", kafka.port);
+        kafka.args = vec![
+            "broker".into(),
+            "--listener-url".into(),
+            listener.clone(),
+            "--advertised-listener-url".into(),
+            listener,
+            "--storage-engine".into(),
+            storage.into(),
+        ];
+        kafka.start().await;
+
+        let brokers = format!("127.0.0.1:{}", kafka.port);
+        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+        let common = [
+            ("KAFKA_BROKERS", brokers),
+            ("KAFKA_TOPIC", "chat-events".to_owned()),
+            ("REDIS_URL", redis_url),
+            ("REDIS_KEY_PREFIX", "faults".to_owned()),
+        ];
+        let mut chat = Vec::new();
+        for i in 0..2 {
+            let mut s = service(
+                &format!("chat-server-{i}"),
+                workspace_bin("chat-server"),
+                Ready::Health,
+            );
+            s.env
+                .extend(common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            s.env.extend(
+                [
+                    ("CHAT_SERVER_LISTEN", format!("127.0.0.1:{}", s.port)),
+                    ("KAFKA_CREATE_TOPIC", "true".to_owned()),
+                    ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
+                    ("KAFKA_DELIVERY_TIMEOUT_MS", "3000".to_owned()),
+                    ("USER_MESSAGES_PER_SEC", "0".to_owned()),
+                    ("USER_REACTIONS_PER_SEC", "0".to_owned()),
+                    ("EXPECTED_INSTANCES", "2".to_owned()),
+                ]
+                .map(|(k, v)| (k.to_owned(), v)),
+            );
+            s.env.extend(options.chat_env.iter().cloned());
+            s.start().await;
+            chat.push(s);
+        }
+        let mut publish = Vec::new();
+        for i in 0..2 {
+            let mut s = service(
+                &format!("publish-server-{i}"),
+                workspace_bin("publish-server"),
+                Ready::Health,
+            );
+            s.env
+                .extend(common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            s.env.extend(
+                [
+                    ("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{}", s.port)),
+                    ("MAX_STREAMS_PER_ADDRESS", "0".to_owned()),
+                ]
+                .map(|(k, v)| (k.to_owned(), v)),
+            );
+            s.env.extend(options.publish_env.iter().cloned());
+            s.start().await;
+            publish.push(s);
+        }
+        let mut scheduler = service("scheduler", workspace_bin("scheduler"), Ready::Health);
+        scheduler
+            .env
+            .extend(common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        scheduler.env.push((
+            "SCHEDULER_LISTEN".into(),
+            format!("127.0.0.1:{}", scheduler.port),
+        ));
+        scheduler.start().await;
+
+        let cluster = Self {
+            dir,
+            redis,
+            s3,
+            kafka,
+            chat,
+            publish,
+            scheduler,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        for s in cluster.chat.iter().chain(&cluster.publish) {
+            cluster.until_ready(s).await;
+        }
+        cluster
+    }
+
+    /// Waits until `service` answers `/readyz` with 200 (60 s at most).
+    pub async fn until_ready(&self, service: &Service) {
+        let url = format!("{}/readyz", service.base());
+        eventually(
+            Duration::from_secs(60),
+            &format!("{} ready", service.name),
+            || async {
+                self.http
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+
+    pub fn chat_bases(&self) -> Vec<String> {
+        self.chat.iter().map(Service::base).collect()
+    }
+
+    pub fn publish_bases(&self) -> Vec<String> {
+        self.publish.iter().map(Service::base).collect()
+    }
+
+    /// Every message of `chat` through the fetch API, oldest first: the
+    /// latest page, then older pages with `before`.
+    pub async fn fetch_all(&self, chat: &str) -> Vec<(String, String)> {
+        let base = &self.chat[0].base();
+        let mut pages = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let mut url = format!("{base}/api/chats/{chat}/messages?limit=100");
+            if let Some(before) = &before {
+                url.push_str(&format!("&before={before}"));
+            }
+            // A chat still hot answers 429 beyond its budget: wait as its
+            // Retry-After says, as a client would.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let response = loop {
+                let response = self.http.get(&url).send().await.expect("fetch");
+                if response.status() != 429 {
+                    break response;
+                }
+                assert!(Instant::now() < deadline, "{chat} throttled for 60 s");
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            };
+            let page: Value = response
+                .error_for_status()
+                .expect("fetch answers 200")
+                .json()
+                .await
+                .expect("fetch JSON");
+            let messages: Vec<(String, String)> = page["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_str().expect("id").to_owned(),
+                        m["text"].as_str().expect("text").to_owned(),
+                    )
+                })
+                .collect();
+            before = messages.first().map(|(id, _)| id.clone());
+            let older = page["hasOlder"] == true;
+            pages.push(messages);
+            if !older || before.is_none() {
+                break;
+            }
+        }
+        pages.into_iter().rev().flatten().collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in self.chat.iter_mut().chain(&mut self.publish).chain([
+            &mut self.scheduler,
+            &mut self.kafka,
+            &mut self.redis,
+        ]) {
+            s.kill();
+        }
+        if let Some(s3) = &mut self.s3 {
+            s3.kill();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The load that runs throughout a scenario: posting clients and SSE
+//! subscribers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::*;
+
+/// What a POST ended as, counted by kind.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub created: AtomicU64,
+    pub unavailable: AtomicU64,
+    pub conflict: AtomicU64,
+    pub other_status: AtomicU64,
+    pub transport_error: AtomicU64,
+    pub retried_then_created: AtomicU64,
+}
+
+impl Outcomes {
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "201 {} (after a retry {}), 503 {}, 409 {}, other status {}, no answer {}",
+            Self::get(&self.created),
+            Self::get(&self.retried_then_created),
+            Self::get(&self.unavailable),
+            Self::get(&self.conflict),
+            Self::get(&self.other_status),
+            Self::get(&self.transport_error),
+        )
+    }
+}
+
+/// A message that got its 201.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub id: String,
+    pub text: String,
+    pub at: Instant,
+}
+
+/// What one subscriber received.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Messages in arrival order: (id, text).
+    pub messages: Vec<(String, String)>,
+    pub resets: u64,
+    pub reconnects: u64,
+}
+
+/// Posting clients and SSE subscribers running against a cluster.
+#[derive(Debug)]
+pub struct Load {
+    pub chats: Vec<String>,
+    pub acked: Arc<Mutex<HashMap<String, Vec<Acked>>>>,
+    pub outcomes: Arc<Outcomes>,
+    /// Per chat, one entry per subscriber.
+    pub received: HashMap<String, Vec<Arc<Mutex<Received>>>>,
+    stop_posting: CancellationToken,
+    stop_streaming: CancellationToken,
+    posters: Vec<tokio::task::JoinHandle<()>>,
+    subscribers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `posters` clients each post one message every `every` round-robin
+    /// over `chats` chats and both chat-servers, retrying a refused post
+    /// with its `clientMessageId`; `per_chat` subscribers per chat stream
+    /// from the publish-servers, reconnecting with `Last-Event-ID` (to the
+    /// other server) when a stream ends. Returns once every subscriber is
+    /// connected.
+    pub async fn start(
+        cluster: &Cluster,
+        chats: usize,
+        per_chat: usize,
+        posters: usize,
+        every: Duration,
+    ) -> Self {
+        Self::start_with(cluster, chats, per_chat, posters, every, true).await
+    }
+
+    /// As `start`; without `client_ids` the posts carry no
+    /// `clientMessageId` and a refused post is not retried (a retry could
+    /// store it twice).
+    pub async fn start_with(
+        cluster: &Cluster,
+        chats: usize,
+        per_chat: usize,
+        posters: usize,
+        every: Duration,
+        client_ids: bool,
+    ) -> Self {
+        let tag = unique("c");
+        let chats: Vec<String> = (0..chats)
+            .map(|i| format!("{}-{i}", tag.replace(['.', ':'], "-")))
+            .collect();
+        let stop_posting = CancellationToken::new();
+        let stop_streaming = CancellationToken::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client");
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let mut received = HashMap::new();
+        let mut subscribers = Vec::new();
+        let connected = Arc::new(AtomicU64::new(0));
+        let publish = cluster.publish_bases();
+        for chat in &chats {
+            let mut list = Vec::new();
+            for i in 0..per_chat {
+                let got = Arc::new(Mutex::new(Received::default()));
+                list.push(got.clone());
+                subscribers.push(tokio::spawn(subscribe(
+                    stream_http.clone(),
+                    publish.clone(),
+                    chat.clone(),
+                    i,
+                    got,
+                    connected.clone(),
+                    stop_streaming.clone(),
+                )));
+            }
+            received.insert(chat.clone(), list);
+        }
+        let want = (chats.len() * per_chat) as u64;
+        eventually(
+            Duration::from_secs(60),
+            "every subscriber connected",
+            || {
+                let connected = connected.clone();
+                async move { (connected.load(Ordering::Relaxed) >= want).then_some(()) }
+            },
+        )
+        .await;
+
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let outcomes = Arc::new(Outcomes::default());
+        let bases = cluster.chat_bases();
+        let posters = (0..posters)
+            .map(|i| {
+                tokio::spawn(post(
+                    http.clone(),
+                    bases.clone(),
+                    chats.clone(),
+                    format!("{tag}-{i}"),
+                    i,
+                    every,
+                    client_ids,
+                    acked.clone(),
+                    outcomes.clone(),
+                    stop_posting.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            chats,
+            acked,
+            outcomes,
+            received,
+            stop_posting,
+            stop_streaming,
+            posters,
+            subscribers,
+        }
+    }
+
+    /// Messages acknowledged so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked
+            .lock()
+            .expect("acked")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Stops posting (posts in flight finish, retries included), then
+    /// waits until every subscriber holds every acknowledged message of
+    /// its chat, or `limit` passed; then stops the subscribers.
+    pub async fn finish(mut self, limit: Duration) -> Report {
+        self.stop_posting.cancel();
+        for poster in self.posters.drain(..) {
+            poster.await.expect("poster");
+        }
+        let acked = self.acked.lock().expect("acked").clone();
+        let deadline = Instant::now() + limit;
+        let drained_at = loop {
+            let complete = self.received.iter().all(|(chat, subs)| {
+                let want: HashSet<&str> = acked
+                    .get(chat)
+                    .map(|a| a.iter().map(|m| m.id.as_str()).collect())
+                    .unwrap_or_default();
+                subs.iter().all(|got| {
+                    let got = got.lock().expect("received");
+                    let have: HashSet<&str> =
+                        got.messages.iter().map(|(id, _)| id.as_str()).collect();
+                    want.is_subset(&have)
+                })
+            });
+            if complete || Instant::now() >= deadline {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.stop_streaming.cancel();
+        for s in self.subscribers.drain(..) {
+            let _ = s.await;
+        }
+        let received = self
+            .received
+            .iter()
+            .map(|(chat, subs)| {
+                (
+                    chat.clone(),
+                    subs.iter()
+                        .map(|r| std::mem::take(&mut *r.lock().expect("received")))
+                        .collect(),
+                )
+            })
+            .collect();
+        Report {
+            chats: self.chats.clone(),
+            acked,
+            received,
+            outcomes: self.outcomes.clone(),
+            drained_at,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn post(
+    http: reqwest::Client,
+    bases: Vec<String>,
+    chats: Vec<String>,
+    tag: String,
+    poster: usize,
+    every: Duration,
+    client_ids: bool,
+    acked: Arc<Mutex<HashMap<String, Vec<Acked>>>>,
+    outcomes: Arc<Outcomes>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0u64.. {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let chat = &chats[(n as usize + poster) % chats.len()];
+        let text = format!("{tag}-{n}");
+        let mut body = json!({"userId": format!("poster-{poster}"), "text": text});
+        if client_ids {
+            body["clientMessageId"] = json!(text);
+        }
+        // A refused post is retried with its clientMessageId, on the other
+        // server, for up to 30 s; it is given up only then.
+        let give_up = Instant::now()
+            + if client_ids {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            };
+        for attempt in 0usize.. {
+            let base = &bases[(n as usize + attempt) % bases.len()];
+            let answer = http
+                .post(format!("{base}/api/chats/{chat}/messages"))
+                .json(&body)
+                .send()
+                .await;
+            let counter = match &answer {
+                Ok(r) if r.status() == 201 || r.status() == 200 => None,
+                Ok(r) if r.status() == 503 => Some(&outcomes.unavailable),
+                Ok(r) if r.status() == 409 => Some(&outcomes.conflict),
+                Ok(_) => Some(&outcomes.other_status),
+                Err(_) => Some(&outcomes.transport_error),
+            };
+            match counter {
+                None => {
+                    let stored: Value = answer.expect("answer").json().await.unwrap_or(Value::Null);
+                    if let Some(id) = stored["id"].as_str() {
+                        outcomes.created.fetch_add(1, Ordering::Relaxed);
+                        if attempt > 0 {
+                            outcomes
+                                .retried_then_created
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        acked
+                            .lock()
+                            .expect("acked")
+                            .entry(chat.clone())
+                            .or_default()
+                            .push(Acked {
+                                id: id.to_owned(),
+                                text: text.clone(),
+                                at: Instant::now(),
+                            });
+                    }
+                    break;
+                }
+                Some(counter) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if Instant::now() >= give_up {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn subscribe(
+    http: reqwest::Client,
+    bases: Vec<String>,
+    chat: String,
+    index: usize,
+    got: Arc<Mutex<Received>>,
+    connected: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut last_id: Option<String> = None;
+    let mut first = true;
+    for attempt in index.. {
+        if stop.is_cancelled() {
+            return;
+        }
+        let base = &bases[attempt % bases.len()];
+        let mut request = http.get(format!("{base}/api/chats/{chat}/events"));
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = tokio::select! {
+            () = stop.cancelled() => return,
+            r = request.send() => r,
+        };
+        match response {
+            Ok(r) if r.status() == 200 => {
+                if first {
+                    connected.fetch_add(1, Ordering::Relaxed);
+                    first = false;
+                }
+                let mut body = r.bytes_stream();
+                let mut buffer = Vec::new();
+                loop {
+                    let chunk = tokio::select! {
+                        () = stop.cancelled() => return,
+                        c = body.next() => c,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    buffer.extend_from_slice(&chunk);
+                    while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                        let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                        let SseBlock { id, event, data } =
+                            SseBlock::parse(&String::from_utf8_lossy(&block));
+                        let data = data.and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                        let mut got = got.lock().expect("received");
+                        match event.as_deref() {
+                            Some("message") => {
+                                let text = data
+                                    .as_ref()
+                                    .and_then(|d| d["text"].as_str())
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                got.messages.push((id.clone().unwrap_or_default(), text));
+                            }
+                            Some("reset") => {
+                                got.resets += 1;
+                            }
+                            _ => {}
+                        }
+                        if id.is_some() {
+                            last_id = id;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        got.lock().expect("received").reconnects += 1;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
