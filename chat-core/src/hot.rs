@@ -119,19 +119,6 @@ impl HotChats {
         metrics::gauge!("hot_store_up").set(if up { 1.0 } else { 0.0 });
     }
 
-    /// The chats hot now, for metrics and tests.
-    pub fn hot_now(&self) -> Vec<String> {
-        let now = now_millis();
-        let flags = self.flags.read().unwrap_or_else(|e| e.into_inner());
-        let mut hot: Vec<String> = flags
-            .iter()
-            .filter(|&(_, &until)| until > now || !self.store_up())
-            .map(|(chat, _)| chat.clone())
-            .collect();
-        hot.sort();
-        hot
-    }
-
     /// Applies an announcement; answers whether the chat just became hot.
     pub fn apply(&self, change: &HotChange) -> bool {
         let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());

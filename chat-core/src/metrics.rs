@@ -20,8 +20,234 @@ const SECONDS_BUCKETS: &[f64] = &[
 /// memory grows with traffic until someone scrapes `/metrics`.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The process's metrics recorder, installed on first use, with a thread
-/// that folds histogram samples into their buckets every `UPKEEP_EVERY`.
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric of the three servers: name, kind, and the HELP text of its
+/// exposition. A metric recorded anywhere is listed here, once; a test of
+/// each server holds its `/metrics` to having HELP for every metric.
+pub const CATALOG: &[(&str, Kind, &str)] = &[
+    // Every server.
+    (
+        "http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by route template, method and status.",
+    ),
+    (
+        "http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer an HTTP request (to the head of a stream), by route and method.",
+    ),
+    // chat-server: writes.
+    (
+        "kafka_produce_duration_seconds",
+        Kind::Histogram,
+        "Time from handing an event to the producer to Kafka's acknowledgement.",
+    ),
+    (
+        "kafka_produce_errors_total",
+        Kind::Counter,
+        "Events Kafka did not acknowledge.",
+    ),
+    // chat-server: the fetch API and hot chats.
+    (
+        "fetch_requests_total",
+        Kind::Counter,
+        "Fetch API requests, by status.",
+    ),
+    (
+        "fetch_duration_seconds",
+        Kind::Histogram,
+        "Time to answer a fetch API request.",
+    ),
+    (
+        "fetch_counts_flushed_total",
+        Kind::Counter,
+        "Fetches counted toward their chats' rates and flushed to Redis.",
+    ),
+    (
+        "fetch_counts_dropped_total",
+        Kind::Counter,
+        "Fetch counts dropped because the hot-chat Redis did not take them.",
+    ),
+    (
+        "hot_fetches_total",
+        Kind::Counter,
+        "Fetches of hot chats by throttle mode (redis or local) and outcome (admitted or throttled).",
+    ),
+    (
+        "hot_chats",
+        Kind::Gauge,
+        "Chats this server knows to be hot.",
+    ),
+    (
+        "hot_store_up",
+        Kind::Gauge,
+        "1 while the hot-chat Redis answers, 0 while hot chats are throttled locally.",
+    ),
+    (
+        "hotchat_flag_delay_seconds",
+        Kind::Histogram,
+        "From the end of the second that made a chat hot to this server learning of it.",
+    ),
+    // chat-server: the projector.
+    (
+        "projector_events_applied_total",
+        Kind::Counter,
+        "Events the projector applied to the read model.",
+    ),
+    (
+        "projector_malformed_records_total",
+        Kind::Counter,
+        "Records the projector skipped because they are not chat events.",
+    ),
+    (
+        "projector_redis_errors_total",
+        Kind::Counter,
+        "Failed writes of the projector to Redis (each retried).",
+    ),
+    (
+        "projector_rejoins_total",
+        Kind::Counter,
+        "Times the projector left and rejoined its group because the group left the log unread.",
+    ),
+    (
+        "projector_lag_records",
+        Kind::Gauge,
+        "Records of the topic the projector has not applied yet.",
+    ),
+    (
+        "projector_lag_seconds",
+        Kind::Gauge,
+        "Age of the newest record the projector applied, 0 when caught up.",
+    ),
+    // publish-server.
+    ("publish_connections", Kind::Gauge, "Open event streams."),
+    (
+        "publish_hubs",
+        Kind::Gauge,
+        "Chats with a hub (streamed or recently streamed).",
+    ),
+    (
+        "publish_events_in_total",
+        Kind::Counter,
+        "Records read from Kafka.",
+    ),
+    (
+        "publish_malformed_records_total",
+        Kind::Counter,
+        "Records skipped because they are not chat events.",
+    ),
+    (
+        "publish_consumer_lag_seconds",
+        Kind::Gauge,
+        "Age of the newest record read from Kafka.",
+    ),
+    (
+        "publish_event_delay_seconds",
+        Kind::Histogram,
+        "Each event's time from its producer to this reader (the Kafka hop).",
+    ),
+    (
+        "publish_frames_delivered_total",
+        Kind::Counter,
+        "Frames written to subscribers' sockets.",
+    ),
+    (
+        "publish_coalesced_frames_total",
+        Kind::Counter,
+        "Coalesced `reactions` frames sent for hot chats.",
+    ),
+    (
+        "publish_replays_total",
+        Kind::Counter,
+        "Resumes served from memory or Redis, by source.",
+    ),
+    (
+        "publish_resets_total",
+        Kind::Counter,
+        "Streams told `reset`: their position could not be replayed.",
+    ),
+    (
+        "publish_slow_subscriber_catchups_total",
+        Kind::Counter,
+        "Subscribers that fell behind the live feed and caught up from the chat's buffer.",
+    ),
+    (
+        "publish_heap_in_use_bytes",
+        Kind::Gauge,
+        "Heap bytes in use, as the allocator reports them.",
+    ),
+    (
+        "publish_memory_trims_total",
+        Kind::Counter,
+        "Times the heap was trimmed to give memory back, by reason.",
+    ),
+    (
+        "publish_memory_trim_seconds",
+        Kind::Histogram,
+        "How long each heap trim held the allocator.",
+    ),
+    (
+        "publish_fanout_delay_seconds",
+        Kind::Histogram,
+        "From an event's arrival at its chat's hub to a live subscriber's socket taking it.",
+    ),
+    // The scheduler.
+    (
+        "scheduler_leader",
+        Kind::Gauge,
+        "1 while this replica leads, 0 while it stands by.",
+    ),
+    (
+        "scheduler_hot_chats",
+        Kind::Gauge,
+        "Chats flagged hot after the last tick.",
+    ),
+    (
+        "scheduler_tick_duration_seconds",
+        Kind::Histogram,
+        "Time a tick took, in one Redis round trip.",
+    ),
+    (
+        "scheduler_tick_lateness_seconds",
+        Kind::Histogram,
+        "How late a tick started after its due time.",
+    ),
+    (
+        "scheduler_tick_errors_total",
+        Kind::Counter,
+        "Ticks that failed.",
+    ),
+];
+
+/// The HELP text of the catalogue's metric `name` (empty for none).
+pub fn help(name: &str) -> &'static str {
+    CATALOG
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map_or("", |(_, _, help)| help)
+}
+
+/// Gives every metric of the catalogue its HELP text.
+fn describe() {
+    for &(name, kind, help) in CATALOG {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+/// The process's metrics recorder, installed on first use, with every
+/// metric described, and a thread that folds histogram samples into their
+/// buckets every `UPKEEP_EVERY`.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -34,6 +260,7 @@ pub fn handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            describe();
             let upkeep = handle.clone();
             let spawned = std::thread::Builder::new()
                 .name("metrics-upkeep".into())

@@ -26,11 +26,6 @@ impl Keys {
         }
     }
 
-    /// The prefix every key starts with.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The read model of one chat.
     pub fn chat(&self, chat: &ChatId) -> ChatKeys {
         let base = format!("{}:{{c:{}}}", self.prefix, chat.as_str());

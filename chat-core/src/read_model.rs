@@ -35,8 +35,8 @@ const ADVANCE: &str = include_str!("lua/advance.lua");
 const FETCH: &str = include_str!("lua/fetch.lua");
 
 /// Reads the replay log after an offset. KEYS: events, head. ARGV: offset,
-/// most frames. Answers the head offset (or false), the highest offset
-/// trimmed from the log (or false), then offset/frame pairs.
+/// most frames. Answers the highest offset trimmed from the log (or
+/// false), then offset/frame pairs.
 const REPLAY: &str = include_str!("lua/replay.lua");
 
 /// Reads some messages' counts with the chat's head, atomically. KEYS:
@@ -57,8 +57,6 @@ pub struct CountsAsOf {
 /// What the replay log of a chat holds after a given offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
-    /// The offset of the last event applied to the chat, if any.
-    pub head: Option<i64>,
     /// Events up to this offset were dropped from the log.
     pub trimmed: Option<i64>,
     /// Offsets and SSE frames, oldest first.
@@ -259,7 +257,7 @@ impl ReadModel {
             .arg(self.keys.projected(&self.topic, after.partition))
             .query_async(&mut conn)
             .await?;
-        let (head, trimmed, flat): (Option<i64>, Option<i64>, Vec<redis::Value>) = self
+        let (trimmed, flat): (Option<i64>, Vec<redis::Value>) = self
             .replay
             .key(&keys.events)
             .key(&keys.head)
@@ -277,7 +275,6 @@ impl ReadModel {
             ));
         }
         Ok(Replay {
-            head,
             trimmed,
             frames,
             projected,

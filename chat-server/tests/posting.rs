@@ -267,6 +267,11 @@ async fn health_readiness_and_metrics_answer() {
         .text()
         .await
         .expect("text");
+    assert_eq!(
+        test_support::undescribed(&metrics),
+        Vec::<&str>::new(),
+        "every metric has HELP"
+    );
     assert!(
         metrics
             .lines()

@@ -169,9 +169,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = state.0.metrics.render();
+    const FANOUT_DELAY: &str = "publish_fanout_delay_seconds";
     fanout::FANOUT_DELAY.render(
-        "publish_fanout_delay_seconds",
-        "From an event's arrival at its chat's hub to a live subscriber's socket taking it.",
+        FANOUT_DELAY,
+        chat_core::metrics::help(FANOUT_DELAY),
         &mut body,
     );
     chat_core::metrics::text(body)

@@ -142,5 +142,10 @@ async fn refusals_limits_cors_and_heartbeats() {
     let metrics = world.metrics(&publish).await;
     assert!(metrics.contains("publish_connections"), "{metrics}");
     assert!(metrics.contains("publish_resets_total"), "{metrics}");
+    assert_eq!(
+        test_support::undescribed(&metrics),
+        Vec::<&str>::new(),
+        "every metric has HELP"
+    );
     publish.stop().await;
 }

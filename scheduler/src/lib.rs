@@ -65,7 +65,7 @@ pub struct Config {
 
     /// How long after each wall-clock second the tick runs, in
     /// milliseconds, so the servers' last counter flush of that second
-    /// (every 100 ms) has landed.
+    /// (every `--fetch-count-flush-ms` of chat-server) has landed.
     #[arg(long, env = "TICK_OFFSET_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(0..=900))]
     pub tick_offset_ms: u64,
@@ -310,14 +310,15 @@ async fn run_tick(state: &AppState, second: i64) -> redis::RedisResult<()> {
         .arg(inner.keys.hot_changes_channel())
         .invoke_async(&mut conn)
         .await?;
+    // `{-1}`: another replica took the lock since this one last renewed it.
+    if let redis::Value::Array(items) = &reply
+        && matches!(items.as_slice(), [redis::Value::Int(-1)])
+    {
+        state.set_leader(false);
+        return Ok(());
+    }
     let (became, cleared, hot): (Vec<String>, Vec<String>, i64) =
-        match redis::from_redis_value_ref::<(Vec<String>, Vec<String>, i64)>(&reply) {
-            Ok(parts) => parts,
-            Err(_) => {
-                state.set_leader(false);
-                return Ok(());
-            }
-        };
+        redis::from_redis_value_ref(&reply)?;
     metrics::gauge!("scheduler_hot_chats").set(hot as f64);
     for chat in &became {
         info!(%chat, second, "chat is hot");

@@ -132,6 +132,27 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         ) > 0.0
     );
     assert!(metric(&text, "hotchat_flag_delay_seconds_count", &[]) > 0.0);
+    assert_eq!(
+        test_support::undescribed(&text),
+        Vec::<&str>::new(),
+        "every metric of chat-server has HELP"
+    );
+    let own = world
+        .http
+        .get(scheduler.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metric(&own, "scheduler_leader", &[]) >= 0.0);
+    assert!(own.contains("scheduler_tick_duration_seconds"), "{own}");
+    assert_eq!(
+        test_support::undescribed(&own),
+        Vec::<&str>::new(),
+        "every metric of the scheduler has HELP"
+    );
     scheduler.stop().await;
     chat.stop().await;
 }

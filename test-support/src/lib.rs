@@ -250,6 +250,19 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// The metrics of a Prometheus text exposition that have a `# TYPE` but
+/// no `# HELP` line.
+pub fn undescribed(text: &str) -> Vec<&str> {
+    let described: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP ")?.split(' ').next())
+        .collect();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
+        .filter(|name| !described.contains(name))
+        .collect()
+}
+
 /// The fields of one SSE block (the text up to a blank line), as a client
 /// reads them: `id:`, `event:` and `data:` (the server writes each once
 /// and on one line).

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs what the given tools need when it is absent, and skips what is
+# there: `scripts/ensure.sh redis tansu chromium web jmeter moto wrk`.
+#   redis     redis-server (apt)
+#   tansu     Tansu 0.6.0 with its object-store engine (cargo install, about
+#             15 minutes once; the tests use it in memory and, in the fault
+#             suite, on S3)
+#   chromium  Debian's Chromium and an emoji font (the web UI's e2e tests)
+#   web       the web UI's packages (npm ci) and its build in web/dist
+#   jmeter    Debian's JMeter 2.13 with its HTTP sampler, a Java compiler
+#             for jmeter/'s launcher, and gnuplot (the runner's chart)
+#   moto      moto's S3 server (pip; the fault suite keeps the broker's log in it)
+#   wrk       the HTTP load generator of the benchmarks (apt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_missing=()
+# Queues an OS package for installing when `check` fails.
+need_apt() { # check package...
+  local check="$1"; shift
+  eval "$check" >/dev/null 2>&1 || apt_missing+=("$@")
+}
+
+tansu_installed() { # home version features
+  local bin="$1/bin/tansu"
+  [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "tansu $2" || return 1
+  # cargo records each installed package's features in .crates2.json.
+  python3 - "$1/.crates2.json" "$2" "$3" <<'PY'
+import json, sys
+path, version, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3].split(","))
+try:
+    installs = json.load(open(path))["installs"]
+except (OSError, ValueError, KeyError):
+    sys.exit(1)
+ok = any(key.startswith(f"tansu {version} ") and wanted <= set(info.get("features", []))
+         for key, info in installs.items())
+sys.exit(0 if ok else 1)
+PY
+}
+
+ensure_tansu() {
+  local version=0.6.0 features=dynostore home="${CARGO_HOME:-$HOME/.cargo}"
+  tansu_installed "$home" "$version" "$features" && return 0
+  echo "installing tansu $version ($features) with cargo install (about 15 minutes, once)" >&2
+  cargo install tansu --version "$version" --locked --features "$features"
+  tansu_installed "$home" "$version" "$features" || { echo "tansu $version with $features did not install" >&2; exit 1; }
+}
+
+ensure_moto() {
+  local version=5.2.1
+  python3 - "$version" <<'PY' 2>/dev/null && return 0
+import sys
+from importlib.metadata import version
+import moto.server  # noqa: F401 (the server extra is installed)
+sys.exit(0 if version("moto") == sys.argv[1] else 1)
+PY
+  echo "installing moto[server] $version with pip" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$version"
+  python3 -c 'import moto.server'
+}
+
+ensure_web() {
+  command -v npm >/dev/null 2>&1 || { echo "npm is not installed: the web UI needs Node.js and npm" >&2; exit 1; }
+  (
+    cd web
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+      echo "installing the web UI's packages (npm ci)" >&2
+      npm ci --no-audit --no-fund --loglevel=error
+    fi
+    if [ ! -f dist/index.html ] || [ -n "$(find src index.html package-lock.json vite.config.ts tsconfig.json -newer dist/index.html 2>/dev/null | head -n 1)" ]; then
+      echo "building the web UI (vite build)" >&2
+      npm run --silent build >/dev/null
+    fi
+  )
+}
+
+later=()
+for tool in "$@"; do
+  case "$tool" in
+    redis) need_apt "command -v redis-server" redis-server ;;
+    chromium) need_apt "test -x /usr/bin/chromium" chromium fonts-noto-color-emoji ;;
+    jmeter)
+      need_apt "test -f /usr/share/jmeter/bin/ApacheJMeter.jar" jmeter
+      need_apt "test -f /usr/share/jmeter/lib/ext/ApacheJMeter_http.jar" jmeter-http
+      need_apt "command -v javac" default-jdk-headless
+      need_apt "command -v gnuplot" gnuplot-nox ;;
+    wrk) need_apt "command -v wrk" wrk ;;
+    tansu | moto | web) later+=("$tool") ;;
+    *) echo "scripts/ensure.sh: unknown tool $tool (redis tansu chromium web jmeter moto wrk)" >&2; exit 2 ;;
+  esac
+done
+
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "installing ${apt_missing[*]} with apt-get" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+for tool in "${later[@]}"; do "ensure_$tool"; done

@@ -1,0 +1,74 @@
+# What the scripts share: free ports, starting redis-server and Tansu on
+# them, and stopping everything started, also when a step fails. Source it;
+# it sets an EXIT trap that stops the processes in $pids and removes $work.
+# shellcheck shell=bash
+
+pids=()
+work="$(mktemp -d -t chat.XXXXXX)"
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+
+# Stops every process this script started, newest last.
+stop_all() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+
+cleanup() {
+  local status=$?
+  stop_all
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A TCP port free on 127.0.0.1 now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something listens on 127.0.0.1:port; prints $work/name.log if not.
+wait_for_port() { # name port
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "$1 did not start on port $2; its log:" >&2
+  cat "$work/$1.log" >&2 || true
+  return 1
+}
+
+# Starts a redis-server of this script's own on a free port; sets
+# $redis_port and exports REDIS_URL.
+start_redis() {
+  redis_port="$(free_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  wait_for_port redis "$redis_port"
+  export REDIS_URL="redis://127.0.0.1:$redis_port"
+}
+
+# Starts Tansu in memory on a free port with the topic `chat-events` of
+# the given partitions (Tansu does not create topics on first use); sets
+# $kafka_port and exports KAFKA_BROKERS.
+start_tansu() { # [partitions]
+  kafka_port="$(free_port)"
+  "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  pids+=($!)
+  wait_for_port tansu "$kafka_port"
+  "$tansu_bin" topic create chat-events --broker "tcp://127.0.0.1:$kafka_port" --partitions "${1:-3}" >/dev/null
+  export KAFKA_BROKERS="127.0.0.1:$kafka_port"
+}
+
+# Waits until chat-server (or any of ours) on port answers /readyz.
+wait_ready() { # port [name]
+  for _ in $(seq 1 300); do
+    if curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "${2:-chat-server} on port $1 did not become ready" >&2; return 1
+}
