@@ -51,7 +51,7 @@ pub(crate) enum Command {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct MockBrokerArgs {
-    #[arg(long, default_value = "chat-events")]
+    #[arg(long, default_value = chat_core::names::CHAT_EVENTS_TOPIC)]
     pub(crate) topic: String,
     #[arg(long, default_value_t = 3)]
     pub(crate) partitions: i32,
@@ -136,7 +136,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub(crate) kafka_brokers: String,
     /// Kafka topic (with `--publish kafka`).
-    #[arg(long, default_value = "chat-events")]
+    #[arg(long, default_value = chat_core::names::CHAT_EVENTS_TOPIC)]
     pub(crate) kafka_topic: String,
     /// Posts in flight at most; the pacing waits beyond it.
     #[arg(long, default_value_t = 2000)]

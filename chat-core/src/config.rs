@@ -7,6 +7,37 @@ use rdkafka::ClientConfig;
 
 use crate::names;
 
+/// Where each server listens unless told otherwise, and how the others and
+/// browsers reach it: the one place these defaults are written.
+pub mod defaults {
+    macro_rules! chat_port {
+        () => {
+            "8080"
+        };
+    }
+    macro_rules! publish_port {
+        () => {
+            "8081"
+        };
+    }
+
+    /// chat-server's API (and the web UI).
+    pub const CHAT_SERVER_LISTEN: &str = concat!("127.0.0.1:", chat_port!());
+    /// publish-server's event streams.
+    pub const PUBLISH_SERVER_LISTEN: &str = concat!("127.0.0.1:", publish_port!());
+    /// The scheduler's health and metrics.
+    pub const SCHEDULER_LISTEN: &str = "127.0.0.1:8082";
+    /// publish-server as browsers reach it.
+    pub const PUBLIC_STREAM_URL: &str = concat!("http://127.0.0.1:", publish_port!());
+    /// The origins of the web UI as chat-server serves it.
+    pub const CORS_ORIGINS: &str = concat!(
+        "http://127.0.0.1:",
+        chat_port!(),
+        ",http://localhost:",
+        chat_port!()
+    );
+}
+
 /// Where Kafka is and how the chat events topic is used.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaConfig {

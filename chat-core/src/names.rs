@@ -89,6 +89,18 @@ impl Keys {
     }
 }
 
+/// Joins the two parts of a hash field that names a pair: `userId` and
+/// `clientMessageId` in a chat's client ids, `emoji` and `userId` in a
+/// message's reacting users. User ids, client message ids and emojis hold
+/// no line break. The Lua scripts take it as an argument: it is written
+/// only here.
+pub const FIELD_SEPARATOR: &str = "\n";
+
+/// The field of `client_ids` for a user's `clientMessageId`.
+pub fn client_id_field(user: &UserId, cmid: &ClientMessageId) -> String {
+    format!("{}{FIELD_SEPARATOR}{}", user.as_str(), cmid.as_str())
+}
+
 /// The Redis keys of one chat's read model. They share one hash tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatKeys {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::event::{ChatEvent, Message, ReactionAction};
 use crate::id::EventId;
-use crate::names::Keys;
+use crate::names::{self, Keys};
 use crate::validate::{ChatId, UserId};
 use redis::Script;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use crate::redis_conn::RedisConn;
 
 /// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
 /// head, reactions, events. ARGV: counts prefix, users prefix, retention,
-/// replay log length, then 8 values per event: kind (`m`/`r`), id, offset,
+/// replay log length, the field separator, then 8 values per event: kind (`m`/`r`), id, offset,
 /// for a message userId, clientMessageId (or empty), body, unused; for a
 /// reaction message id, userId, emoji, action; then its SSE frame.
 const APPLY: &str = include_str!("lua/apply.lua");
@@ -28,7 +28,8 @@ const ADVANCE: &str = include_str!("lua/advance.lua");
 
 /// Reads a page of messages with their counts. KEYS: messages, bodies,
 /// head, reactions. ARGV: mode (`after`, `before`, `latest`), offset,
-/// limit, and optionally a user id and the users prefix. Answers head id
+/// limit, and optionally a user id, the users prefix and the field
+/// separator. Answers head id
 /// (or false), has newer (0/1), has older (0/1), the bodies, the counts
 /// (JSON, or false for none), then, given a user, per message the emojis
 /// that user holds, in page order.
@@ -187,7 +188,8 @@ impl ReadModel {
                 .arg(&keys.counts_prefix)
                 .arg(&keys.users_prefix)
                 .arg(self.retention)
-                .arg(self.replay_events);
+                .arg(self.replay_events)
+                .arg(names::FIELD_SEPARATOR);
             for (id, event) in chat_events {
                 encode(&mut call, *id, event);
             }
@@ -232,7 +234,9 @@ impl ReadModel {
             .arg(offset)
             .arg(limit);
         if let Some(user) = user {
-            call.arg(user.as_str()).arg(&keys.users_prefix);
+            call.arg(user.as_str())
+                .arg(&keys.users_prefix)
+                .arg(names::FIELD_SEPARATOR);
         }
         let reply: Vec<redis::Value> = call.invoke_async(&mut conn).await?;
         decode_page(chat, page, reply)

@@ -63,6 +63,13 @@ fn check_id(
     Ok(())
 }
 
+/// The rule of `check_id` as a regular expression (ECMAScript and most
+/// others), for clients that check an id before sending it.
+fn id_pattern(max: usize, extra: &[char]) -> String {
+    let extra: String = extra.iter().map(|c| format!("\\{c}")).collect();
+    format!("^[A-Za-z0-9_\\-{extra}]{{1,{max}}}$")
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $extra:expr, $allowed:literal) => {
         $(#[$doc])*
@@ -74,6 +81,11 @@ macro_rules! id_type {
             /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// The rule ids of this kind follow, as a regular expression.
+            pub fn pattern() -> String {
+                id_pattern($max, $extra)
             }
         }
 
@@ -255,6 +267,24 @@ impl fmt::Display for Emoji {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_patterns_say_what_the_checks_accept() {
+        assert_eq!(ChatId::pattern(), r"^[A-Za-z0-9_\-]{1,64}$");
+        assert_eq!(UserId::pattern(), r"^[A-Za-z0-9_\-\.\@]{1,64}$");
+        // Every printable ASCII character, alone, passes the check exactly
+        // when the pattern's character class lists it.
+        for c in ' '..='~' {
+            let one = c.to_string();
+            let listed = c.is_ascii_alphanumeric() || "_-".contains(c);
+            assert_eq!(one.parse::<ChatId>().is_ok(), listed, "{c:?}");
+            assert_eq!(
+                one.parse::<UserId>().is_ok(),
+                listed || ".@".contains(c),
+                "{c:?}"
+            );
+        }
+    }
 
     #[test]
     fn chat_ids_follow_the_contract() {

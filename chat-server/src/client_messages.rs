@@ -83,7 +83,7 @@ impl ClientMessages {
             .key(&read_model.bodies)
             .arg(PENDING)
             .arg(self.pending_for.as_millis() as u64)
-            .arg(format!("{}\n{}", user.as_str(), id.as_str()))
+            .arg(chat_core::names::client_id_field(user, id))
             .invoke_async(&mut conn)
             .await?;
         Ok(match held {

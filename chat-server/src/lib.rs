@@ -55,7 +55,7 @@ pub fn route_table() -> Vec<(&'static str, axum::http::Method)> {
 #[command(name = "chat-server", version, about = "The chat backend's HTTP API")]
 pub struct Config {
     /// Address the HTTP API listens on.
-    #[arg(long, env = "CHAT_SERVER_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "CHAT_SERVER_LISTEN", default_value = chat_core::config::defaults::CHAT_SERVER_LISTEN)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -172,7 +172,7 @@ pub struct Config {
     #[arg(
         long,
         env = "PUBLIC_STREAM_URL",
-        default_value = "http://127.0.0.1:8081"
+        default_value = chat_core::config::defaults::PUBLIC_STREAM_URL
     )]
     pub public_stream_url: String,
 

@@ -4,8 +4,9 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, eventually};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -307,5 +308,62 @@ async fn health_readiness_and_metrics_answer() {
     ] {
         assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
     }
+    server.stop().await;
+}
+
+/// The client-id field is built in Rust (the claim) and in Lua (the
+/// projector): a retry whose first request died before recording what it
+/// became finds the message through the field the projector wrote, so the
+/// two must agree.
+#[tokio::test]
+async fn a_retry_after_a_lost_record_finds_the_message_the_projector_saw() {
+    let server = TestServer::start().await;
+    let body = json!({"userId": "carol", "text": "kept", "clientMessageId": "lost-1"});
+    let first = server
+        .post_json("/api/chats/lobby/messages", body.clone())
+        .await;
+    assert_eq!(first.status(), 201);
+    let original: Value = first.json().await.expect("JSON");
+    let id = original["id"].as_str().expect("id").to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the message is projected",
+        || async {
+            let (_, page) = server.get_json("/api/chats/lobby/messages").await;
+            page["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == id.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+    // As if the server died between Kafka's acknowledgement and recording
+    // the message under its clientMessageId.
+    let keys = server.config.redis.keys();
+    let record = keys.client_message(
+        &"lobby".parse().expect("chat"),
+        &"carol".parse().expect("user"),
+        &"lost-1".parse().expect("client message id"),
+    );
+    let client = redis::Client::open(server.config.redis.url.as_str()).expect("URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let removed: i64 = redis::cmd("DEL")
+        .arg(&record)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert_eq!(removed, 1, "the record was there");
+
+    let retry = server.post_json("/api/chats/lobby/messages", body).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        retry.json::<Value>().await.expect("JSON")["id"],
+        id.as_str()
+    );
+    assert_eq!(server.records().await.len(), 1, "nothing written twice");
     server.stop().await;
 }

@@ -128,7 +128,10 @@ impl Cluster {
         let redis_url = format!("redis://127.0.0.1:{}", redis.port);
         let common = [
             ("KAFKA_BROKERS", brokers),
-            ("KAFKA_TOPIC", "chat-events".to_owned()),
+            (
+                "KAFKA_TOPIC",
+                chat_core::names::CHAT_EVENTS_TOPIC.to_owned(),
+            ),
             ("REDIS_URL", redis_url),
             ("REDIS_KEY_PREFIX", "faults".to_owned()),
         ];

@@ -21,7 +21,7 @@ use chat_core::hot::HotStoreConfig;
 )]
 pub struct Config {
     /// Address the SSE API listens on.
-    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = chat_core::config::defaults::PUBLISH_SERVER_LISTEN)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -50,7 +50,7 @@ pub struct Config {
     #[arg(
         long,
         env = "CORS_ORIGINS",
-        default_value = "http://127.0.0.1:8080,http://localhost:8080",
+        default_value = chat_core::config::defaults::CORS_ORIGINS,
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,

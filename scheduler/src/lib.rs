@@ -36,7 +36,7 @@ pub use ticks::{Tick, next_tick};
 )]
 pub struct Config {
     /// Address of the health and metrics endpoints.
-    #[arg(long, env = "SCHEDULER_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(long, env = "SCHEDULER_LISTEN", default_value = chat_core::config::defaults::SCHEDULER_LISTEN)]
     pub listen: SocketAddr,
 
     #[command(flatten)]

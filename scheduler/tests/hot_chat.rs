@@ -325,3 +325,52 @@ async fn two_replicas_one_leads_and_the_other_takes_over_without_a_flap() {
     let _ = &mut conn;
     standby.stop().await;
 }
+
+/// The announcement is written by the scheduler's Lua (`cjson.encode`) and
+/// read by the servers as `HotChange`: the two must agree, or only the
+/// once-a-second resync would tell the servers of a hot chat.
+#[tokio::test]
+async fn the_scheduler_announces_flags_in_the_form_the_servers_read() {
+    use futures::StreamExt as _;
+    let world = World::new();
+    let config = world.scheduler_config(5, 1);
+    let keys = config.redis.keys();
+    let client = redis::Client::open(common::redis_url()).expect("url");
+    let mut pubsub = client.get_async_pubsub().await.expect("pub/sub");
+    pubsub
+        .subscribe(keys.hot_changes_channel())
+        .await
+        .expect("subscribe");
+    let mut messages = pubsub.into_on_message();
+    let (scheduler, _) = world.scheduler(config).await;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    // Ten fetches of `announced` in each of the coming seconds.
+    let now = chat_core::hot::now_millis() / 1000;
+    for second in now..now + 6 {
+        let _: () = redis::pipe()
+            .hincr(keys.fetch_counts(second), "announced", 10)
+            .expire(keys.fetch_counts(second), 60)
+            .query_async(&mut conn)
+            .await
+            .expect("counts");
+    }
+    let mut changes = Vec::new();
+    while changes.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(15), messages.next())
+            .await
+            .expect("an announcement within 15 s")
+            .expect("the channel stays open");
+        let payload: String = message.get_payload().expect("text");
+        let change: chat_core::hot::HotChange =
+            serde_json::from_str(&payload).expect("the servers read the announcement");
+        assert_eq!(change.chat, "announced");
+        changes.push(change);
+    }
+    assert!(changes[0].hot, "first: hot");
+    assert!(!changes[1].hot, "then: cooled down");
+    assert!(changes[0].until > changes[0].second * 1000);
+    scheduler.stop().await;
+}

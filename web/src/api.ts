@@ -47,12 +47,21 @@ async function call<T>(path: string, init?: RequestInit): Promise<T> {
 
 const chat = (chatId: string) => `/api/chats/${encodeURIComponent(chatId)}`;
 
+/** Regular expressions ids must match, as the server checks them. */
+export interface Patterns {
+  chatId: string;
+  userId: string;
+}
+
 export interface UiConfig {
   streamUrl: string;
   /** The server wants a token. */
   auth: boolean;
   /** It gives development tokens to whoever asks. */
   devTokens: boolean;
+  /** The longest message text the server takes, in characters. */
+  maxTextChars: number;
+  patterns: Patterns;
 }
 
 export function fetchConfig(): Promise<UiConfig> {

@@ -1,5 +1,5 @@
 local messages, bodies, client_ids, head_key, reactions, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local counts_prefix, users_prefix, retention, log_length = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local counts_prefix, users_prefix, retention, log_length, sep = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local function publish_counts(message)
   local flat = redis.call('HGETALL', counts_prefix .. message)
   if #flat == 0 then
@@ -12,14 +12,14 @@ local function publish_counts(message)
 end
 local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
 local applied = 0
-for i = 5, #ARGV, 8 do
+for i = 6, #ARGV, 8 do
   local kind, id, offset = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if offset > head then
     if kind == 'm' then
       local user, client_id, body = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
       local fresh = true
       if client_id ~= '' then
-        local field = user .. '\n' .. client_id
+        local field = user .. sep .. client_id
         local first = redis.call('HGET', client_ids, field)
         if first and first ~= id then fresh = false else redis.call('HSET', client_ids, field, id) end
       end
@@ -31,7 +31,7 @@ for i = 5, #ARGV, 8 do
           for _, old in ipairs(redis.call('ZRANGE', messages, 0, excess - 1)) do
             local stored = cjson.decode(redis.call('HGET', bodies, old) or '{}')
             if stored.clientMessageId then
-              local field = stored.userId .. '\n' .. stored.clientMessageId
+              local field = stored.userId .. sep .. stored.clientMessageId
               if redis.call('HGET', client_ids, field) == old then redis.call('HDEL', client_ids, field) end
             end
             redis.call('HDEL', bodies, old)
@@ -45,7 +45,7 @@ for i = 5, #ARGV, 8 do
       local message, user, emoji, action = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
       if redis.call('HEXISTS', bodies, message) == 1 then
         local users, counts = users_prefix .. message, counts_prefix .. message
-        local field = emoji .. '\n' .. user
+        local field = emoji .. sep .. user
         if action == 'add' then
           if redis.call('HSETNX', users, field, '1') == 1 then
             redis.call('HINCRBY', counts, emoji, 1)

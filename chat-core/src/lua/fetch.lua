@@ -28,13 +28,13 @@ if #ids > 0 then
   page_bodies = redis.call('HMGET', bodies, unpack(ids))
   page_counts = redis.call('HMGET', reactions, unpack(ids))
 end
-local user, users_prefix = ARGV[4], ARGV[5]
+local user, users_prefix, sep = ARGV[4], ARGV[5], ARGV[6]
 if user then
   for i, id in ipairs(ids) do
     local held = {}
     if page_counts[i] then
       for emoji, _ in pairs(cjson.decode(page_counts[i])) do
-        if redis.call('HEXISTS', users_prefix .. id, emoji .. '\n' .. user) == 1 then
+        if redis.call('HEXISTS', users_prefix .. id, emoji .. sep .. user) == 1 then
           table.insert(held, emoji)
         end
       end

@@ -39,11 +39,11 @@ struct DevArgs {
     dev_data_dir: PathBuf,
 
     /// Address publish-server's SSE API listens on.
-    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = chat_core::config::defaults::PUBLISH_SERVER_LISTEN)]
     dev_publish_listen: SocketAddr,
 
     /// Address of the scheduler's health and metrics endpoints.
-    #[arg(long, env = "SCHEDULER_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(long, env = "SCHEDULER_LISTEN", default_value = chat_core::config::defaults::SCHEDULER_LISTEN)]
     dev_scheduler_listen: SocketAddr,
 }
 

@@ -14,12 +14,15 @@ use serde::Deserialize;
 use super::AppState;
 use super::extract::JsonBody;
 
-/// What the web UI needs to know.
+/// What the web UI needs to know: where the streams are, how to sign in,
+/// and the rules the server checks input against.
 pub(super) async fn ui_config(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "streamUrl": state.0.stream_url,
         "auth": state.0.auth.is_some(),
         "devTokens": state.0.dev_tokens && state.0.auth.is_some(),
+        "maxTextChars": state.0.limits.max_text_chars,
+        "patterns": {"chatId": ChatId::pattern(), "userId": UserId::pattern()},
     }))
 }
 
