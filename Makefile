@@ -3,18 +3,22 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test fuzz build bench-post bench-fetch bench-sse bench-hot bench-peers fmt clippy
+.PHONY: run test check fuzz build bench-post bench-fetch bench-sse bench-hot bench-peers fmt clippy
 
 ## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
-	@if [ -z "$$REDIS_URL" ]; then scripts/ensure-redis.sh; fi
-	scripts/ensure-web.sh
+	@if [ -z "$$REDIS_URL" ]; then scripts/ensure.sh redis; fi
+	scripts/ensure.sh web
 	$(CARGO) build -p chat-server -p publish-server -p scheduler --bins
 	@exec ./target/debug/chat-dev
 
 ## Run every check and test against a real Tansu broker and redis-server (installed when absent).
 test:
 	scripts/test.sh
+
+## The quick loop: formatting, lints and the Rust tests, against their own Tansu and redis-server.
+check:
+	QUICK=1 scripts/test.sh
 
 ## Fuzz every decoder and validator that takes outside input, FUZZ_SECONDS per target (default 10).
 fuzz:

@@ -23,7 +23,7 @@ if ! curl -fsS --max-time 5 "http://$host:$port/readyz" >/dev/null 2>&1; then
   echo "chat-server is not ready at http://$host:$port: start the stack first (make run)" >&2
   exit 2
 fi
-"$here/../scripts/ensure-jmeter.sh"
+"$here/../scripts/ensure.sh" jmeter
 
 classpath="/usr/share/jmeter/bin/ApacheJMeter.jar:/usr/share/jmeter/lib/*:/usr/share/jmeter/lib/ext/*"
 build="$here/.build"

@@ -8,17 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
-work="$(mktemp -d -t jmeter-test.XXXXXX)"
-pids=()
-cleanup() {
-  status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source "$root/scripts/lib.sh"
 
 run_id="jmeter-test-$$-$(date +%s)"
 # A projector group of its own too: a dead member of a group shared on the
@@ -31,10 +21,7 @@ pids+=($!)
 SCHEDULER_LISTEN="127.0.0.1:$(free_port)" HOT_THRESHOLD=20 COOL_DOWN=2 \
   "$target/scheduler" >"$work/scheduler.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_ready "$port"
 
 failures=0
 expect() { # summary-file what pattern

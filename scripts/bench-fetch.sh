@@ -10,13 +10,8 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-15s}" CONNECTIONS="${CONNECTIONS:-50}" THREADS="${THREADS:-2}" RUNS="${RUNS:-3}"
 DELAY_POSTS="${DELAY_POSTS:-300}"
 source scripts/bench-lib.sh
-ensure_wrk
-scripts/ensure-redis.sh
-scripts/ensure-tansu.sh
 cargo build --release -p chat-server -p publish-server -p scheduler --bins
 
-work="$(mktemp -d -t chat-bench.XXXXXX)"
-trap 'stop_all; rm -rf "$work"' EXIT
 
 start_embedded "$work"
 scripts/fetch-delay.py "http://127.0.0.1:$port" bench-cold 300 3 >/dev/null
@@ -26,7 +21,7 @@ for i in $(seq 1 "$RUNS"); do
   scripts/fetch-delay.py "http://127.0.0.1:$port" "delay-$i" "$DELAY_POSTS" | tee -a "$work/delay-embedded.runs" >&2
 done
 stop_all
-start_tansu "$work"
+start_on_tansu "$work"
 for i in $(seq 1 "$RUNS"); do
   scripts/fetch-delay.py "http://127.0.0.1:$port" "delay-$i" "$DELAY_POSTS" | tee -a "$work/delay-tansu.runs" >&2
 done

@@ -11,24 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-15s}" CONNECTIONS="${CONNECTIONS:-50}" THREADS="${THREADS:-2}" RUNS="${RUNS:-3}"
 source scripts/bench-lib.sh
-ensure_wrk
-scripts/ensure-redis.sh
-scripts/ensure-tansu.sh
 cargo build --release -p chat-server --bins
 
-work="$(mktemp -d -t chat-bench-hot.XXXXXX)"
-trap 'stop_all; rm -rf "$work"' EXIT
-
-tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-redis_port="$(free_port)"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-pids+=($!)
-kafka_port="$(free_port)"
-"$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-  --storage-engine memory://tansu/ --silent >"$work/tansu.log" 2>&1 &
-pids+=($!)
-sleep 1
-export KAFKA_BROKERS="127.0.0.1:$kafka_port" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn
+start_redis
+start_tansu 3
+export RUST_LOG=warn
 
 start_server() { # name, then extra VAR=value settings; sets $port
   local name="$1"; shift

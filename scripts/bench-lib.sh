@@ -1,36 +1,13 @@
-# Shared by the benchmark scripts: ports, services, wrk. Source it.
+# Shared by the benchmark scripts: chat-server set-ups and wrk, on top of
+# scripts/lib.sh (ports, services, cleanup). Source it.
 # shellcheck shell=bash
 
-pids=()
+source scripts/lib.sh
+scripts/ensure.sh wrk redis tansu
 
 # Load generators post as one user and hold thousands of streams per
 # address: the per-user and per-address limits would (rightly) stop them.
 export USER_MESSAGES_PER_SEC=0 USER_REACTIONS_PER_SEC=0 MAX_STREAMS_PER_ADDRESS=0
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-wait_ready() { # port
-  for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "chat-server on port $1 did not become ready" >&2; return 1
-}
-
-ensure_wrk() {
-  if ! command -v wrk >/dev/null; then
-    echo "installing wrk with apt-get" >&2
-    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
-  fi
-}
-
 # Starts the release chat-dev (embedded broker, its own redis-server,
 # publish-server and scheduler) on free ports; sets $port. The hot-chat
 # threshold is out of reach: these benchmarks measure the cold path, and
@@ -46,19 +23,11 @@ start_embedded() { # workdir
 
 # Starts redis-server, Tansu (memory storage) and the release chat-server
 # on free ports; sets $port.
-start_tansu() { # workdir
-  local tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu" redis_port kafka_port
-  redis_port="$(free_port)"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$1" >/dev/null 2>&1 &
-  pids+=($!)
-  kafka_port="$(free_port)"
-  "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine memory://tansu/ --silent >"$1/tansu.log" 2>&1 &
-  pids+=($!)
-  sleep 1
+start_on_tansu() { # workdir
+  start_redis
+  start_tansu 3
   port="$(free_port)"
-  CHAT_SERVER_LISTEN="127.0.0.1:$port" KAFKA_BROKERS="127.0.0.1:$kafka_port" REDIS_URL="redis://127.0.0.1:$redis_port" \
-    RUST_LOG=warn ./target/release/chat-server >"$1/tansu-server.log" 2>&1 &
+  CHAT_SERVER_LISTEN="127.0.0.1:$port" RUST_LOG=warn ./target/release/chat-server >"$1/tansu-server.log" 2>&1 &
   pids+=($!)
   wait_ready "$port"
 }

@@ -19,21 +19,10 @@ SIZE="${SIZE:-100}" OUT="${OUT:-bench/results}" ROWS="${ROWS:-kafka chat-server 
 # Posts per second per chat: one hot chat gets 10/s; of many quiet chats each gets 1/s.
 rate_for() { if [ "$1" -eq 1 ]; then echo 10; else echo "$1"; fi; }
 source scripts/bench-lib.sh
-scripts/ensure-redis.sh
-missing=()
-[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(nginx libnginx-mod-nchan)
-command -v pushpin >/dev/null 2>&1 || missing+=(pushpin)
-command -v gnuplot >/dev/null 2>&1 || missing+=(gnuplot-nox)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} with apt-get" >&2
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/ensure.sh nchan pushpin gnuplot
 cargo build --release -p chat-server -p publish-server -p bench --bins
 ulimit -n "$(ulimit -Hn)"
 fd_limit="$(ulimit -n)"
-work="$(mktemp -d -t chat-bench-peers.XXXXXX)"
 mkdir -p "$OUT"
 trap 'stop_backbone; stop_all; rm -rf "$work"' EXIT
 
@@ -44,15 +33,15 @@ trap 'stop_backbone; stop_all; rm -rf "$work"' EXIT
 # Kafka hop, showed p99 from 5 ms in a first run to 500 ms in a third).
 backbone=()
 start_backbone() {
-  local redis_port mock_addr="$work/mock.addr"
-  redis_port="$(free_port)"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-  backbone+=($!)
+  local mock_addr="$work/mock.addr"
+  start_redis
+  backbone+=("${pids[-1]}")
+  unset 'pids[-1]'
   : >"$mock_addr"
   ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$mock_addr" 2>"$work/mock.log" &
   backbone+=($!)
   for _ in $(seq 1 100); do [ -s "$mock_addr" ] && break; sleep 0.1; done
-  export KAFKA_BROKERS="$(head -n 1 "$mock_addr")" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn KAFKA_CREATE_TOPIC=false
+  export KAFKA_BROKERS="$(head -n 1 "$mock_addr")" RUST_LOG=warn KAFKA_CREATE_TOPIC=false
   chat_port="$(free_port)"
   CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
   backbone+=($!)

@@ -8,18 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-15s}" CONNECTIONS="${CONNECTIONS:-50}" THREADS="${THREADS:-2}" RUNS="${RUNS:-3}"
 source scripts/bench-lib.sh
-ensure_wrk
-scripts/ensure-redis.sh
-scripts/ensure-tansu.sh
 cargo build --release -p chat-server -p publish-server -p scheduler --bins
 
-work="$(mktemp -d -t chat-bench.XXXXXX)"
-trap 'stop_all; rm -rf "$work"' EXIT
 
 start_embedded "$work"
 bench embedded "http://127.0.0.1:$port" "$work" scripts/post.lua
 stop_all
-start_tansu "$work"
+start_on_tansu "$work"
 bench tansu "http://127.0.0.1:$port" "$work" scripts/post.lua
 stop_all
 

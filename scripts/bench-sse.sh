@@ -16,28 +16,16 @@ SUBSCRIBERS="${SUBSCRIBERS:-50000}" CHATS="${CHATS:-100}" RATE="${RATE:-1000}" S
 DURATION="${DURATION:-20}" SERVERS="${SERVERS:-3}" WORKERS="${WORKERS:-4}" RUNS="${RUNS:-3}"
 SOURCE_ADDRS="${SOURCE_ADDRS:-8}" BROKER="${BROKER:-mock}"
 source scripts/bench-lib.sh
-scripts/ensure-redis.sh
-if [ "$BROKER" = tansu ]; then scripts/ensure-tansu.sh; fi
 cargo build --release -p chat-server -p publish-server -p bench --bins
 
 # Every subscriber is a socket at both ends: raise the soft limit as far as allowed.
 ulimit -n "$(ulimit -Hn)"
 echo "file descriptor limit per process: $(ulimit -n)" >&2
 
-work="$(mktemp -d -t chat-bench-sse.XXXXXX)"
-trap 'stop_all; rm -rf "$work"' EXIT
-
-tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-redis_port="$(free_port)"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-pids+=($!)
+start_redis
 if [ "$BROKER" = tansu ]; then
-  kafka_port="$(free_port)"
-  "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine memory://tansu/ --silent >"$work/tansu.log" 2>&1 &
-  pids+=($!)
-  sleep 1
-  brokers="127.0.0.1:$kafka_port"
+  start_tansu 3
+  brokers="$KAFKA_BROKERS"
 else
   ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$work/mock.addr" 2>"$work/mock.log" &
   pids+=($!)
@@ -47,7 +35,7 @@ else
   export KAFKA_CREATE_TOPIC=false
 fi
 echo "broker: $BROKER at $brokers" >&2
-export KAFKA_BROKERS="$brokers" REDIS_URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn
+export KAFKA_BROKERS="$brokers" RUST_LOG=warn
 chat_port="$(free_port)"
 CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
 pids+=($!)

@@ -11,6 +11,8 @@
 #             for jmeter/'s launcher, and gnuplot (the runner's chart)
 #   moto      moto's S3 server (pip; the fault suite keeps the broker's log in it)
 #   wrk       the HTTP load generator of the benchmarks (apt)
+#   nchan, pushpin, gnuplot  the peers `make bench-peers` measures beside
+#             publish-server, and its chart (apt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,8 +87,11 @@ for tool in "$@"; do
       need_apt "command -v javac" default-jdk-headless
       need_apt "command -v gnuplot" gnuplot-nox ;;
     wrk) need_apt "command -v wrk" wrk ;;
+    nchan) need_apt "test -f /usr/lib/nginx/modules/ngx_nchan_module.so" nginx libnginx-mod-nchan ;;
+    pushpin) need_apt "command -v pushpin" pushpin ;;
+    gnuplot) need_apt "command -v gnuplot" gnuplot-nox ;;
     tansu | moto | web) later+=("$tool") ;;
-    *) echo "scripts/ensure.sh: unknown tool $tool (redis tansu chromium web jmeter moto wrk)" >&2; exit 2 ;;
+    *) echo "scripts/ensure.sh: unknown tool $tool (redis tansu chromium web jmeter moto wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
   esac
 done
 

@@ -16,8 +16,8 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(kafka_event request_body event_id chat_id_emoji)
 cd fuzz
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
 
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" "seeds/$target"

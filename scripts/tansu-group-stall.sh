@@ -7,29 +7,18 @@
 # posted to the newcomer becomes fetchable within WAIT seconds (default
 # 90). With REJOIN=1 the stalled chat-server is restarted after 10 s
 # instead. `make test` runs it. Needs a build (`cargo build --bins`) and
-# Tansu (scripts/ensure-tansu.sh).
+# Tansu (scripts/ensure.sh tansu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WAIT="${WAIT:-90}" REJOIN="${REJOIN:-0}"
-tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-work="$(mktemp -d -t tansu-stall.XXXXXX)"
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-ready() { for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done; return 1; }
-redis_port="$(free_port)" kafka_port="$(free_port)"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-pids+=($!)
-"$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=($!)
-sleep 1
-export KAFKA_BROKERS="127.0.0.1:$kafka_port" REDIS_URL="redis://127.0.0.1:$redis_port" KAFKA_TOPIC=stall \
-  REDIS_KEY_PREFIX=stall PROJECTOR_GROUP=stall RUST_LOG=warn
+source scripts/lib.sh
+start_redis
+start_tansu 3
+export KAFKA_TOPIC=stall REDIS_KEY_PREFIX=stall PROJECTOR_GROUP=stall RUST_LOG=warn
 start_chat() { # port
   CHAT_SERVER_LISTEN="127.0.0.1:$1" ./target/debug/chat-server >>"$work/chat.log" 2>&1 &
   pids+=($!); chat_pid=$!
-  ready "$1"
+  wait_ready "$1"
 }
 first="$(free_port)"; start_chat "$first"; sleep 3
 kill -9 "$chat_pid"; echo "chat-server 1 killed (SIGKILL); chat-server 2 joins the group"

@@ -171,11 +171,12 @@ async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
         .expect("JSON");
     let id = posted["id"].as_str().expect("id").to_owned();
     let mut seen = String::new();
+    let mut decoder = test_support::SseDecoder::default();
     let wanted = format!("id: {id}\nevent: message\n");
     tokio::time::timeout(Duration::from_secs(10), async {
         while !seen.contains(&wanted) {
             let bytes = body.next().await.expect("more").expect("bytes");
-            seen.push_str(std::str::from_utf8(&bytes).expect("utf-8"));
+            seen.extend(decoder.push(&bytes));
         }
     })
     .await

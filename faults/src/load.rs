@@ -356,18 +356,15 @@ pub(crate) async fn subscribe(
                     first = false;
                 }
                 let mut body = r.bytes_stream();
-                let mut buffer = Vec::new();
+                let mut decoder = test_support::SseDecoder::default();
                 loop {
                     let chunk = tokio::select! {
                         () = stop.cancelled() => return,
                         c = body.next() => c,
                     };
                     let Some(Ok(chunk)) = chunk else { break };
-                    buffer.extend_from_slice(&chunk);
-                    while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-                        let block: Vec<u8> = buffer.drain(..end + 2).collect();
-                        let SseBlock { id, event, data } =
-                            SseBlock::parse(&String::from_utf8_lossy(&block));
+                    for block in decoder.push(&chunk) {
+                        let SseBlock { id, event, data } = SseBlock::parse(&block);
                         let data = data.and_then(|d| serde_json::from_str::<Value>(&d).ok());
                         let mut got = got.lock().expect("received");
                         match event.as_deref() {

@@ -60,10 +60,11 @@ async fn refusals_limits_cors_and_heartbeats() {
     );
     let mut body = stream.bytes_stream();
     let mut seen = String::new();
+    let mut decoder = test_support::SseDecoder::default();
     tokio::time::timeout(Duration::from_secs(5), async {
         while !seen.contains(": heartbeat\n\n") {
             let bytes = body.next().await.expect("more").expect("bytes");
-            seen.push_str(std::str::from_utf8(&bytes).expect("utf-8"));
+            seen.extend(decoder.push(&bytes));
         }
     })
     .await
