@@ -141,3 +141,111 @@ pub(crate) fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(chat_core::metrics::track))
         .with_state(state)
 }
+
+/// Handler tests that need no socket: requests go to the router with
+/// `oneshot`, and each is refused before Kafka or Redis is asked, so
+/// neither needs to be up.
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use clap::Parser as _;
+    use tower::ServiceExt as _;
+
+    async fn router() -> axum::Router {
+        let mut config = crate::Config::parse_from(["chat-server"]);
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        // Nothing listens there: a request that reached either would fail.
+        config.kafka.brokers = "127.0.0.1:1".into();
+        config.redis.url = "redis://127.0.0.1:1".into();
+        let server = crate::Server::bind(config).await.expect("binds");
+        super::app(server.state.clone())
+    }
+
+    async fn answer(request: Request<Body>) -> (StatusCode, String, serde_json::Value) {
+        let response = router().await.oneshot(request).await.expect("answers");
+        let status = response.status();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .expect("text")
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            content_type,
+            serde_json::from_slice(&body).expect("JSON"),
+        )
+    }
+
+    fn post(path: &str, content_type: &str, body: &str) -> Request<Body> {
+        Request::post(path)
+            .header("content-type", content_type)
+            .body(Body::from(body.to_owned()))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_get_problem_json_before_any_service_is_asked() {
+        let cases = [
+            (
+                post(
+                    "/api/chats/no%20spaces/messages",
+                    "application/json",
+                    r#"{"userId":"a","text":"x"}"#,
+                ),
+                StatusCode::BAD_REQUEST,
+                "urn:chat:problem:bad-request",
+            ),
+            (
+                post("/api/chats/lobby/messages", "text/plain", "hi"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "urn:chat:problem:unsupported-media-type",
+            ),
+            (
+                post(
+                    "/api/chats/lobby/messages",
+                    "application/json",
+                    r#"{"userId":"a","text":""}"#,
+                ),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "urn:chat:problem:invalid-field",
+            ),
+            (
+                post("/api/chats/lobby/messages", "application/json", "{not json"),
+                StatusCode::BAD_REQUEST,
+                "urn:chat:problem:bad-request",
+            ),
+            (
+                Request::get("/api/chats/lobby/messages?limit=0")
+                    .body(Body::empty())
+                    .expect("request"),
+                StatusCode::BAD_REQUEST,
+                "urn:chat:problem:bad-request",
+            ),
+            (
+                Request::get("/api/nothing-here")
+                    .body(Body::empty())
+                    .expect("request"),
+                StatusCode::NOT_FOUND,
+                "urn:chat:problem:no-route",
+            ),
+            (
+                Request::put("/api/chats/lobby/messages")
+                    .body(Body::empty())
+                    .expect("request"),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "urn:chat:problem:method-not-allowed",
+            ),
+        ];
+        for (request, status, kind) in cases {
+            let what = format!("{} {}", request.method(), request.uri());
+            let (got, content_type, problem) = answer(request).await;
+            assert_eq!(got, status, "{what}: {problem}");
+            assert_eq!(content_type, "application/problem+json", "{what}");
+            assert_eq!(problem["type"], kind, "{what}");
+            assert_eq!(problem["status"], status.as_u16(), "{what}");
+        }
+    }
+}

@@ -15,7 +15,9 @@ use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use test_support::{OwnRedis, eventually, free_port, kafka_brokers, redis_url, unique};
+pub use test_support::{
+    OwnRedis, Running, eventually, free_port, kafka_brokers, redis_url, unique,
+};
 
 /// The configuration of a test server: port 0, its own topic and prefix.
 pub fn config() -> chat_server::Config {
@@ -34,13 +36,13 @@ pub fn config() -> chat_server::Config {
     config
 }
 
-/// A chat-server running in this process.
+/// A chat-server running in this process, with the requests the tests
+/// make of it.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub config: chat_server::Config,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 impl TestServer {
@@ -53,36 +55,23 @@ impl TestServer {
             .await
             .expect("server binds");
         let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(shutdown.clone()));
+        let running = Running::spawn(addr, |shutdown| server.run(shutdown));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        let server = Self {
+        // The server is up once it answers; the topic exists once run() started.
+        running.until_ok(&http, "/healthz").await;
+        Self {
             addr,
             config,
             http,
-            shutdown,
-            task: Some(task),
-        };
-        // The server is up once it answers; the topic exists once run() started.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server
-            .get("/healthz")
-            .await
-            .map(|r| r.status().as_u16())
-            .ok()
-            != Some(200)
-        {
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            running,
         }
-        server
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.running.url(path)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
@@ -147,22 +136,13 @@ impl TestServer {
         messages
     }
 
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("server stops cleanly");
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 
     /// Every record of this server's topic, oldest first per partition.
     pub async fn records(&self) -> Vec<Record> {
         read_topic(&self.config.kafka.brokers, &self.config.kafka.topic).await
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
