@@ -6,6 +6,8 @@
 //! here the head must arrive within `HEAD_TIMEOUT`.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::{Json, Router};
@@ -21,6 +23,55 @@ use crate::problem::ApiError;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time requests in flight get to finish after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Kafka settings: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("invalid authentication settings: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
+    #[error("invalid CORS origin {0:?}")]
+    Origin(String),
+}
+
+/// Listens on `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A server binary's life after parsing its configuration: logs set up,
+/// the server bound, run until SIGINT or SIGTERM; a failure to start is
+/// logged and exits non-zero.
+pub async fn main<S, B, R, F>(name: &str, bind: B, run: R) -> ExitCode
+where
+    B: Future<Output = Result<S, StartError>>,
+    R: FnOnce(S, CancellationToken) -> F,
+    F: Future<Output = ()>,
+{
+    crate::telemetry::init();
+    let shutdown = crate::shutdown::on_signal();
+    match bind.await {
+        Ok(server) => {
+            run(server, shutdown).await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "{name} failed to start");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Accepts connections until `shutdown` fires, each served by `serve` in a
 /// task of `connections`, so that shutdown can wait for them.

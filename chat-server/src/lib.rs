@@ -182,22 +182,8 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
 }
 
-/// Why the server could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid Kafka settings: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("invalid Redis settings: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("invalid authentication settings: {0}")]
-    Auth(#[from] chat_core::auth::AuthSetupError),
-}
+/// Why the server could not start.
+pub type Error = chat_core::serve::StartError;
 
 /// A chat-server bound to its address, ready to run.
 #[derive(Debug)]
@@ -214,12 +200,7 @@ impl Server {
     /// Kafka producer and the Redis connection. Neither Kafka nor Redis needs
     /// to be up: requests that need them answer 503 until they are.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = chat_core::serve::bind(config.listen).await?;
         let producer = producer::EventProducer::new(&config.kafka)?;
         let redis = Arc::new(chat_core::redis_conn::RedisConn::new(&config.redis)?);
         let read_model = Arc::new(chat_core::read_model::ReadModel::new(

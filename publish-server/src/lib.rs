@@ -42,24 +42,8 @@ pub use config::Config;
 
 const LAST_EVENT_ID: header::HeaderName = header::HeaderName::from_static("last-event-id");
 
-/// Why the server could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid Kafka settings: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("invalid Redis settings: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("invalid CORS origin {0:?}")]
-    Origin(String),
-    #[error("invalid authentication settings: {0}")]
-    Auth(#[from] chat_core::auth::AuthSetupError),
-}
+/// Why the server could not start.
+pub type Error = chat_core::serve::StartError;
 
 #[derive(Debug)]
 struct Inner {
@@ -189,12 +173,7 @@ pub struct Server {
 impl Server {
     /// Binds the listen address (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = chat_core::serve::bind(config.listen).await?;
         let auth = Auth::from_config(&config.auth)?;
         let redis = RedisConn::new(&config.redis)?;
         let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);

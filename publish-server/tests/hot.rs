@@ -167,15 +167,8 @@ async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
         as_of >= last_reaction.as_str(),
         "the counts include the last reaction ({as_of} < {last_reaction})"
     );
-    let page: serde_json::Value = world
-        .http
-        .get(chat.url("/api/chats/hot-room/messages"))
-        .send()
-        .await
-        .expect("fetch")
-        .json()
-        .await
-        .expect("JSON");
+    let page: serde_json::Value =
+        test_support::get_json(&world.http, &chat.url("/api/chats/hot-room/messages")).await;
     assert_eq!(
         page["messages"][0]["reactions"], newest.data["reactions"],
         "the same counts as the fetch API"

@@ -141,15 +141,11 @@ async fn fetch_then_subscribe_from_the_cursor_gives_every_event_once() {
     }
     // Fetch once the read model has everything so far.
     let page = loop {
-        let page: serde_json::Value = world
-            .http
-            .get(chat.url("/api/chats/union/messages?limit=100"))
-            .send()
-            .await
-            .expect("fetch")
-            .json()
-            .await
-            .expect("JSON");
+        let page: serde_json::Value = test_support::get_json(
+            &world.http,
+            &chat.url("/api/chats/union/messages?limit=100"),
+        )
+        .await;
         if page["cursor"] == last.as_str() {
             break page;
         }

@@ -77,17 +77,7 @@ pub struct Config {
 }
 
 /// Why the scheduler could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid Redis settings: {0}")]
-    Redis(#[from] redis::RedisError),
-}
+pub type Error = chat_core::serve::StartError;
 
 /// Takes or renews the lock. KEYS: lock. ARGV: instance id, TTL ms.
 /// Answers 1 when this instance holds the lock afterwards.
@@ -150,12 +140,7 @@ impl Scheduler {
     /// Binds the listen address (port 0 picks a free one). Redis need not be
     /// up: the replica stands by until it answers.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = chat_core::serve::bind(config.listen).await?;
         let store = config.hot_store.redis(&config.redis);
         let instance = config.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

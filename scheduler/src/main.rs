@@ -1,22 +1,10 @@
-//! The scheduler binary: parse the configuration, set up logs, run.
-
-use std::process::ExitCode;
+//! The scheduler binary: parse the configuration, then run.
 
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() -> std::process::ExitCode {
     let config = scheduler::Config::parse();
-    chat_core::telemetry::init();
-    let shutdown = chat_core::shutdown::on_signal();
-    match scheduler::Scheduler::bind(config).await {
-        Ok(scheduler) => {
-            scheduler.run(shutdown).await;
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(%error, "scheduler failed");
-            ExitCode::FAILURE
-        }
-    }
+    let bind = scheduler::Scheduler::bind(config);
+    chat_core::serve::main("scheduler", bind, scheduler::Scheduler::run).await
 }

@@ -115,15 +115,7 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let text = world
-        .http
-        .get(chat.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = test_support::get_text(&world.http, &chat.url("/metrics")).await;
     assert!(
         metric(
             &text,
@@ -137,15 +129,7 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         Vec::<&str>::new(),
         "every metric of chat-server has HELP"
     );
-    let own = world
-        .http
-        .get(scheduler.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let own = test_support::get_text(&world.http, &scheduler.url("/metrics")).await;
     assert!(metric(&own, "scheduler_leader", &[]) >= 0.0);
     assert!(own.contains("scheduler_tick_duration_seconds"), "{own}");
     assert_eq!(

@@ -11,15 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Load, OwnRedis, World, metric};
 
 async fn metrics(world: &World, server: &common::Running) -> String {
-    world
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    test_support::get_text(&world.http, &server.url("/metrics")).await
 }
 
 #[tokio::test]

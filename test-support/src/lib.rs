@@ -250,6 +250,18 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// `GET url`'s body as text.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    let response = http.get(url).send().await.expect("an answer");
+    response.text().await.expect("a text body")
+}
+
+/// `GET url`'s body as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = http.get(url).send().await.expect("an answer");
+    response.json().await.expect("a JSON body")
+}
+
 /// The metrics of a Prometheus text exposition that have a `# TYPE` but
 /// no `# HELP` line.
 pub fn undescribed(text: &str) -> Vec<&str> {

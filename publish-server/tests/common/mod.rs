@@ -82,14 +82,7 @@ impl World {
 
     /// The text of `server`'s `GET /metrics`.
     pub async fn metrics(&self, server: &Running) -> String {
-        self.http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("answer")
-            .text()
-            .await
-            .expect("text")
+        test_support::get_text(&self.http, &server.url("/metrics")).await
     }
 
     /// Posts a message through chat-server; answers its id.
