@@ -42,6 +42,39 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A test's own corner of the shared broker and Redis: its topic and its
+/// key prefix.
+#[derive(Debug, Clone)]
+pub struct Corner {
+    pub topic: String,
+    pub prefix: String,
+}
+
+impl Corner {
+    /// A corner whose names start with `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            topic: unique(&format!("{name}-events")),
+            prefix: unique(name),
+        }
+    }
+
+    /// Points a server's Kafka and Redis settings at the test services
+    /// and this corner, and its listener at a free port.
+    pub fn apply(
+        &self,
+        listen: &mut SocketAddr,
+        kafka: &mut chat_core::config::KafkaConfig,
+        redis: &mut chat_core::config::RedisConfig,
+    ) {
+        *listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        kafka.brokers = kafka_brokers();
+        kafka.topic = self.topic.clone();
+        redis.url = redis_url();
+        redis.key_prefix = self.prefix.clone();
+    }
+}
+
 /// A server running in the test's process, stopped when dropped.
 #[derive(Debug)]
 pub struct Running {
@@ -63,6 +96,23 @@ impl Running {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Runs a bound server (`run` is its run method) and waits until
+    /// `ready_path` answers 200.
+    pub async fn start<S, F>(
+        http: &reqwest::Client,
+        addr: SocketAddr,
+        server: S,
+        run: impl FnOnce(S, CancellationToken) -> F,
+        ready_path: &str,
+    ) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let running = Self::spawn(addr, |shutdown| run(server, shutdown));
+        running.until_ok(http, ready_path).await;
+        running
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -22,13 +22,13 @@ pub use test_support::{
 /// The configuration of a test server: port 0, its own topic and prefix.
 pub fn config() -> chat_server::Config {
     let mut config = chat_server::Config::parse_from(["chat-server"]);
-    config.listen = "127.0.0.1:0".parse().expect("address");
-    config.kafka.brokers = kafka_brokers();
-    config.kafka.topic = unique("test-events");
+    test_support::Corner::new("test").apply(
+        &mut config.listen,
+        &mut config.kafka,
+        &mut config.redis,
+    );
     config.kafka.topic_partitions = 3;
     config.kafka.create_topic = true;
-    config.redis.url = redis_url();
-    config.redis.key_prefix = unique("test");
     config.projector_group = unique("test-projector");
     // Tests post fast as few users; the limits have a test of their own.
     config.user_messages_per_sec = 0;
@@ -55,13 +55,13 @@ impl TestServer {
             .await
             .expect("server binds");
         let addr = server.local_addr();
-        let running = Running::spawn(addr, |shutdown| server.run(shutdown));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
         // The server is up once it answers; the topic exists once run() started.
-        running.until_ok(&http, "/healthz").await;
+        let running =
+            Running::start(&http, addr, server, chat_server::Server::run, "/healthz").await;
         Self {
             addr,
             config,

@@ -20,6 +20,13 @@ pub struct World {
 }
 
 impl World {
+    fn corner(&self) -> test_support::Corner {
+        test_support::Corner {
+            topic: self.topic.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
     pub fn new() -> Self {
         Self {
             topic: unique("ps-test-events"),
@@ -37,11 +44,8 @@ impl World {
 
     pub fn chat_config(&self) -> chat_server::Config {
         let mut config = chat_server::Config::parse_from(["chat-server"]);
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.kafka.brokers = kafka_brokers();
-        config.kafka.topic = self.topic.clone();
-        config.redis.url = redis_url();
-        config.redis.key_prefix = self.prefix.clone();
+        self.corner()
+            .apply(&mut config.listen, &mut config.kafka, &mut config.redis);
         config.projector_group = unique("ps-test-projector");
         config.user_messages_per_sec = 0;
         config.user_reactions_per_sec = 0;
@@ -52,20 +56,21 @@ impl World {
         let server = chat_server::Server::bind(config)
             .await
             .expect("chat-server binds");
-        let running = Running::spawn(server.local_addr(), |shutdown| async move {
-            server.run(shutdown).await
-        });
-        running.until_ok(&self.http, "/readyz").await;
-        running
+        let addr = server.local_addr();
+        Running::start(
+            &self.http,
+            addr,
+            server,
+            chat_server::Server::run,
+            "/readyz",
+        )
+        .await
     }
 
     pub fn publish_config(&self) -> publish_server::Config {
         let mut config = publish_server::Config::parse_from(["publish-server"]);
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.kafka.brokers = kafka_brokers();
-        config.kafka.topic = self.topic.clone();
-        config.redis.url = redis_url();
-        config.redis.key_prefix = self.prefix.clone();
+        self.corner()
+            .apply(&mut config.listen, &mut config.kafka, &mut config.redis);
         config
     }
 
@@ -73,11 +78,15 @@ impl World {
         let server = publish_server::Server::bind(config)
             .await
             .expect("publish-server binds");
-        let running = Running::spawn(server.local_addr(), |shutdown| async move {
-            server.run(shutdown).await
-        });
-        running.until_ok(&self.http, "/readyz").await;
-        running
+        let addr = server.local_addr();
+        Running::start(
+            &self.http,
+            addr,
+            server,
+            publish_server::Server::run,
+            "/readyz",
+        )
+        .await
     }
 
     /// The text of `server`'s `GET /metrics`.

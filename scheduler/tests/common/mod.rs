@@ -41,11 +41,11 @@ impl World {
 
     pub fn chat_config(&self) -> chat_server::Config {
         let mut config = chat_server::Config::parse_from(["chat-server"]);
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.kafka.brokers = kafka_brokers();
-        config.kafka.topic = self.topic.clone();
-        config.redis.url = redis_url();
-        config.redis.key_prefix = self.prefix.clone();
+        let corner = test_support::Corner {
+            topic: self.topic.clone(),
+            prefix: self.prefix.clone(),
+        };
+        corner.apply(&mut config.listen, &mut config.kafka, &mut config.redis);
         config.projector_group = unique("hot-test-projector");
         config.user_messages_per_sec = 0;
         config.user_reactions_per_sec = 0;
@@ -56,11 +56,15 @@ impl World {
         let server = chat_server::Server::bind(config)
             .await
             .expect("chat-server binds");
-        let running = Running::spawn(server.local_addr(), |shutdown| async move {
-            server.run(shutdown).await
-        });
-        running.until_ok(&self.http, "/healthz").await;
-        running
+        let addr = server.local_addr();
+        Running::start(
+            &self.http,
+            addr,
+            server,
+            chat_server::Server::run,
+            "/healthz",
+        )
+        .await
     }
 
     pub fn scheduler_config(&self, threshold: u64, cool_down: u64) -> scheduler::Config {
@@ -78,10 +82,15 @@ impl World {
             .await
             .expect("scheduler binds");
         let state = scheduler.state();
-        let running = Running::spawn(scheduler.local_addr(), |shutdown| async move {
-            scheduler.run(shutdown).await
-        });
-        running.until_ok(&self.http, "/healthz").await;
+        let addr = scheduler.local_addr();
+        let running = Running::start(
+            &self.http,
+            addr,
+            scheduler,
+            scheduler::Scheduler::run,
+            "/healthz",
+        )
+        .await;
         (running, state)
     }
 
