@@ -210,6 +210,25 @@ impl RedisConfig {
 /// the next heading) against a command's flags: every visible flag has a
 /// row `` | `--flag` `` naming its environment variable and default.
 /// Answers what is wrong, and how many rows and visible flags there are.
+/// Asserts that the README's table under `heading` lists every visible
+/// flag of `command` with its environment variable and default, and
+/// besides them only `extra_rows` rows.
+pub fn assert_settings_table(
+    readme: &str,
+    heading: &str,
+    command: &clap::Command,
+    extra_rows: usize,
+) {
+    let (wrong, rows, flags) = check_settings_table(readme, heading, command);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(
+        rows,
+        flags + extra_rows,
+        "the table under {heading:?} lists only {}'s flags",
+        command.get_name()
+    );
+}
+
 pub fn check_settings_table(
     readme: &str,
     heading: &str,

@@ -35,14 +35,7 @@ async fn until_fetchable(server: &TestServer, chat: &str, expected: &[String]) -
 #[tokio::test]
 async fn paging_with_any_limit_visits_every_message_once_in_order_while_posts_continue() {
     let server = Arc::new(TestServer::start().await);
-    let mut posted = Vec::new();
-    for i in 0..60 {
-        posted.push(
-            server
-                .post_message("paging", "alice", &format!("early {i}"))
-                .await,
-        );
-    }
+    let mut posted = server.post_messages("paging", "alice", "early", 60).await;
     until_fetchable(&server, "paging", &posted).await;
     let poster = {
         let server = server.clone();
@@ -471,13 +464,7 @@ async fn with_redis_stopped_fetch_answers_503_fast_posts_go_on_and_the_projector
     );
     // The Redis timeout is 0.5 s; three more seconds of slack for a loaded machine.
     assert!(took < Duration::from_millis(3500), "fetch took {took:?}");
-    for i in 0..5 {
-        posted.push(
-            server
-                .post_message("outage", "alice", &format!("during {i}"))
-                .await,
-        );
-    }
+    posted.extend(server.post_messages("outage", "alice", "during", 5).await);
     let ready = server.get("/readyz").await.expect("readyz");
     assert_eq!(ready.status(), 503);
 

@@ -24,7 +24,8 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
-    fn get(counter: &AtomicU64) -> u64 {
+    /// How many posts ended as `counter` says.
+    pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 

@@ -56,10 +56,7 @@ async fn nothing_acknowledged_is_lost_when_the_broker_is_killed_and_restarted() 
     };
     let (before_kill, after_restart) = (acked_at(&|at| at < killed), acked_at(&|at| at > back));
     let summary = report.check(&cluster).await;
-    let unavailable = report
-        .outcomes
-        .unavailable
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let unavailable = faults::Outcomes::get(&report.outcomes.unavailable);
     assert!(before > 50, "{summary}");
     assert!(late.is_empty(), "201s while the broker was down: {late:?}");
     assert!(
@@ -93,10 +90,7 @@ async fn nothing_acknowledged_is_lost_when_the_broker_stops_answering() {
 
     let report = load.finish(Duration::from_secs(60)).await;
     let summary = report.check(&cluster).await;
-    let unavailable = report
-        .outcomes
-        .unavailable
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let unavailable = faults::Outcomes::get(&report.outcomes.unavailable);
     assert!(before > 50, "{summary}");
     assert!(
         unavailable > 0,
@@ -140,10 +134,7 @@ async fn posts_in_flight_when_the_broker_dies_are_refused() {
         acked.retain(|m| m.at < settled);
     }
     let summary = report.check_streams().await;
-    let refused = report
-        .outcomes
-        .unavailable
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let refused = faults::Outcomes::get(&report.outcomes.unavailable);
     assert!(report.acked_total() > 100, "{summary}");
     assert!(late.is_empty(), "201s after the broker died: {late:?}");
     assert!(refused > 0, "posts after the kill answered 503: {outcomes}");

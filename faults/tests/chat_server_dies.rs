@@ -21,10 +21,7 @@ async fn retried_posts_become_one_message_when_a_chat_server_dies() {
 
     let report = load.finish(Duration::from_secs(60)).await;
     let summary = report.check(&cluster).await;
-    let retried = report
-        .outcomes
-        .retried_then_created
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let retried = faults::Outcomes::get(&report.outcomes.retried_then_created);
     assert!(retried > 0, "some posts were retried: {summary}");
     eprintln!("chat-server SIGKILL: {summary}");
 }

@@ -116,6 +116,23 @@ impl AppState {
         self.0.leader.load(Ordering::Acquire)
     }
 
+    /// Runs a lock script for this instance (with the lock's TTL, to take
+    /// or renew it).
+    async fn call(
+        &self,
+        script: &Script,
+        lock_key: &str,
+        ttl_ms: Option<u64>,
+    ) -> redis::RedisResult<i64> {
+        let mut conn = self.0.redis.get().await?;
+        let mut call = script.key(lock_key);
+        call.arg(&self.0.instance);
+        if let Some(ttl) = ttl_ms {
+            call.arg(ttl);
+        }
+        call.invoke_async(&mut conn).await
+    }
+
     fn set_leader(&self, leads: bool) {
         let was = self.0.leader.swap(leads, Ordering::AcqRel);
         if was != leads {
@@ -210,16 +227,11 @@ async fn lead(state: AppState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
-        let held = async {
-            let mut conn = inner.redis.get().await?;
-            inner
-                .lock
-                .key(&lock_key)
-                .arg(&inner.instance)
-                .arg(inner.config.leader_lock_ttl_ms)
-                .invoke_async::<i64>(&mut conn)
-                .await
-        };
+        let held = state.call(
+            &inner.lock,
+            &lock_key,
+            Some(inner.config.leader_lock_ttl_ms),
+        );
         match held.await {
             Ok(held) => state.set_leader(held == 1),
             Err(error) => {
@@ -232,16 +244,7 @@ async fn lead(state: AppState, shutdown: CancellationToken) {
     }
     if state.is_leader() {
         state.set_leader(false);
-        let released = async {
-            let mut conn = inner.redis.get().await?;
-            inner
-                .unlock
-                .key(&lock_key)
-                .arg(&inner.instance)
-                .invoke_async::<i64>(&mut conn)
-                .await
-        };
-        if let Err(error) = released.await {
+        if let Err(error) = state.call(&inner.unlock, &lock_key, None).await {
             warn!(%error, "cannot release the leader lock; it expires by itself");
         }
     }

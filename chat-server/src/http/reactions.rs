@@ -8,8 +8,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chat_core::api::AddReactionBody;
 use chat_core::event::{self, ChatEvent, Reaction, ReactionAction, ReactionChanged};
+use chat_core::id::EventId;
 use chat_core::problem::ApiError;
 use chat_core::read_model::Lookup;
+use chat_core::validate::{ChatId, Emoji, UserId};
 use serde::Deserialize;
 
 use super::AppState;
@@ -25,12 +27,8 @@ pub(super) async fn add_reaction(
     let emoji = body.emoji.parse()?;
     let user_id = caller.user(&chat, body.user_id.as_deref(), false)?;
     let change = ReactionChanged {
-        chat_id: chat,
-        message_id: message,
-        user_id,
-        emoji,
         action: ReactionAction::Add,
-        created_at: event::now(),
+        ..changed(chat, message, user_id, emoji)
     };
     let reaction = store_reaction(&state, change).await?;
     Ok((StatusCode::CREATED, Json(reaction)))
@@ -55,14 +53,23 @@ pub(super) async fn remove_reaction(
 ) -> Result<Json<Reaction>, ApiError> {
     let user_id = caller.user(&chat, query.user_id.as_deref(), true)?;
     let change = ReactionChanged {
-        chat_id: chat,
-        message_id: message,
-        user_id,
-        emoji,
         action: ReactionAction::Remove,
-        created_at: event::now(),
+        ..changed(chat, message, user_id, emoji)
     };
     store_reaction(&state, change).await.map(Json)
+}
+
+/// A change of `user`'s `emoji` on a message, made now (an add until said
+/// otherwise).
+fn changed(chat: ChatId, message: EventId, user: UserId, emoji: Emoji) -> ReactionChanged {
+    ReactionChanged {
+        chat_id: chat,
+        message_id: message,
+        user_id: user,
+        emoji,
+        action: ReactionAction::Add,
+        created_at: event::now(),
+    }
 }
 
 /// Passes the user's write limit, checks the message exists, then writes

@@ -106,6 +106,24 @@ impl TestServer {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Posts `n` messages as `user`, texts `{prefix} 0` on; answers their ids.
+    pub async fn post_messages(
+        &self,
+        chat: &str,
+        user: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(
+                self.post_message(chat, user, &format!("{prefix} {i}"))
+                    .await,
+            );
+        }
+        ids
+    }
+
     /// Every message of `chat`, oldest first: walks back with `before` to
     /// the oldest page, then forward with `after` to the newest.
     pub async fn all_messages(&self, chat: &str, limit: u32) -> Vec<serde_json::Value> {
