@@ -100,23 +100,23 @@ pub(crate) enum Sender {
     },
 }
 
+/// An HTTP client that keeps up to `connections` connections open.
+fn client(connections: usize) -> Result<reqwest::Client, Failure> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(connections)
+        .build()?)
+}
+
 impl Sender {
     fn new(args: &RunArgs) -> Result<Self, Failure> {
         Ok(match args.publish {
             Publish::ChatServer => Sender::ChatServer {
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .pool_max_idle_per_host(args.max_in_flight)
-                    .build()
-                    .map_err(Failure::from)?,
+                http: client(args.max_in_flight)?,
                 url: args.post_url.as_str().into(),
             },
             Publish::Nchan | Publish::Pushpin => Sender::Peer {
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .pool_max_idle_per_host(args.max_in_flight)
-                    .build()
-                    .map_err(Failure::from)?,
+                http: client(args.max_in_flight)?,
                 url: args.publish_url.as_str().into(),
                 grip: args.publish == Publish::Pushpin,
             },

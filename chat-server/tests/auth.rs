@@ -105,12 +105,8 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
             .contains("expired"),
         "{problem}"
     );
-    let unauthorized = server
-        .http
-        .get(server.url("/api/chats/lobby/messages"))
-        .send()
-        .await
-        .expect("GET");
+    let unauthorized =
+        test_support::get(&server.http, &server.url("/api/chats/lobby/messages")).await;
     assert_eq!(unauthorized.status(), 401, "reading needs a token too");
     assert!(unauthorized.headers().contains_key("www-authenticate"));
 

@@ -268,11 +268,7 @@ async fn health_readiness_and_metrics_answer() {
         .text()
         .await
         .expect("text");
-    assert_eq!(
-        test_support::undescribed(&metrics),
-        Vec::<&str>::new(),
-        "every metric has HELP"
-    );
+    test_support::assert_described(&metrics);
     assert!(
         metrics
             .lines()

@@ -83,22 +83,13 @@ async fn refusals_limits_cors_and_heartbeats() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     // Two streams open: the third is refused; a second chat is over --max-chats.
-    let third = world
-        .http
-        .get(publish.url("/api/chats/lobby/events"))
-        .send()
-        .await
-        .expect("answer");
+    let third = test_support::get(&world.http, &publish.url("/api/chats/lobby/events")).await;
     assert_eq!(third.status(), 503);
     assert_eq!(third.headers()["retry-after"], "1");
     drop(other);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let second_chat = world
-        .http
-        .get(publish.url("/api/chats/elsewhere/events"))
-        .send()
-        .await
-        .expect("answer");
+    let second_chat =
+        test_support::get(&world.http, &publish.url("/api/chats/elsewhere/events")).await;
     assert_eq!(second_chat.status(), 503);
     let problem: serde_json::Value = second_chat.json().await.expect("JSON");
     assert!(
@@ -129,12 +120,7 @@ async fn refusals_limits_cors_and_heartbeats() {
         .expect("answer");
     assert_eq!(post.status(), 405);
     assert_eq!(post.headers()["allow"], "GET");
-    let missing = world
-        .http
-        .get(publish.url("/nowhere"))
-        .send()
-        .await
-        .expect("answer");
+    let missing = test_support::get(&world.http, &publish.url("/nowhere")).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.headers()["content-type"],
@@ -143,10 +129,6 @@ async fn refusals_limits_cors_and_heartbeats() {
     let metrics = world.metrics(&publish).await;
     assert!(metrics.contains("publish_connections"), "{metrics}");
     assert!(metrics.contains("publish_resets_total"), "{metrics}");
-    assert_eq!(
-        test_support::undescribed(&metrics),
-        Vec::<&str>::new(),
-        "every metric has HELP"
-    );
+    test_support::assert_described(&metrics);
     publish.stop().await;
 }

@@ -91,12 +91,7 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
     // Load gone: after the cool-down the chat answers like any other.
     let stopped = Instant::now();
     loop {
-        let response = world
-            .http
-            .get(chat.url("/api/chats/busy/messages"))
-            .send()
-            .await
-            .expect("fetch");
+        let response = test_support::get(&world.http, &chat.url("/api/chats/busy/messages")).await;
         if response.status() == 200 && !response.headers().contains_key("ratelimit-limit") {
             break;
         }
@@ -124,19 +119,11 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         ) > 0.0
     );
     assert!(metric(&text, "hotchat_flag_delay_seconds_count", &[]) > 0.0);
-    assert_eq!(
-        test_support::undescribed(&text),
-        Vec::<&str>::new(),
-        "every metric of chat-server has HELP"
-    );
+    test_support::assert_described(&text);
     let own = test_support::get_text(&world.http, &scheduler.url("/metrics")).await;
     assert!(metric(&own, "scheduler_leader", &[]) >= 0.0);
     assert!(own.contains("scheduler_tick_duration_seconds"), "{own}");
-    assert_eq!(
-        test_support::undescribed(&own),
-        Vec::<&str>::new(),
-        "every metric of the scheduler has HELP"
-    );
+    test_support::assert_described(&own);
     scheduler.stop().await;
     chat.stop().await;
 }

@@ -300,6 +300,20 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// `GET url`'s answer, whatever its status.
+pub async fn get(http: &reqwest::Client, url: &str) -> reqwest::Response {
+    http.get(url).send().await.expect("an answer")
+}
+
+/// Asserts that every metric of a Prometheus text exposition has HELP.
+pub fn assert_described(text: &str) {
+    assert_eq!(
+        undescribed(text),
+        Vec::<&str>::new(),
+        "metrics without HELP"
+    );
+}
+
 /// `GET url`'s body as text.
 pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
     let response = http.get(url).send().await.expect("an answer");
