@@ -260,12 +260,7 @@ async fn every_bad_input_is_refused_with_problem_json_and_writes_nothing() {
         server.records().await.is_empty(),
         "bad input wrote to Kafka"
     );
-    let ok = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            serde_json::json!({"userId": "a", "text": "hi"}),
-        )
-        .await;
+    let ok = server.post_text("lobby", "a", "hi").await;
     assert_eq!(ok.status(), 201);
     assert_eq!(server.records().await.len(), 1);
     server.stop().await;
@@ -274,12 +269,7 @@ async fn every_bad_input_is_refused_with_problem_json_and_writes_nothing() {
 #[tokio::test]
 async fn the_problem_detail_names_the_field_at_fault() {
     let server = TestServer::start().await;
-    let response = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            serde_json::json!({"userId": "alice", "text": "x".repeat(4001)}),
-        )
-        .await;
+    let response = server.post_text("lobby", "alice", &"x".repeat(4001)).await;
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.expect("JSON");
     let detail = problem["detail"].as_str().expect("detail");

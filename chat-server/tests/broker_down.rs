@@ -85,12 +85,7 @@ async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
     config.kafka.delivery_timeout_ms = 1000;
     let server = TestServer::start_with(config).await;
     let started = Instant::now();
-    let response = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "alice", "text": "hello?"}),
-        )
-        .await;
+    let response = server.post_text("lobby", "alice", "hello?").await;
     assert_eq!(response.status(), 503);
     assert!(
         started.elapsed() < Duration::from_secs(1 + 1 + 5),

@@ -12,12 +12,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn a_posted_message_lands_keyed_by_chat_with_the_documented_envelope() {
     let server = TestServer::start().await;
-    let response = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "alice", "text": "hi"}),
-        )
-        .await;
+    let response = server.post_text("lobby", "alice", "hi").await;
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["content-type"], "application/json");
     let message: Value = response.json().await.expect("JSON body");
@@ -185,10 +180,7 @@ async fn a_retried_client_message_id_answers_the_original_and_writes_nothing_new
 async fn reactions_are_added_and_removed_through_kafka() {
     let server = TestServer::start().await;
     let message: Value = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "alice", "text": "react to me"}),
-        )
+        .post_text("lobby", "alice", "react to me")
         .await
         .json()
         .await
@@ -254,12 +246,7 @@ async fn health_readiness_and_metrics_answer() {
         ready.json::<Value>().await.expect("JSON"),
         json!({"status": "ready", "kafka": "ok", "redis": "ok"})
     );
-    let posted = server
-        .post_json(
-            "/api/chats/metrics/messages",
-            json!({"userId": "a", "text": "count me"}),
-        )
-        .await;
+    let posted = server.post_text("metrics", "a", "count me").await;
     assert_eq!(posted.status(), 201);
     let metrics = server
         .get("/metrics")

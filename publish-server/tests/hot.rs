@@ -28,6 +28,28 @@ async fn flag_hot(world: &World, chat: &str) {
 }
 
 /// Adds or removes a reaction through chat-server; answers its event id.
+/// Users `u0`, `u1`... add `emoji` on `message` of `hot-room`.
+async fn react_as_many(
+    world: &World,
+    chat: std::net::SocketAddr,
+    message: &str,
+    users: usize,
+    emoji: &str,
+) {
+    for user in 0..users {
+        react(
+            world,
+            chat,
+            "hot-room",
+            message,
+            &format!("u{user}"),
+            emoji,
+            true,
+        )
+        .await;
+    }
+}
+
 async fn react(
     world: &World,
     chat: std::net::SocketAddr,
@@ -72,8 +94,7 @@ async fn collect(subscriber: &mut Subscriber, window: Duration) -> Vec<(Instant,
 #[tokio::test]
 async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
     let world = World::new();
-    let chat = world.chat_server().await;
-    let publish = world.publish_server(world.publish_config()).await;
+    let (chat, publish) = world.servers().await;
     flag_hot(&world, "hot-room").await;
     // publish-server resyncs the flags every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -99,30 +120,8 @@ async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
         "a message is not held back"
     );
 
-    for user in 0..10 {
-        react(
-            &world,
-            chat.addr,
-            "hot-room",
-            &first,
-            &format!("u{user}"),
-            "👍",
-            true,
-        )
-        .await;
-    }
-    for user in 0..4 {
-        react(
-            &world,
-            chat.addr,
-            "hot-room",
-            &first,
-            &format!("u{user}"),
-            "🎉",
-            true,
-        )
-        .await;
-    }
+    react_as_many(&world, chat.addr, &first, 10, "👍").await;
+    react_as_many(&world, chat.addr, &first, 4, "🎉").await;
     // Counted once per user, and a removal counts down.
     react(&world, chat.addr, "hot-room", &first, "u0", "👍", true).await;
     let last_reaction = react(&world, chat.addr, "hot-room", &first, "u1", "👍", false).await;

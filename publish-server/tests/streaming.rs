@@ -16,8 +16,7 @@ fn ids(events: &[common::Event]) -> Vec<String> {
 #[tokio::test]
 async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
     let world = World::new();
-    let chat = world.chat_server().await;
-    let publish = world.publish_server(world.publish_config()).await;
+    let (chat, publish) = world.servers().await;
     let url = |c: &str| publish.url(&format!("/api/chats/{c}/events"));
     let mut first = Subscriber::open(&world.http, &url("room"), None).await;
     let mut second = Subscriber::open(&world.http, &url("room"), None).await;
@@ -78,8 +77,7 @@ async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
 #[tokio::test]
 async fn after_a_restart_subscribers_resume_with_last_event_id_without_gap_or_duplicate() {
     let world = World::new();
-    let chat = world.chat_server().await;
-    let publish = world.publish_server(world.publish_config()).await;
+    let (chat, publish) = world.servers().await;
     let url = publish.url("/api/chats/restart/events");
     let mut subscribers = Vec::new();
     for _ in 0..3 {
@@ -130,8 +128,7 @@ async fn after_a_restart_subscribers_resume_with_last_event_id_without_gap_or_du
 #[tokio::test]
 async fn fetch_then_subscribe_from_the_cursor_gives_every_event_once() {
     let world = World::new();
-    let chat = world.chat_server().await;
-    let publish = world.publish_server(world.publish_config()).await;
+    let (chat, publish) = world.servers().await;
     let mut messages = Vec::new();
     let mut last = String::new();
     for i in 0..15 {

@@ -93,6 +93,15 @@ impl TestServer {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// Posts `text` to `chat` as `user`; answers the response as it is.
+    pub async fn post_text(&self, chat: &str, user: &str, text: &str) -> reqwest::Response {
+        self.post_json(
+            &format!("/api/chats/{chat}/messages"),
+            serde_json::json!({"userId": user, "text": text}),
+        )
+        .await
+    }
+
     /// Posts a message and answers its id.
     pub async fn post_message(&self, chat: &str, user: &str, text: &str) -> String {
         let response = self

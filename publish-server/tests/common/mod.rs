@@ -38,6 +38,12 @@ impl World {
         }
     }
 
+    /// A chat-server and a publish-server of the default settings.
+    pub async fn servers(&self) -> (Running, Running) {
+        let chat = self.chat_server().await;
+        (chat, self.publish_server(self.publish_config()).await)
+    }
+
     pub async fn chat_server(&self) -> Running {
         self.chat_server_with(self.chat_config()).await
     }
