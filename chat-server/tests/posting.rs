@@ -138,22 +138,18 @@ async fn a_retried_client_message_id_answers_the_original_and_writes_nothing_new
     }
 
     // The same id with another text is a client bug, not a retry.
-    let reused = server
-        .post_json(
+    let post_c1 = |user: &'static str, text: &'static str| {
+        server.post_json(
             "/api/chats/lobby/messages",
-            json!({"userId": "alice", "text": "other", "clientMessageId": "c-1"}),
+            json!({"userId": user, "text": text, "clientMessageId": "c-1"}),
         )
-        .await;
+    };
+    let reused = post_c1("alice", "other").await;
     assert_eq!(reused.status(), 409);
     assert_eq!(reused.headers()["content-type"], "application/problem+json");
 
     // Another user, or another chat, may use the same client id.
-    let other_user = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "bob", "text": "once", "clientMessageId": "c-1"}),
-        )
-        .await;
+    let other_user = post_c1("bob", "once").await;
     assert_eq!(other_user.status(), 201);
     assert_ne!(
         other_user.json::<Value>().await.expect("JSON")["id"],
@@ -201,13 +197,10 @@ async fn reactions_are_added_and_removed_through_kafka() {
 
     // The emoji travels percent-encoded in the path.
     let removed = server
-        .http
-        .delete(server.url(&format!(
+        .delete(&format!(
             "/api/chats/lobby/messages/{message_id}/reactions/%F0%9F%91%8D%F0%9F%8F%BD?userId=bob"
-        )))
-        .send()
-        .await
-        .expect("DELETE");
+        ))
+        .await;
     assert_eq!(removed.status(), 200);
     let removed: Value = removed.json().await.expect("JSON");
     assert_eq!(removed["action"], "remove");

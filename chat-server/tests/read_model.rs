@@ -191,20 +191,14 @@ async fn the_same_emoji_twice_counts_once_and_removing_it_decrements_once() {
     counts(json!({"👍": 2, "🎉": 1})).await;
     for _ in 0..2 {
         let response = server
-            .http
-            .delete(server.url(&format!("{reactions}/%F0%9F%91%8D?userId=bob")))
-            .send()
-            .await
-            .expect("DELETE");
+            .delete(&format!("{reactions}/%F0%9F%91%8D?userId=bob"))
+            .await;
         assert_eq!(response.status(), 200);
     }
     counts(json!({"👍": 1, "🎉": 1})).await;
     let response = server
-        .http
-        .delete(server.url(&format!("{reactions}/%F0%9F%8E%89?userId=carol")))
-        .send()
-        .await
-        .expect("DELETE");
+        .delete(&format!("{reactions}/%F0%9F%8E%89?userId=carol"))
+        .await;
     assert_eq!(response.status(), 200);
     counts(json!({"👍": 1})).await;
     // A fetch naming a user tells which emojis that user holds.
@@ -259,13 +253,10 @@ async fn a_reaction_on_a_message_that_does_not_exist_is_404_and_writes_nothing()
             "application/problem+json"
         );
         let response = server
-            .http
-            .delete(server.url(&format!(
+            .delete(&format!(
                 "/api/chats/missing/messages/{missing}/reactions/%F0%9F%91%8D?userId=bob"
-            )))
-            .send()
-            .await
-            .expect("DELETE");
+            ))
+            .await;
         assert_eq!(response.status(), 404, "{missing}");
     }
     assert_eq!(server.records().await.len(), before, "404s wrote nothing");
@@ -302,11 +293,8 @@ async fn replaying_the_topic_into_an_empty_redis_reproduces_the_read_model() {
         }
         if i % 3 == 0 {
             let r = original
-                .http
-                .delete(original.url(&format!("{path}/%F0%9F%91%8D?userId=a")))
-                .send()
-                .await
-                .expect("DELETE");
+                .delete(&format!("{path}/%F0%9F%91%8D?userId=a"))
+                .await;
             assert_eq!(r.status(), 200);
         }
     }
@@ -368,12 +356,7 @@ fn spawn_writers(api: &Arc<TestServer>, round: u32) -> Vec<tokio::task::JoinHand
                             .await;
                         assert_eq!(r.status(), 201);
                     }
-                    let r = api
-                        .http
-                        .delete(api.url(&format!("{path}/%F0%9F%91%8D?userId=y")))
-                        .send()
-                        .await
-                        .expect("DELETE");
+                    let r = api.delete(&format!("{path}/%F0%9F%91%8D?userId=y")).await;
                     assert_eq!(r.status(), 200);
                     mine.push(id);
                 }

@@ -93,6 +93,15 @@ impl TestServer {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// `DELETE path`; answers the response as it is.
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request completes")
+    }
+
     /// Posts `text` to `chat` as `user`; answers the response as it is.
     pub async fn post_text(&self, chat: &str, user: &str, text: &str) -> reqwest::Response {
         self.post_json(
