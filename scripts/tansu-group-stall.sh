@@ -16,7 +16,7 @@ start_redis
 start_tansu 3
 export KAFKA_TOPIC=stall REDIS_KEY_PREFIX=stall PROJECTOR_GROUP=stall RUST_LOG=warn
 start_chat() { # port
-  CHAT_SERVER_LISTEN="127.0.0.1:$1" ./target/debug/chat-server >>"$work/chat.log" 2>&1 &
+  CHAT_SERVER_LISTEN="127.0.0.1:$1" "${CARGO_TARGET_DIR:-target}/debug/chat-server" >>"$work/chat.log" 2>&1 &
   pids+=($!); chat_pid=$!
   wait_ready "$1"
 }
