@@ -8,13 +8,17 @@
 # own) or BROKER=tansu (Tansu 0.6.0, memory storage); redis-server on a free
 # port; release build; everything on 127.0.0.1 and on this machine's cores.
 # Each row is the median of RUNS runs, each run with freshly started
-# publish-servers (so RSS per connection starts from idle).
+# publish-servers (so RSS per connection starts from idle); "KiB after" is
+# what the servers hold, together, 3 s after the subscribers left.
+# PUBLISH_SERVER_BIN measures another build of publish-server.
 #   BROKER=mock SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBSCRIBERS="${SUBSCRIBERS:-50000}" CHATS="${CHATS:-100}" RATE="${RATE:-1000}" SIZE="${SIZE:-100}"
 DURATION="${DURATION:-20}" SERVERS="${SERVERS:-3}" WORKERS="${WORKERS:-4}" RUNS="${RUNS:-3}"
 SOURCE_ADDRS="${SOURCE_ADDRS:-8}" BROKER="${BROKER:-mock}"
+# Another build of publish-server to measure (another allocator, say).
+PUBLISH_SERVER_BIN="${PUBLISH_SERVER_BIN:-./target/release/publish-server}"
 source scripts/bench-lib.sh
 cargo build --release -p chat-server -p publish-server -p bench --bins
 
@@ -45,7 +49,7 @@ one_run() { # publish-mode run-number
   local ps_pids=() urls=() port
   for s in $(seq 1 "$SERVERS"); do
     port="$(free_port)"
-    PUBLISH_SERVER_LISTEN="127.0.0.1:$port" ./target/release/publish-server >"$work/publish-$s.log" 2>&1 &
+    PUBLISH_SERVER_LISTEN="127.0.0.1:$port" "$PUBLISH_SERVER_BIN" >"$work/publish-$s.log" 2>&1 &
     ps_pids+=($!)
     urls+=("http://127.0.0.1:$port/api/chats/{chat}/events")
     wait_ready "$port"
@@ -70,6 +74,12 @@ one_run() { # publish-mode run-number
       /^publish_memory_trim_seconds_sum/ { t += $NF }
       END { printf "%s: %d heap trims, %.1f ms in all\n", run, n, t * 1000 }' >&2
   done
+  # What the servers still hold 3 s after the crowd left.
+  local after=0
+  for pid in "${ps_pids[@]}"; do
+    after=$(( after + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status") ))
+  done
+  echo "$after" >>"$work/$1.after"
   for pid in "${ps_pids[@]}"; do kill "$pid"; done
   for pid in "${ps_pids[@]}"; do wait "$pid" || true; done
 }
@@ -86,13 +96,14 @@ print(f"\nSSE fan-out: {n} subscribers over {k} chats on {servers} publish-serve
       f"{rate} posts/s of {size} bytes for {duration} s, broker {broker}; median of {runs} runs")
 cols = [("deliveries_per_s", "deliv/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
         ("max_ms", "max ms", "{:.2f}"), ("lost", "lost", "{:.0f}"), ("rss_per_connection_kib", "KiB/conn", "{:.2f}"),
-        ("server_cpu_s", "srv CPU s", "{:.1f}")]
+        ("server_cpu_s", "srv CPU s", "{:.1f}"), ("rss_after_kib", "KiB after", "{:.0f}")]
 print(f"{'path':<28}" + "".join(f"{h:>11}" for _, h, _ in cols) + f"{'deliv ratio':>13}")
 rows = {}
 for name, label in [("kafka", "produced straight to Kafka"), ("chat-server", "posted through chat-server")]:
     runs_ = [json.loads(l) for l in open(f"{work}/{name}.runs")]
-    rows[name] = {c: statistics.median(r[c] for r in runs_) for c, _, _ in cols}
+    rows[name] = {c: statistics.median(r[c] for r in runs_) for c, _, _ in cols if c != "rss_after_kib"}
     rows[name]["all"] = runs_
+    rows[name]["rss_after_kib"] = statistics.median(float(l) for l in open(f"{work}/{name}.after"))
 for name, label in [("kafka", "produced straight to Kafka"), ("chat-server", "posted through chat-server")]:
     r = rows[name]
     ratio = r["deliveries_per_s"] / rows["kafka"]["deliveries_per_s"]

@@ -241,6 +241,7 @@ impl Server {
             Duration::from_secs(1),
             inner.shutdown.clone(),
         ));
+        // glibc's heaps are trimmed here; jemalloc purges on its own.
         let trimmer = tokio::spawn(trim::run(inner.connections.clone(), inner.shutdown.clone()));
         info!(addr = %self.local_addr(), topic = %inner.config.kafka.topic, "publish-server listening");
         let streams = inner.shutdown.clone();

@@ -110,6 +110,10 @@ impl Trimmer {
 /// Looks every `EVERY` and trims the allocator's heaps when `Trimmer`
 /// says so, until `shutdown`.
 pub(crate) async fn run(open: Arc<AtomicUsize>, shutdown: CancellationToken) {
+    if cfg!(feature = "jemalloc") {
+        // jemalloc purges on its own; glibc's heaps hold little then.
+        return;
+    }
     let mut trimmer = Trimmer::default();
     let mut tick = tokio::time::interval(EVERY);
     loop {
