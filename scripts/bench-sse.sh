@@ -9,7 +9,8 @@
 # port; release build; everything on 127.0.0.1 and on this machine's cores.
 # Each row is the median of RUNS runs, each run with freshly started
 # publish-servers (so RSS per connection starts from idle); "KiB after" is
-# what the servers hold, together, 3 s after the subscribers left.
+# what the servers hold, together, AFTER_SECS (default 3) after the
+# subscribers left.
 # PUBLISH_SERVER_BIN measures another build of publish-server.
 #   BROKER=mock SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
 set -euo pipefail
@@ -19,6 +20,7 @@ DURATION="${DURATION:-20}" SERVERS="${SERVERS:-3}" WORKERS="${WORKERS:-4}" RUNS=
 SOURCE_ADDRS="${SOURCE_ADDRS:-8}" BROKER="${BROKER:-mock}"
 # Another build of publish-server to measure (another allocator, say).
 PUBLISH_SERVER_BIN="${PUBLISH_SERVER_BIN:-./target/release/publish-server}"
+AFTER_SECS="${AFTER_SECS:-3}"
 source scripts/bench-lib.sh
 cargo build --release -p chat-server -p publish-server -p bench --bins
 
@@ -67,14 +69,14 @@ one_run() { # publish-mode run-number
   tail -n 1 "$work/$1-$2.out" >>"$work/$1.runs"
   # The heap trims each server made in the run and after its subscribers
   # left (a trim waits for the closing to stop), and the time they took.
-  sleep 3
+  sleep "$AFTER_SECS"
   for url in "${urls[@]}"; do
     curl -s "${url%/api/*}/metrics" | awk -v run="$1-$2" '
       /^publish_memory_trims_total/ { n += $NF }
       /^publish_memory_trim_seconds_sum/ { t += $NF }
       END { printf "%s: %d heap trims, %.1f ms in all\n", run, n, t * 1000 }' >&2
   done
-  # What the servers still hold 3 s after the crowd left.
+  # What the servers still hold AFTER_SECS after the crowd left.
   local after=0
   for pid in "${ps_pids[@]}"; do
     after=$(( after + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status") ))
