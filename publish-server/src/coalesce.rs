@@ -1,7 +1,8 @@
 //! Coalesced reactions of hot chats: once per second, each hub that held
 //! reactions back gets, per message touched, one `reactions` event with the
 //! message's absolute counts from the read model, as of a point of the log
-//! at or past the last reaction held back.
+//! at or past the last reaction held back. A second's events travel as one
+//! frame.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,27 +49,25 @@ pub(crate) async fn run(state: AppState, every: Duration, shutdown: Cancellation
                 }
             };
             let Some(as_of) = counts.head else { continue };
-            let frames: Vec<Arc<Frame>> = pending
-                .messages
-                .iter()
-                .zip(&counts.counts)
-                .map(|(&message, counts)| {
-                    Arc::new(Frame {
-                        id: as_of,
-                        bytes: Bytes::from(chat_core::sse::reactions(
-                            hub.chat().as_str(),
-                            message,
-                            counts,
-                            as_of,
-                        )),
-                        reaction_of: None,
-                        ordered: false,
-                        made: Instant::now(),
-                    })
-                })
-                .collect();
-            metrics::counter!("publish_coalesced_frames_total").increment(frames.len() as u64);
-            hub.broadcast(frames);
+            // One frame for every message's counts: however many messages
+            // changed, it takes one place in the hub's live channel, so no
+            // subscriber falls behind because of it.
+            let mut bytes = Vec::new();
+            for (&message, counts) in pending.messages.iter().zip(&counts.counts) {
+                bytes.extend_from_slice(
+                    chat_core::sse::reactions(hub.chat().as_str(), message, counts, as_of)
+                        .as_bytes(),
+                );
+            }
+            metrics::counter!("publish_coalesced_frames_total")
+                .increment(pending.messages.len() as u64);
+            hub.broadcast(Arc::new(Frame {
+                id: as_of,
+                bytes: Bytes::from(bytes),
+                reaction_of: None,
+                ordered: false,
+                made: Instant::now(),
+            }));
         }
     }
 }

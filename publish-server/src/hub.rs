@@ -173,11 +173,9 @@ impl Hub {
         state.pending_upto = state.pending_upto.max(pending.upto);
     }
 
-    /// Sends `frames` (coalesced counts) to every live subscriber.
-    pub(crate) fn broadcast(&self, frames: Vec<Arc<Frame>>) {
-        for frame in frames {
-            let _ = self.live.send(frame);
-        }
+    /// Sends `frame` (coalesced counts) to every live subscriber.
+    pub(crate) fn broadcast(&self, frame: Arc<Frame>) {
+        let _ = self.live.send(frame);
     }
 
     pub(crate) fn chat(&self) -> &ChatId {

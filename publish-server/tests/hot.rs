@@ -184,3 +184,62 @@ async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
     publish.stop().await;
     chat.stop().await;
 }
+
+/// More messages than the live channel holds frames change in one second:
+/// their counts still reach a subscriber, every one of them.
+#[tokio::test]
+async fn coalescing_above_the_live_channel_loses_no_counts() {
+    const MESSAGES: usize = 300;
+    let world = World::new();
+    let (chat, publish) = world.servers().await;
+    flag_hot(&world, "busy-room").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut subscriber = Subscriber::open(
+        &world.http,
+        &publish.url("/api/chats/busy-room/events"),
+        None,
+    )
+    .await;
+    let mut ids = Vec::with_capacity(MESSAGES);
+    for chunk in 0..MESSAGES / 50 {
+        let texts: Vec<String> = (0..50).map(|i| format!("m{chunk}-{i}")).collect();
+        let posts = texts
+            .iter()
+            .map(|text| world.post(chat.addr, "busy-room", text));
+        ids.extend(futures::future::join_all(posts).await);
+    }
+    // Every message gets one 👍, all at once: well over a hundred messages
+    // owe counts in the same second.
+    let reactions = ids
+        .iter()
+        .map(|id| react(&world, chat.addr, "busy-room", id, "fan", "👍", true));
+    futures::future::join_all(reactions).await;
+    let events = collect(&mut subscriber, Duration::from_secs(6)).await;
+    let kinds = events
+        .iter()
+        .fold(std::collections::BTreeMap::new(), |mut kinds, (_, e)| {
+            *kinds.entry(e.event.clone()).or_insert(0) += 1;
+            kinds
+        });
+    let counted: std::collections::HashMap<String, serde_json::Value> = events
+        .into_iter()
+        .filter(|(_, e)| e.event == "reactions")
+        .map(|(_, e)| {
+            (
+                e.data["messageId"].as_str().expect("id").to_owned(),
+                e.data["reactions"].clone(),
+            )
+        })
+        .collect();
+    let missing: Vec<&String> = ids.iter().filter(|id| !counted.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {MESSAGES} messages got no counts; events by kind: {kinds:?}",
+        missing.len()
+    );
+    for id in &ids {
+        assert_eq!(counted[id], serde_json::json!({"👍": 1}), "{id}");
+    }
+    publish.stop().await;
+    chat.stop().await;
+}
