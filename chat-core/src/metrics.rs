@@ -161,7 +161,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "publish_coalesced_frames_total",
         Kind::Counter,
-        "Coalesced `reactions` frames sent for hot chats.",
+        "`reactions` events sent for hot chats (a chat's events of one second travel as one frame).",
     ),
     (
         "publish_replays_total",
