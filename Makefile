@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test check fuzz build bench-post bench-fetch bench-sse bench-hot bench-peers fmt clippy
+.PHONY: run test check fuzz build bench-post bench-fetch bench-sse bench-hot bench-tick bench-peers fmt clippy
 
 ## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
 run:
@@ -48,6 +48,10 @@ bench-sse:
 ## Measure what hot-chat support costs a fetch: counting on vs off, and the throttle decision on a hot chat.
 bench-hot:
 	scripts/bench-hot.sh
+
+## How long the scheduler's tick holds Redis with 100,000 chats fetched in one second (CHATS, HOT, RUNS).
+bench-tick:
+	scripts/bench-tick.sh
 
 ## publish-server beside nchan and Pushpin under one SSE load (NS, KS, RUNS, DURATION, SIZE, OUT).
 bench-peers:

@@ -47,9 +47,10 @@ impl Keys {
         format!("{}:projected:{topic}:{partition}", self.prefix)
     }
 
-    /// Hash of chat id to the number of fetches of that chat during the
-    /// wall-clock second `second` (Unix time), summed over every instance.
-    /// One key per second so the scheduler reads a whole second at once.
+    /// Sorted set of chat ids scored by the number of fetches of that chat
+    /// during the wall-clock second `second` (Unix time), summed over
+    /// every instance. One key per second; scored, so the scheduler reads
+    /// only the chats at or over the threshold, however many were fetched.
     pub fn fetch_counts(&self, second: i64) -> String {
         format!("{}:fetches:{second}", self.prefix)
     }

@@ -104,7 +104,7 @@ impl FetchCounter {
         for (second, chats) in &batch {
             let key = keys.fetch_counts(*second);
             for (chat, n) in chats {
-                pipe.hincr(&key, chat, *n).ignore();
+                pipe.zincr(&key, chat, *n).ignore();
             }
             pipe.expire(&key, COUNTER_TTL_SECS).ignore();
         }

@@ -196,13 +196,13 @@ async fn count_fetches(
     n: u64,
 ) {
     let second = chat_core::hot::now_millis() / 1000;
-    redis::cmd("HINCRBY")
+    redis::cmd("ZINCRBY")
         .arg(format!("{prefix}:fetches:{second}"))
-        .arg(chat)
         .arg(n)
+        .arg(chat)
         .query_async::<()>(conn)
         .await
-        .expect("HINCRBY");
+        .expect("ZINCRBY");
 }
 
 #[tokio::test]
@@ -322,7 +322,7 @@ async fn the_scheduler_announces_flags_in_the_form_the_servers_read() {
     let now = chat_core::hot::now_millis() / 1000;
     for second in now..now + 6 {
         let _: () = redis::pipe()
-            .hincr(keys.fetch_counts(second), "announced", 10)
+            .zincr(keys.fetch_counts(second), "announced", 10)
             .expire(keys.fetch_counts(second), 60)
             .query_async(&mut conn)
             .await

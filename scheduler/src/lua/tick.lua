@@ -2,7 +2,8 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local threshold, second, expiry, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
 local became, cleared = {}, {}
-local counts = redis.call('HGETALL', KEYS[2])
+-- Only the chats at or over the threshold: the second may hold many more.
+local counts = redis.call('ZRANGEBYSCORE', KEYS[2], threshold, '+inf', 'WITHSCORES')
 for i = 1, #counts, 2 do
   local chat, n = counts[i], tonumber(counts[i + 1])
   if n >= threshold then
