@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::TestServer;
 use reqwest::Method;
 use serde_json::Value;
@@ -277,5 +279,62 @@ async fn the_problem_detail_names_the_field_at_fault() {
         detail.starts_with("text:") && detail.contains("4000"),
         "{detail}"
     );
+    server.stop().await;
+}
+
+/// A request is checked before it spends anything: malformed fetches of a
+/// hot chat take none of its budget, and posts with a malformed
+/// `clientMessageId` take none of the user's write limit.
+#[tokio::test]
+async fn malformed_requests_spend_no_budget_and_no_write_limit() {
+    let mut config = common::config();
+    config.hot_fetch_budget = 1;
+    config.hot_fetch_burst = 1;
+    config.user_messages_per_sec = 1;
+    let server = TestServer::start_with(config).await;
+
+    // The chat is hot the way the scheduler flags it; the server resyncs
+    // the flags every second.
+    let client = redis::Client::open(server.config.redis.url.as_str()).expect("URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let until = chrono::Utc::now().timestamp_millis() + 600_000;
+    redis::cmd("ZADD")
+        .arg(server.config.redis.keys().hot_chats())
+        .arg(until)
+        .arg("spent")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("ZADD");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..5 {
+        let (status, _) = server.get_json("/api/chats/spent/messages?limit=0").await;
+        assert_eq!(status, 400);
+    }
+    let admitted = server
+        .get("/api/chats/spent/messages")
+        .await
+        .expect("answer");
+    assert_eq!(admitted.status(), 200, "the budget is whole");
+    assert!(
+        admitted.headers().contains_key("ratelimit-limit"),
+        "the chat was hot for this fetch"
+    );
+
+    for _ in 0..5 {
+        let refused = server
+            .post_json(
+                "/api/chats/lobby/messages",
+                serde_json::json!({"userId": "dora", "text": "x", "clientMessageId": "no spaces"}),
+            )
+            .await;
+        assert_eq!(refused.status(), 422);
+    }
+    let posted = server
+        .post_text("lobby", "dora", "after the refusals")
+        .await;
+    assert_eq!(posted.status(), 201, "the write limit is whole");
     server.stop().await;
 }
