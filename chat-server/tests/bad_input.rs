@@ -295,19 +295,7 @@ async fn malformed_requests_spend_no_budget_and_no_write_limit() {
 
     // The chat is hot the way the scheduler flags it; the server resyncs
     // the flags every second.
-    let client = redis::Client::open(server.config.redis.url.as_str()).expect("URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
-    let until = chrono::Utc::now().timestamp_millis() + 600_000;
-    redis::cmd("ZADD")
-        .arg(server.config.redis.keys().hot_chats())
-        .arg(until)
-        .arg("spent")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("ZADD");
+    test_support::flag_hot(&server.config.redis.keys(), "spent").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for _ in 0..5 {
         let (status, _) = server.get_json("/api/chats/spent/messages?limit=0").await;

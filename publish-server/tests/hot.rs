@@ -8,23 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{Event, Subscriber, World};
 
-/// Flags `chat` hot the way the scheduler does: a member of the flags set,
-/// scored by its expiry.
+/// Flags `chat` hot the way the scheduler does.
 async fn flag_hot(world: &World, chat: &str) {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let until = chrono::Utc::now().timestamp_millis() + 600_000;
-    redis::cmd("ZADD")
-        .arg(format!("{}:hotchats", world.prefix))
-        .arg(until)
-        .arg(chat)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("ZADD");
+    let keys = chat_core::names::Keys::new(world.prefix.clone());
+    test_support::flag_hot(&keys, chat).await;
 }
 
 /// Adds or removes a reaction through chat-server; answers its event id.

@@ -304,6 +304,25 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Flags `chat` hot for ten minutes the way the scheduler does: a member of
+/// the flags set, scored by its expiry, in the Redis of `REDIS_URL`. The
+/// servers learn of it at their next resync, within a second.
+pub async fn flag_hot(keys: &chat_core::names::Keys, chat: &str) {
+    let client = redis::Client::open(redis_url()).expect("Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let until = chat_core::hot::now_millis() + 600_000;
+    redis::cmd("ZADD")
+        .arg(keys.hot_chats())
+        .arg(until)
+        .arg(chat)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("ZADD");
+}
+
 /// `GET url`'s answer, whatever its status.
 pub async fn get(http: &reqwest::Client, url: &str) -> reqwest::Response {
     http.get(url).send().await.expect("an answer")
