@@ -14,6 +14,15 @@ async fn flag_hot(world: &World, chat: &str) {
     test_support::flag_hot(&keys, chat).await;
 }
 
+/// Flags `chat` hot, waits for publish-server to know it (it resyncs the
+/// flags every second), and subscribes to it.
+async fn hot_subscriber(world: &World, publish: &test_support::Running, chat: &str) -> Subscriber {
+    flag_hot(world, chat).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let url = publish.url(&format!("/api/chats/{chat}/events"));
+    Subscriber::open(&world.http, &url, None).await
+}
+
 /// Adds or removes a reaction through chat-server; answers its event id.
 /// Users `u0`, `u1`... add `emoji` on `message` of `hot-room`.
 async fn react_as_many(
@@ -82,15 +91,7 @@ async fn collect(subscriber: &mut Subscriber, window: Duration) -> Vec<(Instant,
 async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
     let world = World::new();
     let (chat, publish) = world.servers().await;
-    flag_hot(&world, "hot-room").await;
-    // publish-server resyncs the flags every second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut hot = Subscriber::open(
-        &world.http,
-        &publish.url("/api/chats/hot-room/events"),
-        None,
-    )
-    .await;
+    let mut hot = hot_subscriber(&world, &publish, "hot-room").await;
     let mut cold = Subscriber::open(
         &world.http,
         &publish.url("/api/chats/cold-room/events"),
@@ -179,14 +180,7 @@ async fn coalescing_above_the_live_channel_loses_no_counts() {
     const MESSAGES: usize = 300;
     let world = World::new();
     let (chat, publish) = world.servers().await;
-    flag_hot(&world, "busy-room").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut subscriber = Subscriber::open(
-        &world.http,
-        &publish.url("/api/chats/busy-room/events"),
-        None,
-    )
-    .await;
+    let mut subscriber = hot_subscriber(&world, &publish, "busy-room").await;
     let mut ids = Vec::with_capacity(MESSAGES);
     for chunk in 0..MESSAGES / 50 {
         let texts: Vec<String> = (0..50).map(|i| format!("m{chunk}-{i}")).collect();
