@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 
 source scripts/lib.sh
-scripts/ensure.sh wrk redis tansu
+scripts/ensure.sh wrk redis
 
 # Load generators post as one user and hold thousands of streams per
 # address: the per-user and per-address limits would (rightly) stop them.

@@ -51,9 +51,10 @@ start_redis() {
 }
 
 # Starts Tansu in memory on a free port with the topic `chat-events` of
-# the given partitions (Tansu does not create topics on first use); sets
-# $kafka_port and exports KAFKA_BROKERS.
+# the given partitions (Tansu does not create topics on first use), after
+# installing it if it is absent; sets $kafka_port and exports KAFKA_BROKERS.
 start_tansu() { # [partitions]
+  "$(dirname "${BASH_SOURCE[0]}")/ensure.sh" tansu
   kafka_port="$(free_port)"
   "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
     --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
