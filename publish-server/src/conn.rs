@@ -164,42 +164,37 @@ struct EventsQuery {
 
 impl EventsHead {
     /// The typed request, or 400 saying what is malformed.
-    fn parse(mut self, peer: Option<std::net::IpAddr>) -> Result<EventsRequest, ApiError> {
+    fn parse(self, peer: Option<std::net::IpAddr>) -> Result<EventsRequest, ApiError> {
         let chat: ChatId = percent_decode(&self.chat)?
             .parse()
             .map_err(ApiError::bad_request)?;
         let query: EventsQuery = serde_urlencoded::from_str(&self.query)
             .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
         // The header wins: EventSource sends it on every reconnect.
-        let last = match self.last_event_id.take() {
-            Some(Some(value)) => Some(value),
-            Some(None) => return Ok(self.typed(chat, LastSeen::Malformed, query.token, peer)),
-            None => query.last_event_id,
+        let last_seen = match self.last_event_id {
+            Some(None) => LastSeen::Malformed,
+            Some(Some(header)) => last_seen(Some(&header)),
+            None => last_seen(query.last_event_id.as_deref()),
         };
-        let last_seen = match last.as_deref().map(str::trim) {
-            None | Some("") => LastSeen::Nothing,
-            Some(text) => text.parse().map_or(LastSeen::Malformed, LastSeen::Id),
-        };
-        Ok(self.typed(chat, last_seen, query.token, peer))
-    }
-
-    fn typed(
-        self,
-        chat: ChatId,
-        last_seen: LastSeen,
-        query_token: Option<String>,
-        peer: Option<std::net::IpAddr>,
-    ) -> EventsRequest {
-        EventsRequest {
+        Ok(EventsRequest {
             chat,
             last_seen,
             token: TokenSource {
                 authorization: self.authorization,
                 cookies: self.cookies,
-                query: query_token,
+                query: query.token,
             },
             peer,
-        }
+        })
+    }
+}
+
+/// What a `Last-Event-ID` (or `?lastEventId=`) says: nothing when absent
+/// or blank.
+fn last_seen(text: Option<&str>) -> LastSeen {
+    match text.map(str::trim) {
+        None | Some("") => LastSeen::Nothing,
+        Some(text) => text.parse().map_or(LastSeen::Malformed, LastSeen::Id),
     }
 }
 
