@@ -84,7 +84,11 @@ async fn post_once(
                 )
             })?;
         match claim {
-            Claim::Won => return send_claimed(state, event, client_id).await,
+            Claim::Won => {
+                return send_claimed(state, event, client_id)
+                    .await
+                    .map(|m| (m, false));
+            }
             Claim::Stored(message) => return same_text(message, &event, client_id),
             Claim::Pending if Instant::now() >= give_up => {
                 return Err(ApiError::ClientMessageIdInProgress(
@@ -102,7 +106,7 @@ async fn send_claimed(
     state: &AppState,
     event: MessagePosted,
     client_id: &ClientMessageId,
-) -> Result<(Message, bool), ApiError> {
+) -> Result<Message, ApiError> {
     let inner = &state.0;
     let store = &inner.client_messages;
     match inner
@@ -116,7 +120,7 @@ async fn send_claimed(
                 error!(%error, %message.chat_id, %client_id,
                     "message stored but its clientMessageId was not recorded; a retry may duplicate it");
             }
-            Ok((message, false))
+            Ok(message)
         }
         // A write that may have reached the log keeps its claim: a retry
         // waits for the projector to tell what it became, or for the claim
