@@ -68,17 +68,37 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "fetch_counts_flushed_total",
         Kind::Counter,
-        "Fetches counted toward their chats' rates and flushed to Redis.",
+        "Distinct clients' fetches per chat and second, counted toward hotness and flushed to Redis.",
     ),
     (
         "fetch_counts_dropped_total",
         Kind::Counter,
-        "Fetch counts dropped because the hot-chat Redis did not take them.",
+        "Fetch counts dropped: the hot-chat Redis did not take them, or too many were pending.",
     ),
     (
         "hot_fetches_total",
         Kind::Counter,
-        "Fetches of hot chats by throttle mode (redis or local) and outcome (admitted or throttled).",
+        "Fetches of hot chats by budget (client: per client, per instance; chat: the chat's cluster-wide budget, for pages the snapshot cannot answer), mode (instance, redis or local) and outcome (admitted or throttled).",
+    ),
+    (
+        "hot_client_budget_full_total",
+        Kind::Counter,
+        "Hot-chat fetches admitted untracked because the per-client budget tracked as many clients as it may.",
+    ),
+    (
+        "hot_snapshot_fetches_total",
+        Kind::Counter,
+        "Fetches of hot chats by how the snapshot served them: hit (fresh), miss (read it), wait (waited for a read in flight), stale (an older one, while a read is in flight or Redis fails), uncovered (a page it cannot answer).",
+    ),
+    (
+        "hot_page_reads_total",
+        Kind::Counter,
+        "Redis page reads for hot chats by kind (snapshot: one per chat per snapshot lifetime; page: a page the snapshot cannot answer) and result (ok or error).",
+    ),
+    (
+        "hot_snapshot_chats",
+        Kind::Gauge,
+        "Hot chats with a snapshot on this server.",
     ),
     (
         "hot_chats",

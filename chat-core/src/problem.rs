@@ -120,6 +120,13 @@ pub enum ApiError {
         .rate.limit, .rate.retry_after_secs
     )]
     HotThrottled { chat: String, rate: RateLimit },
+    /// 429 with `Retry-After` and `RateLimit-*`: one client fetching a hot
+    /// chat faster than its own budget.
+    #[error(
+        "chat {chat} is hot and you fetch it more than {} times per second; retry after {} s, or follow the chat's event stream",
+        .rate.limit, .rate.retry_after_secs
+    )]
+    ClientThrottled { chat: String, rate: RateLimit },
     /// 429 with `Retry-After`: too many open streams.
     #[error("{whose} has {limit} streams open, the limit; close one first")]
     TooManyStreams { whose: &'static str, limit: usize },
@@ -200,6 +207,11 @@ impl ApiError {
                 "hot-chat-throttled",
                 TOO_MANY,
             ),
+            Self::ClientThrottled { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "hot-chat-client-throttled",
+                TOO_MANY,
+            ),
             Self::TooManyStreams { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-streams", TOO_MANY)
             }
@@ -247,7 +259,7 @@ impl ApiError {
             Self::WriteLimit {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::HotThrottled { rate, .. } => {
+            Self::HotThrottled { rate, .. } | Self::ClientThrottled { rate, .. } => {
                 rate.add_headers(&mut headers);
                 Some(rate.retry_after_secs)
             }
@@ -345,7 +357,11 @@ mod tests {
             chat: "lobby".into(),
             rate,
         };
-        let cases: [(ApiError, &[(&str, &str)]); 4] = [
+        let client = ApiError::ClientThrottled {
+            chat: "lobby".into(),
+            rate: RateLimit { limit: 5, ..rate },
+        };
+        let cases: [(ApiError, &[(&str, &str)]); 5] = [
             (unauthorized, &[("www-authenticate", CHALLENGE)]),
             (
                 throttled,
@@ -354,6 +370,14 @@ mod tests {
                     ("ratelimit-limit", "50"),
                     ("ratelimit-remaining", "0"),
                     ("ratelimit-reset", "1"),
+                ],
+            ),
+            (
+                client,
+                &[
+                    ("retry-after", "3"),
+                    ("ratelimit-limit", "5"),
+                    ("ratelimit-remaining", "0"),
                 ],
             ),
             (ApiError::unavailable("down"), &[("retry-after", "1")]),

@@ -105,12 +105,28 @@ pub async fn accept_loop<F, Fut>(
 
 /// Serves `app` on one connection over HTTP/1.1, with the head deadline;
 /// at `shutdown` the request in flight finishes and the connection closes.
-/// `keep_alive` false: one request, then close.
-pub async fn http1<I>(io: I, app: Router, keep_alive: bool, shutdown: CancellationToken)
-where
+/// `keep_alive` false: one request, then close. Each request carries the
+/// client's address as `ConnectInfo<SocketAddr>` when `peer` is known.
+pub async fn http1<I>(
+    io: I,
+    app: Router,
+    peer: Option<SocketAddr>,
+    keep_alive: bool,
+    shutdown: CancellationToken,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(app);
+    let tower = hyper_util::service::TowerToHyperService::new(app);
+    let service = hyper::service::service_fn(
+        move |mut request: hyper::Request<hyper::body::Incoming>| {
+            if let Some(peer) = peer {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
+            hyper::service::Service::call(&tower, request)
+        },
+    );
     let served = hyper::server::conn::http1::Builder::new()
         .keep_alive(keep_alive)
         .timer(hyper_util::rt::TokioTimer::new())
@@ -131,7 +147,8 @@ where
 pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
     accept_loop(&listener, &connections, &shutdown, |socket| {
-        http1(socket, app.clone(), true, shutdown.clone())
+        let peer = socket.peer_addr().ok();
+        http1(socket, app.clone(), peer, true, shutdown.clone())
     })
     .await;
     drop(listener);

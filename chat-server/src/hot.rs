@@ -1,11 +1,13 @@
-//! Hot chats in chat-server: every fetch is counted in memory and the
-//! counts flushed to Redis in batches, and a hot chat's fetches pass a
-//! cluster-wide budget decided by one Lua script (GCRA), or, while that
-//! Redis is unreachable, a local `governor` limiter at the budget's share
-//! of this instance.
+//! Hot chats in chat-server: every fetch is counted in memory, once per
+//! client and second, and the counts flushed to Redis in batches. A hot
+//! chat's fetches pass a per-client budget kept by this instance; those the
+//! chat's shared snapshot cannot answer also pass a cluster-wide budget
+//! decided by one Lua script (GCRA), or, while that Redis is unreachable, a
+//! local `governor` limiter at the budget's share of this instance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher as _, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use std::time::Duration;
 use chat_core::hot::{HotChats, now_millis};
 use chat_core::names::Keys;
 use chat_core::redis_conn::RedisConn;
-use chat_core::validate::ChatId;
+use chat_core::validate::{ChatId, UserId};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -23,46 +25,97 @@ use redis::Script;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Most distinct (second, chat) counts held between two flushes; past it
-/// fetches of further chats go uncounted (and are counted as dropped).
+/// Most distinct (second, chat, client) entries held between two flushes;
+/// past it further fetches go uncounted (and are counted as dropped).
 const MAX_PENDING: usize = 100_000;
+
+/// Most (chat, client) pairs the per-client budget tracks at once; past it
+/// (after a prune) a new pair is admitted untracked, as a client with a
+/// fresh burst would be.
+const MAX_TRACKED_CLIENTS: usize = 100_000;
 
 /// How long the fetch counters stay in Redis, in seconds: the scheduler
 /// reads each second once, right after it ends.
 const COUNTER_TTL_SECS: i64 = 60;
 
-/// Counts fetches per chat and second, and flushes them in batches.
+/// Who a fetch comes from, for hotness and the per-client budget: the
+/// token's user with authentication on; with it off the `userId` the
+/// request names, else the client's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Client {
+    User(UserId),
+    Address(IpAddr),
+    /// Neither a user nor an address (a request not from a socket).
+    Unknown,
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(user) => write!(f, "user {user}"),
+            Self::Address(address) => write!(f, "address {address}"),
+            Self::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Counts the distinct clients fetching each chat per second, and
+/// flushes the counts in batches: a chat's hotness is how many clients
+/// read it, so one client alone cannot make it hot.
 #[derive(Debug, Default)]
 pub(crate) struct FetchCounter {
-    /// Unix second to chat id to fetches not flushed yet.
-    pending: Mutex<HashMap<i64, HashMap<String, u64>>>,
+    /// Unix second to chat id to the clients (hashed) not flushed yet.
+    pending: Mutex<HashMap<i64, HashMap<String, HashSet<u64>>>>,
+    /// Number of entries in `pending`.
+    held: AtomicU64,
+    hasher: RandomState,
 }
 
 impl FetchCounter {
-    /// Counts one fetch of `chat` in the current second. Never waits for Redis.
-    pub(crate) fn count(&self, chat: &ChatId) {
+    /// Counts `client`'s fetch of `chat` in the current second, once per
+    /// second. Never waits for Redis.
+    pub(crate) fn count(&self, chat: &ChatId, client: &Client) {
         let second = now_millis().div_euclid(1000);
+        let who = self.hasher.hash_one(client);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = pending
+        if let Some(clients) = pending
             .get_mut(&second)
             .and_then(|chats| chats.get_mut(chat.as_str()))
         {
-            *n += 1;
+            if clients.contains(&who) {
+                return;
+            }
+            if self.held.load(Ordering::Relaxed) < MAX_PENDING as u64 {
+                clients.insert(who);
+                self.held.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        } else if self.held.load(Ordering::Relaxed) < MAX_PENDING as u64 {
+            pending
+                .entry(second)
+                .or_default()
+                .insert(chat.as_str().to_owned(), HashSet::from([who]));
+            self.held.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if pending.values().map(HashMap::len).sum::<usize>() >= MAX_PENDING {
-            drop(pending);
-            metrics::counter!("fetch_counts_dropped_total").increment(1);
-            return;
-        }
-        pending
-            .entry(second)
-            .or_default()
-            .insert(chat.as_str().to_owned(), 1);
+        drop(pending);
+        metrics::counter!("fetch_counts_dropped_total").increment(1);
     }
 
+    /// The counts not flushed yet: per second, chat id to distinct clients.
     fn take(&self) -> HashMap<i64, HashMap<String, u64>> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.held.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *pending)
+            .into_iter()
+            .map(|(second, chats)| {
+                let counts = chats
+                    .into_iter()
+                    .map(|(chat, clients)| (chat, clients.len() as u64))
+                    .collect();
+                (second, counts)
+            })
+            .collect()
     }
 
     /// Flushes every `every` until `shutdown`, then once more.
@@ -143,6 +196,11 @@ pub(crate) struct ThrottleSettings {
     pub expected_instances: u32,
     /// Up to this many seconds are added at random to `Retry-After`.
     pub retry_jitter_secs: u32,
+    /// Fetches per second one client may make of one hot chat, on this
+    /// instance.
+    pub client_rate: u32,
+    /// Fetches one client may make of one hot chat at once.
+    pub client_burst: u32,
 }
 
 /// The throttle's answer for one fetch of a hot chat.
@@ -157,7 +215,8 @@ pub(crate) struct Decision {
     pub reset_secs: u64,
     /// `Retry-After`, with jitter, when refused.
     pub retry_after_secs: u64,
-    /// `redis` or `local`.
+    /// `redis` or `local` for the chat's cluster-wide budget, `instance`
+    /// for a client's budget.
     pub mode: &'static str,
 }
 
@@ -182,6 +241,8 @@ pub(crate) struct Throttle {
     hot: Arc<HotChats>,
     timeout: Duration,
     local: LocalLimiter,
+    /// Per (chat, client): the per-client budget.
+    clients: LocalLimiter,
     /// Source of the `Retry-After` jitter.
     jitter: RandomState,
     draws: AtomicU64,
@@ -210,6 +271,9 @@ impl Throttle {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
+        let client_quota =
+            Quota::per_second(NonZeroU32::new(settings.client_rate).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(settings.client_burst).unwrap_or(NonZeroU32::MIN));
         Self {
             settings,
             script: Script::new(GCRA),
@@ -218,6 +282,8 @@ impl Throttle {
             hot,
             timeout,
             local: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            clients: RateLimiter::keyed(client_quota)
+                .with_middleware::<StateInformationMiddleware>(),
             jitter: RandomState::new(),
             draws: AtomicU64::new(0),
         }
@@ -263,17 +329,48 @@ impl Throttle {
         })
     }
 
+    /// Decides one fetch of the hot chat `chat` by `client` against the
+    /// client's own budget on this instance. Never waits.
+    pub(crate) fn client(&self, chat: &ChatId, client: &Client) -> Decision {
+        if self.clients.len() >= MAX_TRACKED_CLIENTS {
+            self.clients.retain_recent();
+        }
+        let key = format!("{chat}\u{1f}{client}");
+        if self.clients.len() >= MAX_TRACKED_CLIENTS {
+            metrics::counter!("hot_client_budget_full_total").increment(1);
+            return Decision {
+                admitted: true,
+                limit: self.settings.client_rate,
+                remaining: u64::from(self.settings.client_burst),
+                reset_secs: 0,
+                retry_after_secs: 0,
+                mode: "instance",
+            };
+        }
+        self.limited(&self.clients, key, self.settings.client_rate, "instance")
+    }
+
     fn locally(&self, chat: &ChatId) -> Decision {
         let instances = self.settings.expected_instances.max(1);
         let limit = (self.settings.budget / instances).max(1);
-        match self.local.check_key(&chat.as_str().to_owned()) {
+        self.limited(&self.local, chat.as_str().to_owned(), limit, "local")
+    }
+
+    fn limited(
+        &self,
+        limiter: &LocalLimiter,
+        key: String,
+        limit: u32,
+        mode: &'static str,
+    ) -> Decision {
+        match limiter.check_key(&key) {
             Ok(snapshot) => Decision {
                 admitted: true,
                 limit,
                 remaining: u64::from(snapshot.remaining_burst_capacity()),
                 reset_secs: 1,
                 retry_after_secs: 0,
-                mode: "local",
+                mode,
             },
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -284,7 +381,7 @@ impl Throttle {
                     remaining: 0,
                     reset_secs: secs.max(1),
                     retry_after_secs: self.retry_after(secs),
-                    mode: "local",
+                    mode,
                 }
             }
         }
@@ -300,9 +397,12 @@ impl Throttle {
         secs.max(1) + draw % spread
     }
 
-    /// Forgets local limiter state of chats that are back to a full burst.
+    /// Forgets local limiter state of chats and clients that are back to
+    /// a full burst.
     pub(crate) fn prune_local(&self) {
         self.local.retain_recent();
+        self.clients.retain_recent();
+        self.clients.shrink_to_fit();
     }
 }
 
@@ -326,6 +426,8 @@ mod tests {
                 burst,
                 expected_instances: instances,
                 retry_jitter_secs: 2,
+                client_rate: 5,
+                client_burst: 10,
             },
             Arc::new(RedisConn::new(&config).expect("url")),
             config.keys(),
@@ -352,6 +454,28 @@ mod tests {
     }
 
     #[test]
+    fn a_client_over_its_budget_is_refused_and_no_one_else() {
+        let throttle = throttle(1000, 1000, 1);
+        let chat: ChatId = "hot".parse().expect("chat");
+        let abuser = Client::User("abuser".parse().expect("user"));
+        let admitted = (0..100)
+            .filter(|_| throttle.client(&chat, &abuser).admitted)
+            .count();
+        assert_eq!(admitted, 10, "the burst of 10");
+        let refused = throttle.client(&chat, &abuser);
+        assert!(!refused.admitted);
+        assert_eq!((refused.limit, refused.mode), (5, "instance"));
+        assert!(refused.retry_after_secs >= 1);
+        let member = Client::User("member".parse().expect("user"));
+        assert!(throttle.client(&chat, &member).admitted);
+        let elsewhere: ChatId = "other".parse().expect("chat");
+        assert!(
+            throttle.client(&elsewhere, &abuser).admitted,
+            "budgets are per chat"
+        );
+    }
+
+    #[test]
     fn retry_after_is_spread_over_the_jitter() {
         let throttle = throttle(10, 5, 1);
         let seen: std::collections::HashSet<u64> =
@@ -363,12 +487,19 @@ mod tests {
     fn counts_are_grouped_by_second_and_chat() {
         let counter = FetchCounter::default();
         let lobby: ChatId = "lobby".parse().expect("chat");
+        let ann = Client::User("ann".parse().expect("user"));
         for _ in 0..3 {
-            counter.count(&lobby);
+            counter.count(&lobby, &ann);
         }
+        counter.count(&lobby, &Client::User("bob".parse().expect("user")));
+        counter.count(&lobby, &Client::Address([127, 0, 0, 1].into()));
         let batch = counter.take();
         let counts: Vec<(&String, &u64)> = batch.values().flatten().collect();
-        assert_eq!(counts.iter().map(|(_, n)| **n).sum::<u64>(), 3);
+        assert_eq!(
+            counts.iter().map(|(_, n)| **n).sum::<u64>(),
+            3,
+            "three clients, whatever their fetches"
+        );
         assert!(counts.iter().all(|(chat, _)| chat.as_str() == "lobby"));
         assert!(counter.take().is_empty(), "taken once");
     }

@@ -17,6 +17,7 @@ mod http;
 mod limits;
 mod producer;
 mod projector;
+mod snapshot;
 pub mod token;
 
 /// The command line: serve (no subcommand), or a tool.
@@ -126,6 +127,25 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub hot_fetch_burst: u32,
 
+    /// How long a hot chat's shared snapshot (its latest page) answers
+    /// fetches before it is read again, in milliseconds; 0: no snapshot,
+    /// every fetch of a hot chat reads Redis through the chat's budget.
+    #[arg(long, env = "HOT_SNAPSHOT_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub hot_snapshot_ms: u64,
+
+    /// Fetches per second one client may make of one hot chat, on each
+    /// instance (a client is the token's user, else the `userId` named,
+    /// else the address).
+    #[arg(long, env = "HOT_CLIENT_RATE", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub hot_client_rate: u32,
+
+    /// Fetches one client may make of one hot chat at once beyond its rate.
+    #[arg(long, env = "HOT_CLIENT_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub hot_client_burst: u32,
+
     /// chat-server instances sharing the budget: while the hot-chat Redis
     /// is unreachable, each throttles a hot chat locally at budget / this.
     #[arg(long, env = "EXPECTED_INSTANCES", default_value_t = 1,
@@ -232,12 +252,22 @@ impl Server {
                 burst: config.hot_fetch_burst,
                 expected_instances: config.expected_instances,
                 retry_jitter_secs: config.retry_after_jitter_secs,
+                client_rate: config.hot_client_rate,
+                client_burst: config.hot_client_burst,
             },
             hot_redis.clone(),
             hot_store.keys(),
             hot.clone(),
             hot_store.timeout(),
         );
+        let snapshots = (config.hot_snapshot_ms > 0).then(|| {
+            snapshot::Snapshots::new(
+                Duration::from_millis(config.hot_snapshot_ms),
+                http::MAX_FETCH_LIMIT,
+                read_model.clone(),
+                redis.clone(),
+            )
+        });
         let state = http::AppState::new(http::Inner {
             producer,
             redis,
@@ -259,6 +289,7 @@ impl Server {
             fetch_counter: Arc::default(),
             hot,
             throttle,
+            snapshots,
         });
         Ok(Self {
             listener,
@@ -351,8 +382,9 @@ impl Server {
     }
 }
 
-/// Drops the local limiter's state of chats back to a full burst, so its
-/// memory follows the number of recently throttled chats.
+/// Drops the local limiters' state of chats and clients back to a full
+/// burst, and the snapshots of chats no longer hot, so their memory follows
+/// the chats and clients recently throttled.
 async fn prune_local_limits(state: http::AppState, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -361,5 +393,8 @@ async fn prune_local_limits(state: http::AppState, shutdown: CancellationToken) 
         }
         state.throttle().prune_local();
         state.write_limits().prune();
+        if let Some(snapshots) = state.snapshots() {
+            snapshots.retain(|chat| state.hot().is_hot(chat));
+        }
     }
 }

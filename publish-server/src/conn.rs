@@ -72,12 +72,13 @@ async fn connection(
         None => {
             // One request per connection: a client's next request, maybe
             // for a stream, comes on a new connection and so through here.
+            let peer = socket.peer_addr().ok();
             let io = Prefixed {
                 prefix: head,
                 at: 0,
                 inner: socket,
             };
-            chat_core::serve::http1(io, router, false, shutdown).await;
+            chat_core::serve::http1(io, router, peer, false, shutdown).await;
         }
     }
 }

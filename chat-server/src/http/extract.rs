@@ -2,7 +2,9 @@
 //! validated, and the caller's identity. Each rejects with the error
 //! catalogue, never with axum's plain-text answers.
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use chat_core::auth::{AuthError, Identity, TokenSource};
@@ -12,6 +14,7 @@ use chat_core::validate::{ChatId, Emoji, Invalid, UserId};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::hot::Client;
 
 /// A path parameter that breaks the API's rules is a malformed URL: 400.
 fn path_param<T: std::str::FromStr<Err = Invalid>>(value: &str) -> Result<T, ApiError> {
@@ -95,8 +98,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 /// Who is asking. With authentication on, the token's identity, or why
 /// there is none; it is checked after the request is validated, so a
-/// malformed request gets its 400 whoever sends it.
-pub(super) struct Caller(Option<Result<Identity, AuthError>>);
+/// malformed request gets its 400 whoever sends it. And the client's
+/// address, when the request came over a socket.
+pub(super) struct Caller {
+    auth: Option<Result<Identity, AuthError>>,
+    address: Option<IpAddr>,
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = std::convert::Infallible;
@@ -105,11 +112,16 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(state.0.auth.as_ref().map(|auth| {
+        let auth = state.0.auth.as_ref().map(|auth| {
             TokenSource::from_headers(&parts.headers, None)
                 .token()
                 .and_then(|token| auth.verify(token))
-        })))
+        });
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        Ok(Self { auth, address })
     }
 }
 
@@ -117,7 +129,7 @@ impl Caller {
     /// The verified identity (401 when the token is missing or not
     /// valid); `None` with authentication off.
     fn identity(&self) -> Result<Option<&Identity>, ApiError> {
-        match &self.0 {
+        match &self.auth {
             None => Ok(None),
             Some(Ok(identity)) => Ok(Some(identity)),
             Some(Err(error)) => Err(error.clone().into()),
@@ -170,6 +182,19 @@ impl Caller {
             None => named
                 .map(|user| user.parse().map_err(ApiError::bad_request))
                 .transpose(),
+        }
+    }
+}
+
+impl Caller {
+    /// The client, for hotness and per-client budgets: the user a fetch
+    /// speaks for (the token's, or with authentication off the one it
+    /// names), else the address.
+    pub(super) fn client(&self, user: Option<&UserId>) -> Client {
+        match (user, self.address) {
+            (Some(user), _) => Client::User(user.clone()),
+            (None, Some(address)) => Client::Address(address),
+            (None, None) => Client::Unknown,
         }
     }
 }

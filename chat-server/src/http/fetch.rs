@@ -1,24 +1,28 @@
 //! `GET /api/chats/{chatId}/messages`, the fetch API: counted toward its
-//! chat's rate, passed through the throttle when the chat is hot, then read
-//! from the Redis read model.
+//! chat's hotness, then read from the Redis read model, or, when the chat
+//! is hot, passed through its client's budget and answered from the chat's
+//! shared snapshot.
 
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chat_core::id::EventId;
 use chat_core::problem::ApiError;
 use chat_core::read_model::Page;
-use chat_core::validate::ChatId;
+use chat_core::validate::{ChatId, UserId};
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::redis_unavailable;
 use super::extract::{ApiQuery, Caller, ChatPath};
+use crate::hot::Decision;
 
-/// The most messages one fetch returns.
-const MAX_FETCH_LIMIT: u32 = 100;
+/// The most messages one fetch returns: also what a hot chat's snapshot
+/// holds.
+pub(crate) const MAX_FETCH_LIMIT: u32 = 100;
 /// How many messages a fetch returns when `limit` is not given.
 const DEFAULT_FETCH_LIMIT: u32 = 50;
 
@@ -88,8 +92,14 @@ pub(super) async fn fetch_messages(
     response
 }
 
+/// Says how old a snapshot answer is, in milliseconds.
+pub(crate) const SNAPSHOT_AGE: &str = "snapshot-age-ms";
+
 /// A fetch: validated, its caller checked, counted toward its chat's
-/// rate, passed through the throttle when the chat is hot, then read.
+/// hotness, then read. A hot chat's fetch first passes its client's
+/// budget; then it is answered from the chat's shared snapshot, or, when
+/// the snapshot cannot answer it (`before`, or `after` older than the
+/// snapshot), passes the chat's cluster-wide budget and reads Redis.
 async fn fetch_gated(
     state: &AppState,
     path: Result<ChatPath, ApiError>,
@@ -100,53 +110,84 @@ async fn fetch_gated(
     let ApiQuery(query) = query?;
     let fetch = Fetch::try_from(&query)?;
     let user = caller.reader(&chat_id, query.user_id.as_deref())?;
+    let client = caller.client(user.as_ref());
     let inner = &state.0;
     if inner.count_fetches {
-        inner.fetch_counter.count(&chat_id);
+        inner.fetch_counter.count(&chat_id, &client);
     }
-    let rate = if inner.hot.is_hot(&chat_id) {
-        Some(throttle(state, &chat_id).await?)
-    } else {
-        None
-    };
-    let page = inner
-        .read_model
-        .fetch(
-            &inner.redis,
-            &chat_id,
-            fetch.page,
-            fetch.limit,
-            user.as_ref(),
-        )
-        .await
-        .map_err(|e| redis_unavailable("the read model", &e))?;
-    let mut response = Json(page).into_response();
-    if let Some(rate) = rate {
-        rate.add_headers(response.headers_mut());
+    if !inner.hot.is_hot(&chat_id) {
+        let page = read(state, &chat_id, &fetch, user.as_ref()).await?;
+        return Ok(Json(page).into_response());
     }
+    let own = counted(inner.throttle.client(&chat_id, &client), "client");
+    if !own.admitted {
+        return Err(ApiError::ClientThrottled {
+            chat: chat_id.to_string(),
+            rate: own.rate(),
+        });
+    }
+    if let Some(snapshots) = &inner.snapshots {
+        let (snapshot, source) = snapshots
+            .get(&chat_id)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "no snapshot of a hot chat");
+                ApiError::unavailable(format!("the read model (Redis) is unavailable; retry: {e}"))
+            })?;
+        metrics::counter!("hot_snapshot_fetches_total", "source" => source.label()).increment(1);
+        if let Some(body) = snapshot.answer(fetch.page, fetch.limit) {
+            let mut response = (
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                body,
+            )
+                .into_response();
+            let age = snapshot.age().as_millis() as u64;
+            response
+                .headers_mut()
+                .insert(SNAPSHOT_AGE, HeaderValue::from(age));
+            own.rate().add_headers(response.headers_mut());
+            return Ok(response);
+        }
+        metrics::counter!("hot_snapshot_fetches_total", "source" => "uncovered").increment(1);
+    }
+    let shared = counted(inner.throttle.decide(&chat_id).await, "chat");
+    if !shared.admitted {
+        return Err(ApiError::HotThrottled {
+            chat: chat_id.to_string(),
+            rate: shared.rate(),
+        });
+    }
+    let page = read(state, &chat_id, &fetch, user.as_ref()).await;
+    let result = if page.is_ok() { "ok" } else { "error" };
+    metrics::counter!("hot_page_reads_total", "kind" => "page", "result" => result).increment(1);
+    let mut response = Json(page?).into_response();
+    shared.rate().add_headers(response.headers_mut());
     Ok(response)
 }
 
-/// Passes a hot chat's fetch through its budget: the figures of the
-/// `RateLimit-*` headers when admitted, 429 when not.
-async fn throttle(
+/// One page read from the read model: exact, one round trip.
+async fn read(
     state: &AppState,
     chat_id: &ChatId,
-) -> Result<chat_core::problem::RateLimit, ApiError> {
-    let decision = state.0.throttle.decide(chat_id).await;
+    fetch: &Fetch,
+    user: Option<&UserId>,
+) -> Result<chat_core::read_model::FetchPage, ApiError> {
+    let inner = &state.0;
+    inner
+        .read_model
+        .fetch(&inner.redis, chat_id, fetch.page, fetch.limit, user)
+        .await
+        .map_err(|e| redis_unavailable("the read model", &e))
+}
+
+/// Records a hot chat's budget decision: `budget` is `client` or `chat`.
+fn counted(decision: Decision, budget: &'static str) -> Decision {
     let outcome = if decision.admitted {
         "admitted"
     } else {
         "throttled"
     };
-    metrics::counter!("hot_fetches_total", "mode" => decision.mode, "outcome" => outcome)
+    metrics::counter!("hot_fetches_total", "budget" => budget, "mode" => decision.mode, "outcome" => outcome)
         .increment(1);
-    if decision.admitted {
-        Ok(decision.rate())
-    } else {
-        Err(ApiError::HotThrottled {
-            chat: chat_id.to_string(),
-            rate: decision.rate(),
-        })
-    }
+    decision
 }

@@ -28,6 +28,8 @@ mod messages;
 mod ops;
 mod reactions;
 
+pub(crate) use fetch::MAX_FETCH_LIMIT;
+
 /// Bounds on what a request may carry.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -62,6 +64,8 @@ pub(crate) struct Inner {
     /// The hot chats, kept up to date by the scheduler's announcements.
     pub(crate) hot: Arc<chat_core::hot::HotChats>,
     pub(crate) throttle: Throttle,
+    /// Hot chats' shared snapshots; `None`: off.
+    pub(crate) snapshots: Option<crate::snapshot::Snapshots>,
     /// Folder of the built web UI.
     pub(crate) web_dir: std::path::PathBuf,
     /// publish-server's base URL as browsers reach it.
@@ -102,6 +106,10 @@ impl AppState {
 
     pub(crate) fn throttle(&self) -> &Throttle {
         &self.0.throttle
+    }
+
+    pub(crate) fn snapshots(&self) -> Option<&crate::snapshot::Snapshots> {
+        self.0.snapshots.as_ref()
     }
 
     pub(crate) fn write_limits(&self) -> &crate::limits::WriteLimits {
