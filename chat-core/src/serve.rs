@@ -117,16 +117,15 @@ pub async fn http1<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let tower = hyper_util::service::TowerToHyperService::new(app);
-    let service = hyper::service::service_fn(
-        move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             if let Some(peer) = peer {
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
             }
             hyper::service::Service::call(&tower, request)
-        },
-    );
+        });
     let served = hyper::server::conn::http1::Builder::new()
         .keep_alive(keep_alive)
         .timer(hyper_util::rt::TokioTimer::new())

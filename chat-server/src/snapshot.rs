@@ -104,9 +104,7 @@ impl Snapshot {
         // A cursor from the request, newer than the snapshot's, is the
         // caller's own: that body is not shared.
         let shared = has_more || cursor == self.cursor;
-        if shared
-            && let Some(body) = self.lock_bodies().get(&(start, end))
-        {
+        if shared && let Some(body) = self.lock_bodies().get(&(start, end)) {
             return Some(body.clone());
         }
         let body = self.body(start, end, cursor, has_more);
@@ -126,7 +124,11 @@ impl Snapshot {
     /// A page body, as `FetchPage` serializes, from the messages' JSON.
     fn body(&self, start: usize, end: usize, cursor: Option<EventId>, has_more: bool) -> Bytes {
         let messages = &self.messages[start..end];
-        let size = messages.iter().map(|(_, json)| json.len() + 1).sum::<usize>() + 160;
+        let size = messages
+            .iter()
+            .map(|(_, json)| json.len() + 1)
+            .sum::<usize>()
+            + 160;
         let mut body = Vec::with_capacity(size);
         body.extend_from_slice(b"{\"chatId\":");
         let _ = serde_json::to_writer(&mut body, &self.chat);
@@ -353,7 +355,12 @@ mod tests {
         }
     }
 
-    fn expected(range: std::ops::RangeInclusive<i64>, cursor: i64, more: bool, older: bool) -> serde_json::Value {
+    fn expected(
+        range: std::ops::RangeInclusive<i64>,
+        cursor: i64,
+        more: bool,
+        older: bool,
+    ) -> serde_json::Value {
         let mut messages: Vec<FetchedMessage> = range.map(message).collect();
         for message in &mut messages {
             message.mine = None;
@@ -405,7 +412,11 @@ mod tests {
             Some(expected(15..=14, 20, false, true)),
             "a caller ahead of the snapshot keeps its own position"
         );
-        assert_eq!(answer(&snapshot, Page::After(id(9)), 10), None, "older than the snapshot");
+        assert_eq!(
+            answer(&snapshot, Page::After(id(9)), 10),
+            None,
+            "older than the snapshot"
+        );
         assert_eq!(answer(&snapshot, Page::Before(id(12)), 10), None);
     }
 

@@ -224,3 +224,172 @@ async fn coalescing_above_the_live_channel_loses_no_counts() {
     publish.stop().await;
     chat.stop().await;
 }
+
+/// What one member of a hot chat holds: the messages of its page, then of
+/// its stream, each with counts and the event they are as of.
+#[derive(Default)]
+struct Member {
+    /// Message id to (counts, as of).
+    messages: std::collections::HashMap<String, (serde_json::Value, String)>,
+}
+
+/// Compares two event ids of one chat (`<partition>-<16 hex digits>`).
+fn later(a: &str, b: &str) -> bool {
+    a > b
+}
+
+impl Member {
+    fn from_page(page: &serde_json::Value) -> Self {
+        let cursor = page["cursor"].as_str().expect("cursor").to_owned();
+        let messages = page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| {
+                let id = m["id"].as_str().expect("id").to_owned();
+                (id, (m["reactions"].clone(), cursor.clone()))
+            })
+            .collect();
+        Self { messages }
+    }
+
+    /// Applies one stream event as the web UI does.
+    fn apply(&mut self, event: &Event) {
+        match event.event.as_str() {
+            "message" => {
+                let id = event.data["id"].as_str().expect("id").to_owned();
+                let again = self
+                    .messages
+                    .insert(id.clone(), (serde_json::json!({}), id.clone()));
+                assert!(again.is_none(), "message {id} arrived twice");
+            }
+            "reaction" => {
+                let id = event.id.clone().expect("a reaction has an id");
+                let message = event.data["messageId"].as_str().expect("message");
+                let Some((counts, as_of)) = self.messages.get_mut(message) else {
+                    return;
+                };
+                if !later(&id, as_of) {
+                    return;
+                }
+                let emoji = event.data["emoji"].as_str().expect("emoji");
+                let n = counts[emoji].as_i64().unwrap_or(0)
+                    + if event.data["action"] == "add" { 1 } else { -1 };
+                let map = counts.as_object_mut().expect("counts");
+                if n > 0 {
+                    map.insert(emoji.to_owned(), n.into());
+                } else {
+                    map.remove(emoji);
+                }
+                *as_of = id;
+            }
+            "reactions" => {
+                let message = event.data["messageId"].as_str().expect("message");
+                let event_as_of = event.data["asOf"].as_str().expect("asOf");
+                if let Some((counts, as_of)) = self.messages.get_mut(message)
+                    && !later(as_of, event_as_of)
+                {
+                    *counts = event.data["reactions"].clone();
+                    *as_of = event_as_of.to_owned();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Members of a hot chat fetch its page, answered from the shared
+/// snapshot, and stream from its cursor while others post and react: each
+/// sees every message once, and ends with the chat's own counts.
+#[tokio::test]
+async fn a_snapshot_page_then_its_stream_gives_every_event_once_with_matching_counts() {
+    const ROOM: &str = "snap-room";
+    let world = World::new();
+    let (chat, publish) = world.servers().await;
+    let mut seeds = Vec::new();
+    for n in 0..10 {
+        seeds.push(world.post(chat.addr, ROOM, &format!("seed {n}")).await);
+    }
+    flag_hot(&world, ROOM).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let writers = {
+        let (world, addr, seeds) = (world.clone(), chat.addr, seeds.clone());
+        tokio::spawn(async move {
+            let posts = async {
+                for n in 0..25 {
+                    world.post(addr, ROOM, &format!("live {n}")).await;
+                    tokio::time::sleep(Duration::from_millis(80)).await;
+                }
+            };
+            let reactions = async {
+                for n in 0..60 {
+                    let message = &seeds[n % seeds.len()];
+                    let user = format!("fan{}", n / seeds.len());
+                    let emoji = if n % 3 == 0 { "🎉" } else { "👍" };
+                    react(&world, addr, ROOM, message, &user, emoji, true).await;
+                    if n % 7 == 6 {
+                        react(&world, addr, ROOM, message, &user, emoji, false).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            };
+            tokio::join!(posts, reactions);
+        })
+    };
+    let mut members = Vec::new();
+    for n in 0..4 {
+        let response = test_support::get(
+            &world.http,
+            &chat.url(&format!(
+                "/api/chats/{ROOM}/messages?limit=100&userId=member-{n}"
+            )),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers().contains_key("snapshot-age-ms"),
+            "answered from the snapshot"
+        );
+        let page: serde_json::Value = response.json().await.expect("JSON");
+        let cursor = page["cursor"].as_str().expect("cursor").to_owned();
+        let url = publish.url(&format!("/api/chats/{ROOM}/events"));
+        let subscriber = Subscriber::open(&world.http, &url, Some(&cursor)).await;
+        members.push((Member::from_page(&page), cursor, subscriber));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    writers.await.expect("the writers finish");
+    // The last coalesced counts go out within the second after.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let truth: serde_json::Value = test_support::get_json(
+        &world.http,
+        &chat.url(&format!("/api/chats/{ROOM}/messages?limit=100")),
+    )
+    .await;
+    let truth: std::collections::HashMap<&str, &serde_json::Value> = truth["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| (m["id"].as_str().expect("id"), &m["reactions"]))
+        .collect();
+    assert_eq!(truth.len(), 35);
+    for (n, (mut member, cursor, mut subscriber)) in members.into_iter().enumerate() {
+        for (_, event) in collect(&mut subscriber, Duration::from_millis(500)).await {
+            if let Some(id) = &event.id {
+                assert!(later(id, &cursor), "member {n}: {id} is not after {cursor}");
+            }
+            member.apply(&event);
+        }
+        assert_eq!(
+            member.messages.len(),
+            truth.len(),
+            "member {n} holds every message"
+        );
+        for (id, counts) in &truth {
+            let (held, _) = &member.messages[*id];
+            assert_eq!(held, *counts, "member {n}, message {id}");
+        }
+    }
+    publish.stop().await;
+    chat.stop().await;
+}

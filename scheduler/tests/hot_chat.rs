@@ -6,14 +6,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Load, World, metric};
+use common::{Answer, Load, World, metric};
+
+/// The `n`th fetch of a hot chat by a crowd: each by a member of its own,
+/// so the crowd fetches often and no member does.
+fn member_url(server: std::net::SocketAddr, chat: &str, n: u64) -> String {
+    format!("http://{server}/api/chats/{chat}/messages?limit=5&userId=member-{n}")
+}
 
 #[tokio::test]
-async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
+async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_and_it_cools_down() {
     let world = World::new();
     let mut config = world.chat_config();
-    config.hot_fetch_budget = 10;
-    config.hot_fetch_burst = 5;
+    config.hot_client_rate = 5;
+    config.hot_client_burst = 5;
     config.retry_after_jitter_secs = 2;
     let chat = world.chat_server(config).await;
     let (scheduler, _) = world.scheduler(world.scheduler_config(40, 2)).await;
@@ -21,10 +27,17 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
-    let hot = Load::start(
+    let crowd_server = chat.addr;
+    let crowd = Load::start_with(
         &world.http,
-        chat.url("/api/chats/busy/messages?limit=5"),
+        move |worker, n| member_url(crowd_server, "busy", n * 6 + worker as u64),
         6,
+        Duration::ZERO,
+    );
+    let abuser = Load::start(
+        &world.http,
+        chat.url("/api/chats/busy/messages?limit=5&userId=abuser"),
+        1,
         Duration::ZERO,
     );
     let cold = Load::start(
@@ -33,8 +46,8 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         1,
         Duration::from_millis(100),
     );
-    let first_hot = hot
-        .first(Duration::from_secs(10), |a| a.throttled_path())
+    let first_hot = crowd
+        .first(Duration::from_secs(10), Answer::from_snapshot)
         .await
         .expect("the chat turns hot");
     assert!(
@@ -43,40 +56,61 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         first_hot.at - started
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hot_answers = hot.stop().await;
+    let crowd_answers = crowd.stop().await;
+    let abuser_answers = abuser.stop().await;
     let cold_answers = cold.stop().await;
 
-    let refused: Vec<_> = hot_answers.iter().filter(|a| a.status == 429).collect();
-    assert!(!refused.is_empty(), "fetches beyond the budget are refused");
+    let hot_crowd: Vec<_> = crowd_answers
+        .iter()
+        .filter(|a| a.at > first_hot.at)
+        .collect();
+    assert!(hot_crowd.len() > 100, "{} fetches", hot_crowd.len());
+    assert!(
+        hot_crowd
+            .iter()
+            .all(|a| a.status == 200 && a.from_snapshot()),
+        "every member is served from the snapshot: {:?}",
+        hot_crowd.iter().find(|a| a.status != 200)
+    );
+    for answer in &hot_crowd {
+        assert_eq!(
+            answer.headers["ratelimit-limit"], "5",
+            "the member's own budget"
+        );
+        let age: u64 = answer.headers["snapshot-age-ms"].parse().expect("ms");
+        assert!(age < 1000, "snapshot age {age} ms");
+    }
+
+    let refused: Vec<_> = abuser_answers.iter().filter(|a| a.status == 429).collect();
+    assert!(
+        refused.len() > abuser_answers.len() / 2,
+        "the abuser is refused: {} of {}",
+        refused.len(),
+        abuser_answers.len()
+    );
     for answer in &refused {
         let retry: u64 = answer.headers["retry-after"]
             .parse()
             .expect("whole seconds");
         assert!((1..=4).contains(&retry), "Retry-After {retry}");
-        assert_eq!(answer.headers["ratelimit-limit"], "10");
+        assert_eq!(answer.headers["ratelimit-limit"], "5");
         assert_eq!(answer.headers["ratelimit-remaining"], "0");
         let reset: u64 = answer.headers["ratelimit-reset"].parse().expect("seconds");
         assert!(reset <= 2, "RateLimit-Reset {reset}");
         assert_eq!(answer.headers["content-type"], "application/problem+json");
         assert_eq!(answer.body["status"], 429);
-        assert_eq!(answer.body["title"], "Too many requests");
+        assert_eq!(
+            answer.body["type"],
+            "urn:chat:problem:hot-chat-client-throttled"
+        );
     }
     let retries: std::collections::HashSet<&str> = refused
         .iter()
         .map(|a| a.headers["retry-after"].as_str())
         .collect();
     assert!(retries.len() > 1, "Retry-After is jittered: {retries:?}");
-    let admitted_hot: Vec<_> = hot_answers
-        .iter()
-        .filter(|a| a.status == 200 && a.throttled_path())
-        .collect();
-    assert!(!admitted_hot.is_empty());
-    for answer in admitted_hot {
-        assert_eq!(answer.headers["ratelimit-limit"], "10");
-        assert!(answer.headers["ratelimit-remaining"].parse::<u64>().is_ok());
-    }
     assert!(
-        hot_answers
+        abuser_answers
             .iter()
             .all(|a| a.status == 200 || a.status == 429)
     );
@@ -84,7 +118,7 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
     assert!(
         cold_answers
             .iter()
-            .all(|a| a.status == 200 && !a.throttled_path()),
+            .all(|a| a.status == 200 && !a.throttled_path() && !a.from_snapshot()),
         "a cold chat is never throttled"
     );
 
@@ -115,15 +149,99 @@ async fn a_chat_over_the_threshold_turns_hot_is_throttled_and_cools_down() {
         metric(
             &text,
             "hot_fetches_total",
-            &["mode=\"redis\"", "outcome=\"throttled\""]
+            &[
+                "budget=\"client\"",
+                "mode=\"instance\"",
+                "outcome=\"throttled\""
+            ]
         ) > 0.0
     );
+    assert!(metric(&text, "hot_snapshot_fetches_total", &["source=\"hit\""]) > 0.0);
     assert!(metric(&text, "hotchat_flag_delay_seconds_count", &[]) > 0.0);
     test_support::assert_described(&text);
     let own = test_support::get_text(&world.http, &scheduler.url("/metrics")).await;
     assert!(metric(&own, "scheduler_leader", &[]) >= 0.0);
     assert!(own.contains("scheduler_tick_duration_seconds"), "{own}");
     test_support::assert_described(&own);
+    scheduler.stop().await;
+    chat.stop().await;
+}
+
+#[tokio::test]
+async fn one_client_alone_cannot_make_a_chat_hot() {
+    let world = World::new();
+    let chat = world.chat_server(world.chat_config()).await;
+    let (scheduler, _) = world.scheduler(world.scheduler_config(20, 2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alone = Load::start(
+        &world.http,
+        chat.url("/api/chats/solo/messages?userId=hammer"),
+        4,
+        Duration::ZERO,
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let answers = alone.stop().await;
+    assert!(answers.len() > 200, "{} fetches", answers.len());
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == 200 && !a.throttled_path()),
+        "hundreds of fetches a second by one client leave the chat cold"
+    );
+    assert!(world.flags(&common::redis_url()).await.is_empty());
+    scheduler.stop().await;
+    chat.stop().await;
+}
+
+/// One client fetching 200 times a second beside 20 members fetching once
+/// a second, for 10 s: the members are served, the abuser refused.
+#[tokio::test]
+async fn an_abuser_beside_twenty_members_gets_the_refusals() {
+    let world = World::new();
+    let chat = world.chat_server(world.chat_config()).await;
+    let (scheduler, _) = world.scheduler(world.scheduler_config(10, 5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = chat.addr;
+    let members = Load::start_with(
+        &world.http,
+        move |worker, _| {
+            format!("http://{server}/api/chats/stage/messages?limit=20&userId=member-{worker}")
+        },
+        20,
+        Duration::from_secs(1),
+    );
+    let abuser = Load::start(
+        &world.http,
+        chat.url("/api/chats/stage/messages?limit=20&userId=abuser"),
+        1,
+        Duration::from_millis(5),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let member_answers = members.stop().await;
+    let abuser_answers = abuser.stop().await;
+
+    let served = member_answers.iter().filter(|a| a.status == 200).count();
+    assert!(
+        served * 100 >= member_answers.len() * 99,
+        "members served {served} of {}: {:?}",
+        member_answers.len(),
+        member_answers.iter().find(|a| a.status != 200)
+    );
+    assert!(
+        member_answers.len() >= 180,
+        "{} fetches",
+        member_answers.len()
+    );
+    assert!(
+        member_answers.iter().any(Answer::from_snapshot),
+        "the chat turned hot"
+    );
+    let refused = abuser_answers.iter().filter(|a| a.status == 429).count();
+    assert!(
+        refused * 2 > abuser_answers.len(),
+        "the abuser is refused: {refused} of {}",
+        abuser_answers.len()
+    );
     scheduler.stop().await;
     chat.stop().await;
 }
@@ -141,12 +259,20 @@ async fn three_chat_servers_admit_one_budget_together() {
         servers.push(world.chat_server(config).await);
     }
     let (scheduler, _) = world.scheduler(world.scheduler_config(30, 5)).await;
+    // Older pages, which the snapshot cannot answer, asked by ever new
+    // members: only the chat's cluster-wide budget limits them.
     let loads: Vec<Load> = servers
         .iter()
-        .map(|s| {
-            Load::start(
+        .enumerate()
+        .map(|(s, server)| {
+            let server = server.addr;
+            Load::start_with(
                 &world.http,
-                s.url("/api/chats/crowd/messages?limit=1"),
+                move |worker, n| {
+                    format!(
+                        "http://{server}/api/chats/crowd/messages?limit=1&before=0-00000000000fffff&userId=m-{s}-{worker}-{n}"
+                    )
+                },
                 4,
                 Duration::ZERO,
             )

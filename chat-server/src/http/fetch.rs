@@ -127,17 +127,17 @@ async fn fetch_gated(
         });
     }
     if let Some(snapshots) = &inner.snapshots {
-        let (snapshot, source) = snapshots
-            .get(&chat_id)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "no snapshot of a hot chat");
-                ApiError::unavailable(format!("the read model (Redis) is unavailable; retry: {e}"))
-            })?;
+        let (snapshot, source) = snapshots.get(&chat_id).await.map_err(|e| {
+            tracing::warn!(error = %e, "no snapshot of a hot chat");
+            ApiError::unavailable(format!("the read model (Redis) is unavailable; retry: {e}"))
+        })?;
         metrics::counter!("hot_snapshot_fetches_total", "source" => source.label()).increment(1);
         if let Some(body) = snapshot.answer(fetch.page, fetch.limit) {
             let mut response = (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 body,
             )
                 .into_response();

@@ -117,6 +117,8 @@ impl World {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub at: Instant,
+    /// The worker that asked.
+    pub worker: usize,
     pub status: u16,
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
@@ -126,6 +128,11 @@ impl Answer {
     /// The answer carries the hot-chat throttle's headers.
     pub fn throttled_path(&self) -> bool {
         self.headers.contains_key("ratelimit-limit")
+    }
+
+    /// The answer came from a hot chat's shared snapshot.
+    pub fn from_snapshot(&self) -> bool {
+        self.headers.contains_key("snapshot-age-ms")
     }
 }
 
@@ -139,15 +146,30 @@ pub struct Load {
 impl Load {
     /// `workers` loops fetching `url`, each pausing `pause` between fetches.
     pub fn start(http: &reqwest::Client, url: String, workers: usize, pause: Duration) -> Self {
+        Self::start_with(http, move |_, _| url.clone(), workers, pause)
+    }
+
+    /// `workers` loops, each pausing `pause` between fetches; the `n`th
+    /// fetch of worker `w` asks `url(w, n)`.
+    pub fn start_with(
+        http: &reqwest::Client,
+        url: impl Fn(usize, u64) -> String + Send + Sync + 'static,
+        workers: usize,
+        pause: Duration,
+    ) -> Self {
+        let url = Arc::new(url);
         let answers = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let tasks = (0..workers)
-            .map(|_| {
+            .map(|worker| {
                 let (http, url, answers, stop) =
                     (http.clone(), url.clone(), answers.clone(), stop.clone());
                 tokio::spawn(async move {
+                    let mut n = 0;
                     while !stop.is_cancelled() {
-                        if let Ok(response) = http.get(&url).send().await {
+                        let asked = http.get(url(worker, n)).send();
+                        n += 1;
+                        if let Ok(response) = asked.await {
                             let status = response.status().as_u16();
                             let headers = response
                                 .headers()
@@ -159,6 +181,7 @@ impl Load {
                             let body = response.json().await.unwrap_or_default();
                             answers.lock().expect("lock").push(Answer {
                                 at: Instant::now(),
+                                worker,
                                 status,
                                 headers,
                                 body,

@@ -1,0 +1,198 @@
+//! A hot chat's shared snapshot against a real Redis and a real
+//! Kafka-compatible broker: one page read serves a crowd, and while Redis
+//! is down the hot chat is still answered from it, and still throttled.
+//! (A test binary of its own: it reads the process's metrics.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{OwnRedis, TestServer, eventually};
+
+/// Flags `chat` hot in the Redis at `url`, as the scheduler does, and
+/// waits for `server` to know it (it resyncs the flags every second).
+async fn flag_hot(server: &TestServer, url: &str, chat: &str) {
+    let client = redis::Client::open(url).expect("Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let until = chat_core::hot::now_millis() + 600_000;
+    redis::cmd("ZADD")
+        .arg(server.config.redis.keys().hot_chats())
+        .arg(until)
+        .arg(chat)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("ZADD");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+async fn page_reads(server: &TestServer) -> f64 {
+    let text = test_support::get_text(&server.http, &server.url("/metrics")).await;
+    test_support::metric(
+        &text,
+        "hot_page_reads_total",
+        &["kind=\"snapshot\"", "result=\"ok\""],
+    )
+}
+
+/// Waits until the newest message of `chat` is `id`, as a fetch shows it.
+async fn until_fetchable(server: &TestServer, chat: &str, id: &str) {
+    eventually(
+        Duration::from_secs(10),
+        "the message to be fetchable",
+        || async {
+            let (_, page) = server
+                .get_json(&format!("/api/chats/{chat}/messages?limit=1"))
+                .await;
+            (page["messages"][0]["id"] == id).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_fetches_of_a_hot_chat_cause_one_page_read() {
+    let mut config = common::config();
+    // Long enough that no second read can happen during the test.
+    config.hot_snapshot_ms = 10_000;
+    let server = TestServer::start_with(config).await;
+    let ids = server.post_messages("crowd", "ann", "crowd", 5).await;
+    until_fetchable(&server, "crowd", &ids[4]).await;
+    flag_hot(&server, &common::redis_url(), "crowd").await;
+
+    let before = page_reads(&server).await;
+    let fetches = (0..200).map(|n| {
+        let url = server.url(&format!(
+            "/api/chats/crowd/messages?limit={}&userId=member-{n}",
+            1 + n % 100
+        ));
+        let http = server.http.clone();
+        async move {
+            let response = http.get(url).send().await.expect("an answer");
+            let status = response.status().as_u16();
+            let age = response
+                .headers()
+                .get("snapshot-age-ms")
+                .map(|v| v.to_str().expect("text").parse::<u64>().expect("ms"));
+            let page: serde_json::Value = response.json().await.expect("JSON");
+            (status, age, page)
+        }
+    });
+    let answers = futures::future::join_all(fetches).await;
+    assert_eq!(page_reads(&server).await - before, 1.0, "one page read");
+    let text = test_support::get_text(&server.http, &server.url("/metrics")).await;
+    assert_eq!(
+        test_support::metric(&text, "hot_snapshot_fetches_total", &["source=\"miss\""]),
+        1.0
+    );
+    let served: f64 = ["hit", "wait", "stale"]
+        .iter()
+        .map(|s| {
+            test_support::metric(
+                &text,
+                "hot_snapshot_fetches_total",
+                &[&format!("source=\"{s}\"")],
+            )
+        })
+        .sum();
+    assert_eq!(
+        served, 199.0,
+        "the others waited for it or found it: {text}"
+    );
+    let cursor = &answers[0].2["cursor"];
+    for (n, (status, age, page)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "{page}");
+        assert!(age.is_some_and(|ms| ms < 10_000), "says its age");
+        let limit = 1 + n % 100;
+        let got: Vec<&str> = page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["id"].as_str().expect("id"))
+            .collect();
+        let want: Vec<&str> = ids[ids.len().saturating_sub(limit)..]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(got, want, "the latest {limit}");
+        assert_eq!(&page["cursor"], cursor, "one snapshot, one cursor");
+        assert_eq!(page["hasOlder"], limit < 5);
+        assert!(
+            page["messages"][0].get("mine").is_none(),
+            "no mine when hot"
+        );
+    }
+    test_support::assert_described(&text);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn while_redis_is_down_a_hot_chat_is_answered_from_its_snapshot_and_stays_throttled() {
+    let mut redis = OwnRedis::start();
+    let mut config = common::config();
+    config.redis.url = redis.url();
+    config.redis.timeout_ms = 300;
+    config.hot_snapshot_ms = 200;
+    config.hot_client_rate = 2;
+    config.hot_client_burst = 3;
+    let server = TestServer::start_with(config).await;
+    let ids = server.post_messages("stage", "ann", "stage", 3).await;
+    until_fetchable(&server, "stage", &ids[2]).await;
+    server.post_message("aside", "ann", "cold").await;
+    flag_hot(&server, &redis.url(), "stage").await;
+    let (status, taken) = server
+        .get_json("/api/chats/stage/messages?userId=first")
+        .await;
+    assert_eq!(status, 200, "{taken}");
+
+    redis.kill();
+    let down = Instant::now();
+    let mut ages = Vec::new();
+    for n in 0..10 {
+        let response = server
+            .get(&format!("/api/chats/stage/messages?userId=member-{n}"))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200, "answered from the snapshot");
+        ages.push(
+            response.headers()["snapshot-age-ms"]
+                .to_str()
+                .expect("text")
+                .parse::<u64>()
+                .expect("ms"),
+        );
+        let page: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(page["messages"], taken["messages"]);
+        assert_eq!(page["cursor"], taken["cursor"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ages.windows(2).all(|w| w[0] <= w[1]) && ages[9] >= 900,
+        "the age tells how old: {ages:?}"
+    );
+    let statuses: Vec<u16> = futures::future::join_all((0..10).map(|_| async {
+        server
+            .get("/api/chats/stage/messages?userId=abuser")
+            .await
+            .expect("an answer")
+            .status()
+            .as_u16()
+    }))
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "the burst, then 429: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+
+    // A cold chat answers as it always did without Redis: 503, promptly.
+    let asked = Instant::now();
+    let (status, problem) = server.get_json("/api/chats/aside/messages").await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    assert!(down.elapsed() < Duration::from_secs(10));
+    server.stop().await;
+}
