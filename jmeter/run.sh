@@ -41,6 +41,7 @@ echo "running $(basename "$plan") against http://$host:$port; results in $out" >
   -n -t "$plan" -l "$out/results.jtl" -j "$out/jmeter.log" \
   -Jhost="$host" -Jport="$port" \
   -Jjmeter.save.saveservice.output_format=csv -Jjmeter.save.saveservice.print_field_names=true \
+  -Jsample_variables=snapshot \
   "$@" >"$out/jmeter.out" 2>&1) || { cat "$out/jmeter.out" >&2; exit 1; }
 status=0
 python3 "$here/summarize.py" "$out/results.jtl" --chart "$out/timeline.png" >"$out/summary.txt" || status=$?

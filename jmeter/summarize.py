@@ -51,6 +51,14 @@ def main():
         codes = collections.Counter(r["responseCode"] for r in mine)
         say(f"  {label:<28}" + "  ".join(f"{code}: {n}" for code, n in sorted(codes.items())))
 
+    if "snapshot" in rows[0]:
+        say("\nserved (200), and answered from a hot chat's snapshot")
+        for label in labels + ["all"]:
+            mine = [r for r in rows if label in ("all", r["label"])]
+            ok = sum(r["responseCode"] == "200" for r in mine)
+            snap = sum(r.get("snapshot", "-") not in ("-", "", None) for r in mine)
+            say(f"  {label:<28}{ok} of {len(mine)} ({100 * ok / len(mine):.1f} %) served, {snap} from the snapshot")
+
     say("\nlatency (ms)                     p50     p95     p99     max")
     for label in labels + ["all"]:
         ms = [r["ms"] for r in rows if label in ("all", r["label"])]
@@ -74,14 +82,26 @@ def main():
         spike_start = min(r["t"] for r in spike)
         spike_end = max(r["t"] + r["ms"] for r in spike)
         say(f"\nspike: from {(spike_start - start) / 1000:.1f} s to {(spike_end - start) / 1000:.1f} s")
+        during = [r for r in rows if not r["label"].startswith("cold")
+                  and spike_start <= r["t"] <= spike_end]
+        ok = sum(r["responseCode"] == "200" for r in during)
+        if during:
+            say(f"  hot chat during the spike: {ok} of {len(during)} served"
+                f" ({100 * ok / len(during):.1f} %)")
+        snapshot = [r for r in rows if r.get("snapshot", "-") not in ("-", "", None)]
+        if snapshot:
+            first = min(r["t"] for r in snapshot)
+            last = max(r["t"] for r in snapshot)
+            say(f"  hot: answers from the snapshot from {(first - spike_start) / 1000:.1f} s after"
+                f" the spike started to {(last - spike_end) / 1000:+.1f} s after it ended")
+        elif "snapshot" in rows[0]:
+            say("  no answer from the snapshot: the chat never turned hot")
         hot_throttled = [r for r in throttled if not r["label"].startswith("cold")]
         if hot_throttled:
             first = min(r["t"] for r in hot_throttled)
             last = max(r["t"] for r in hot_throttled)
             say(f"  first 429 {(first - spike_start) / 1000:.1f} s after the spike started")
             say(f"  last 429 {(last - spike_end) / 1000:+.1f} s after the spike ended")
-        else:
-            say("  no 429: the chat never turned hot")
         cold = [r for r in rows if r["label"].startswith("cold")]
         cold_429 = sum(r["responseCode"] == "429" for r in cold)
         say(f"  cold chat: {len(cold)} responses, {cold_429} throttled"

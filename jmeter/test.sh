@@ -42,7 +42,9 @@ expect "$work/fetch/summary.txt" "fetch-traffic.jmx: no errors" '^errors other t
 OUT="$work/spike" PORT="$port" "$here/run.sh" "$here/hotchat-spike.jmx" \
   -Jbaseline_secs=1 -Jspike_secs=4 -Jafter_secs=1 -Jbaseline_threads=1 -Jbaseline_rpm=120 \
   -Jspike_threads=2 -Jspike_rpm=6000 -Jcold_rpm=120 >/dev/null 2>"$work/spike.err" || true
-expect "$work/spike/summary.txt" "hotchat-spike.jmx: the spike turns the chat hot (429s)" '^  hot hot-room +200: [0-9]+  429: [0-9]+$'
+expect "$work/spike/summary.txt" "hotchat-spike.jmx: the spike turns the chat hot (answers from the snapshot)" '^  hot: answers from the snapshot from'
+expect "$work/spike/summary.txt" "hotchat-spike.jmx: every member is served" '^  hot chat during the spike: ([0-9]+) of \1 served'
+expect "$work/spike/summary.txt" "hotchat-spike.jmx: the cold chat is never answered from a snapshot" '^  cold quiet-room +[0-9]+ of [0-9]+ \([0-9.]+ %\) served, 0 from the snapshot$'
 expect "$work/spike/summary.txt" "hotchat-spike.jmx: the cold chat is never throttled" 'cold chat: [0-9]+ responses, 0 throttled'
 expect "$work/spike/summary.txt" "hotchat-spike.jmx: no errors" '^errors other than 429: none$'
 if [ ! -s "$work/spike/timeline.png" ]; then

@@ -84,4 +84,15 @@ describe('reaction counts', () => {
     state = applyReaction(state, reaction(31, 1, 'zed', 'add', '🎉'), 'me');
     expect(state.messages[0].reactions).toEqual({ '👍': 40, '🎉': 3 });
   });
+
+  it("keep one's own reactions across a hot chat's page, which carries no mine, and take a page that states them", () => {
+    let state = applyPage(emptyChat('lobby'), { ...page([], 2), messages: [{ ...message(1), mine: ['👍'] }] }, false);
+    // A hot chat's snapshot page: counts, no mine.
+    state = applyPage(state, { ...page([], 9), messages: [message(1, { '👍': 7 })] }, false);
+    expect(state.messages[0].reactions).toEqual({ '👍': 7 });
+    expect(state.messages[0].mine).toEqual(['👍']);
+    // A cold page states mine, even when it is empty.
+    state = applyPage(state, { ...page([], 12), messages: [{ ...message(1, { '👍': 6 }), mine: [] }] }, false);
+    expect(state.messages[0].mine).toEqual([]);
+  });
 });

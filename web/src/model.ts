@@ -90,8 +90,17 @@ function fromApi(message: ApiMessage, asOf: string | null): ChatMessage {
   };
 }
 
-/** Inserts or replaces messages, keeping id order and one entry per id. */
-function upsert(list: ChatMessage[], incoming: ChatMessage[], replace: boolean): ChatMessage[] {
+/**
+ * Inserts or replaces messages, keeping id order and one entry per id.
+ * `mineKnown`: ids whose `mine` the incoming copy states; the others (a hot
+ * chat's pages carry no `mine`) keep the one held.
+ */
+function upsert(
+  list: ChatMessage[],
+  incoming: ChatMessage[],
+  replace: boolean,
+  mineKnown: Set<string> = new Set(),
+): ChatMessage[] {
   const byId = new Map(list.map((m) => [m.id, m]));
   for (const message of incoming) {
     const held = byId.get(message.id);
@@ -100,7 +109,7 @@ function upsert(list: ChatMessage[], incoming: ChatMessage[], replace: boolean):
     } else if (replace) {
       // A fetched page's counts are absolute; keep what is newer.
       const fresh = held.asOf === null || (message.asOf !== null && compareIds(message.asOf, held.asOf) >= 0);
-      byId.set(message.id, fresh ? { ...message, mine: message.mine.length ? message.mine : held.mine } : held);
+      byId.set(message.id, fresh ? { ...message, mine: mineKnown.has(message.id) ? message.mine : held.mine } : held);
     }
   }
   return [...byId.values()].sort((a, b) => compareIds(a.id, b.id));
@@ -109,7 +118,8 @@ function upsert(list: ChatMessage[], incoming: ChatMessage[], replace: boolean):
 /** Merges a fetched page: its counts are as of the page's cursor. */
 export function applyPage(state: ChatState, page: Page, older: boolean): ChatState {
   const asOf = page.cursor;
-  const messages = upsert(state.messages, page.messages.map((m) => fromApi(m, asOf)), true);
+  const mineKnown = new Set(page.messages.filter((m) => m.mine !== undefined).map((m) => m.id));
+  const messages = upsert(state.messages, page.messages.map((m) => fromApi(m, asOf)), true, mineKnown);
   return {
     ...state,
     messages,
