@@ -45,8 +45,9 @@ pub struct Config {
     #[command(flatten)]
     pub hot_store: HotStoreConfig,
 
-    /// Fetches in one second, summed over every chat-server, at or over
-    /// which a chat is flagged hot.
+    /// Clients fetching a chat in one second (each chat-server counts a
+    /// client once), summed over every chat-server, at or over which the
+    /// chat is flagged hot.
     #[arg(long, env = "HOT_THRESHOLD", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub hot_threshold: u64,

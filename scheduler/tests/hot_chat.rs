@@ -47,7 +47,7 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
         Duration::from_millis(100),
     );
     let first_hot = crowd
-        .first(Duration::from_secs(10), Answer::from_snapshot)
+        .first(Duration::from_secs(10), Answer::answered_from_snapshot)
         .await
         .expect("the chat turns hot");
     assert!(
@@ -68,7 +68,7 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
     assert!(
         hot_crowd
             .iter()
-            .all(|a| a.status == 200 && a.from_snapshot()),
+            .all(|a| a.status == 200 && a.answered_from_snapshot()),
         "every member is served from the snapshot: {:?}",
         hot_crowd.iter().find(|a| a.status != 200)
     );
@@ -118,7 +118,7 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
     assert!(
         cold_answers
             .iter()
-            .all(|a| a.status == 200 && !a.throttled_path() && !a.from_snapshot()),
+            .all(|a| a.status == 200 && !a.throttled_path() && !a.answered_from_snapshot()),
         "a cold chat is never throttled"
     );
 
@@ -233,7 +233,7 @@ async fn an_abuser_beside_twenty_members_gets_the_refusals() {
         member_answers.len()
     );
     assert!(
-        member_answers.iter().any(Answer::from_snapshot),
+        member_answers.iter().any(Answer::answered_from_snapshot),
         "the chat turned hot"
     );
     let refused = abuser_answers.iter().filter(|a| a.status == 429).count();

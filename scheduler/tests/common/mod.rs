@@ -131,7 +131,7 @@ impl Answer {
     }
 
     /// The answer came from a hot chat's shared snapshot.
-    pub fn from_snapshot(&self) -> bool {
+    pub fn answered_from_snapshot(&self) -> bool {
         self.headers.contains_key("snapshot-age-ms")
     }
 }
