@@ -1,7 +1,8 @@
 //! Scenario 2: Redis is killed and restarted mid-load. Posting goes on,
 //! the fetch API answers 503 and then recovers, the projector catches up,
-//! a hot chat stays throttled (each server's local limiter) and a cold
-//! chat is never throttled.
+//! a hot chat's members are answered from its last snapshot and its abuser
+//! stays throttled (each server's per-client budget), and a cold chat is
+//! never throttled.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,24 +10,34 @@ use std::time::{Duration, Instant};
 use faults::{Cluster, Load, Options};
 use tokio_util::sync::CancellationToken;
 
-/// Statuses a fetching client saw, with when.
-type Seen = Arc<Mutex<Vec<(Instant, u16)>>>;
+/// Statuses a fetching client saw, with when, and whether the answer came
+/// from a hot chat's snapshot.
+type Seen = Arc<Mutex<Vec<(Instant, u16, bool)>>>;
 
+/// Fetches `url(n)` for its `n`th fetch, every `every`, until `stop`.
 fn fetcher(
     http: reqwest::Client,
-    url: String,
+    url: impl Fn(u64) -> String + Send + 'static,
     every: Duration,
     stop: CancellationToken,
 ) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen: Seen = Arc::default();
     let record = seen.clone();
     let task = tokio::spawn(async move {
+        let mut n = 0;
         while !stop.is_cancelled() {
-            let status = match http.get(&url).send().await {
-                Ok(r) => r.status().as_u16(),
-                Err(_) => 0,
+            let (status, snapshot) = match http.get(url(n)).send().await {
+                Ok(r) => (
+                    r.status().as_u16(),
+                    r.headers().contains_key("snapshot-age-ms"),
+                ),
+                Err(_) => (0, false),
             };
-            record.lock().expect("seen").push((Instant::now(), status));
+            n += 1;
+            record
+                .lock()
+                .expect("seen")
+                .push((Instant::now(), status, snapshot));
             tokio::time::sleep(every).await;
         }
     });
@@ -37,7 +48,16 @@ fn count(seen: &Seen, from: Instant, to: Instant, status: u16) -> usize {
     seen.lock()
         .expect("seen")
         .iter()
-        .filter(|(at, s)| *at >= from && *at < to && *s == status)
+        .filter(|(at, s, _)| *at >= from && *at < to && *s == status)
+        .count()
+}
+
+/// Answers 200 in the window that did not come from a snapshot.
+fn read_from_redis(seen: &Seen, from: Instant, to: Instant) -> usize {
+    seen.lock()
+        .expect("seen")
+        .iter()
+        .filter(|(at, s, snapshot)| *at >= from && *at < to && *s == 200 && !snapshot)
         .count()
 }
 
@@ -70,34 +90,63 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         .build()
         .expect("client");
     let mut tasks = Vec::new();
+    // A crowd of members, each fetching once, makes the chat hot; one
+    // client fetching 50 times a second is its abuser.
     let mut hot = Vec::new();
     for i in 0..8 {
-        let base = &cluster.chat[i % 2].base();
+        let url = format!(
+            "{}/api/chats/{}/messages?limit=5",
+            cluster.chat[i % 2].base(),
+            load.chats[0]
+        );
         let (seen, task) = fetcher(
             http.clone(),
-            format!("{base}/api/chats/{}/messages?limit=5", load.chats[0]),
+            move |n| format!("{url}&userId=member-{i}-{n}"),
             Duration::from_millis(20),
             stop.clone(),
         );
         hot.push(seen);
         tasks.push(task);
     }
+    let url = format!(
+        "{}/api/chats/{}/messages?limit=5&userId=abuser",
+        cluster.chat[0].base(),
+        load.chats[0]
+    );
+    let (abuser, task) = fetcher(
+        http.clone(),
+        move |_| url.clone(),
+        Duration::from_millis(20),
+        stop.clone(),
+    );
+    tasks.push(task);
+    let url = format!(
+        "{}/api/chats/{}/messages?limit=5",
+        cluster.chat[1].base(),
+        load.chats[1]
+    );
     let (cold, task) = fetcher(
         http.clone(),
-        format!(
-            "{}/api/chats/{}/messages?limit=5",
-            cluster.chat[1].base(),
-            load.chats[1]
-        ),
+        move |_| url.clone(),
         Duration::from_millis(100),
         stop.clone(),
     );
     tasks.push(task);
-    let hot_429 = |from, to| hot.iter().map(|s| count(s, from, to, 429)).sum::<usize>();
     let hot_200 = |from, to| hot.iter().map(|s| count(s, from, to, 200)).sum::<usize>();
+    let hot_other = |from, to| {
+        hot.iter()
+            .map(|s| {
+                s.lock()
+                    .expect("seen")
+                    .iter()
+                    .filter(|(at, status, _)| *at >= from && *at < to && *status != 200)
+                    .count()
+            })
+            .sum::<usize>()
+    };
     let started = Instant::now();
     faults::eventually(Duration::from_secs(20), "the hot chat throttled", || {
-        let throttled = hot_429(started, Instant::now()) > 0;
+        let throttled = count(&abuser, started, Instant::now(), 429) > 0;
         async move { throttled.then_some(()) }
     })
     .await;
@@ -126,26 +175,33 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     let report = load.finish(Duration::from_secs(60)).await;
     let summary = report.check(&cluster).await;
 
-    // Once the servers have seen Redis go (their next call fails), a hot
-    // chat's fetches meet the local limiter: some are refused with 429.
+    // Once the servers have seen Redis go (their next call fails), the hot
+    // chat's members are answered from its last snapshot, and its abuser
+    // still meets its budget.
     let settle = down + Duration::from_secs(1);
     assert!(
         acked_during > 20,
         "posting went on: {acked_during} acknowledged in the outage"
     );
     assert!(
-        hot_429(settle, up) > 0,
-        "the hot chat stayed throttled in the outage: {} 429s",
-        hot_429(settle, up)
+        count(&abuser, settle, up, 429) > 0,
+        "the hot chat's abuser stayed throttled in the outage"
+    );
+    assert!(
+        hot_200(settle, up) > 100,
+        "members were answered in the outage: {} 200s",
+        hot_200(settle, up)
     );
     assert_eq!(
-        hot_200(settle, up),
+        hot_other(settle, up),
         0,
-        "nothing fetched from a Redis that is down"
+        "every member was answered in the outage"
     );
+    let fresh: usize = hot.iter().map(|s| read_from_redis(s, settle, up)).sum();
+    assert_eq!(fresh, 0, "nothing read from a Redis that is down");
     let cold_all = cold.lock().expect("seen").clone();
     assert!(
-        cold_all.iter().all(|(_, s)| *s != 429),
+        cold_all.iter().all(|(_, s, _)| *s != 429),
         "the cold chat was never throttled"
     );
     assert!(
@@ -153,16 +209,17 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         "fetch answered 503 in the outage"
     );
     assert!(
-        cold_all.iter().all(|(_, s)| [200, 503].contains(s)),
+        cold_all.iter().all(|(_, s, _)| [200, 503].contains(s)),
         "the cold chat saw only 200 and 503: {:?}",
         cold_all
             .iter()
-            .map(|(_, s)| *s)
+            .map(|(_, s, _)| *s)
             .collect::<std::collections::BTreeSet<_>>()
     );
     eprintln!(
-        "Redis killed for 5 s: {summary}; {acked_during} posts acknowledged in the outage; hot chat {} 429s in the outage; fetch answered again {} ms after Redis was back",
-        hot_429(settle, up),
+        "Redis killed for 5 s: {summary}; {acked_during} posts acknowledged in the outage; hot chat members {} 200s from the snapshot, abuser {} 429s in the outage; fetch answered again {} ms after Redis was back",
+        hot_200(settle, up),
+        count(&abuser, settle, up, 429),
         (recovered - up).as_millis()
     );
 }
