@@ -156,6 +156,9 @@ impl KafkaConfig {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // A chat's partition is CRC32(chat id) mod partitions, which
+            // publish-server computes too (`names::partition_of`).
+            .set("partitioner", "consistent_random")
             .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
             .set(
                 "request.timeout.ms",

@@ -9,6 +9,24 @@ use crate::validate::{ChatId, ClientMessageId, UserId};
 /// The topic that carries every chat event, keyed by chat id.
 pub const CHAT_EVENTS_TOPIC: &str = "chat-events";
 
+/// The partition of `chat` among `partitions`: CRC-32 (IEEE) of the chat
+/// id modulo the partition count, as the producer's `consistent_random`
+/// partitioner places a record keyed by the chat id.
+pub fn partition_of(chat: &str, partitions: usize) -> i32 {
+    let mut crc: u32 = 0xffff_ffff;
+    for byte in chat.bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    ((!crc) as usize % partitions.max(1)) as i32
+}
+
 /// The default prefix of every Redis key.
 pub const DEFAULT_KEY_PREFIX: &str = "chat";
 
@@ -130,6 +148,17 @@ pub struct ChatKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_s_partition_is_crc32_of_its_id() {
+        // CRC-32 check value of "123456789" is 0xcbf43926.
+        assert_eq!(
+            partition_of("123456789", 1 << 16),
+            (0xcbf4_3926u32 % (1 << 16)) as i32
+        );
+        assert_eq!(partition_of("lobby", 1), 0);
+        assert!((0..3).contains(&partition_of("lobby", 3)));
+    }
 
     #[test]
     fn keys_of_one_chat_share_a_hash_tag_and_the_prefix() {

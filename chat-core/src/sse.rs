@@ -60,6 +60,21 @@ pub fn reset(reason: &str) -> String {
     format!("event: reset\ndata: {data}\n\n")
 }
 
+/// A many-chat stream's `reset` of one chat: that chat's client refetches
+/// it; the stream's other chats go on.
+pub fn reset_chat(chat: &str, reason: &str) -> String {
+    let data = serde_json::json!({ "chatId": chat, "reason": reason });
+    format!("event: reset\ndata: {data}\n\n")
+}
+
+/// The first event of a many-chat stream: its chats, and as its `id:` the
+/// stream's position, so that a reconnect resumes every chat even before
+/// any of them had an event.
+pub fn subscribed(position: &str, chats: &[&str]) -> String {
+    let data = serde_json::json!({ "chats": chats });
+    format!("id: {position}\nevent: subscribed\ndata: {data}\n\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

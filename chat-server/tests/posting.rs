@@ -343,3 +343,24 @@ async fn a_retry_after_a_lost_record_finds_the_message_the_projector_saw() {
     assert_eq!(server.records().await.len(), 1, "nothing written twice");
     server.stop().await;
 }
+
+/// publish-server finds a chat's partition without asking: the producer
+/// places each chat where `names::partition_of` says.
+#[tokio::test]
+async fn each_chat_lands_in_the_partition_partition_of_names() {
+    let server = TestServer::start().await;
+    for n in 0..12 {
+        let chat = format!("placed-{n}");
+        let id: chat_core::id::EventId = server
+            .post_message(&chat, "ann", "where am I")
+            .await
+            .parse()
+            .expect("an event id");
+        assert_eq!(
+            id.partition,
+            chat_core::names::partition_of(&chat, 3),
+            "{chat}"
+        );
+    }
+    server.stop().await;
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use chat_core::auth::TokenSource;
+use chat_core::id::EventId;
 use chat_core::problem::ApiError;
 use chat_core::validate::ChatId;
 
@@ -17,10 +18,23 @@ use crate::AppState;
 use crate::hub::Hub;
 use crate::stream::LastSeen;
 
-/// A request for a chat's events, parsed from its head.
+/// One chat of a stream, and, on the many-chat stream, the fetch cursor to
+/// start after when the stream's position does not cover it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    pub(crate) chat: ChatId,
+    pub(crate) cursor: Option<EventId>,
+}
+
+/// A request for chats' events, parsed from its head.
 #[derive(Debug)]
 pub(crate) struct EventsRequest {
-    pub(crate) chat: ChatId,
+    /// One chat (`/api/chats/{chatId}/events`), or several
+    /// (`/api/events`), each once.
+    pub(crate) chats: Vec<Subscription>,
+    /// The many-chat stream: its ids are positions, its resets name their
+    /// chat.
+    pub(crate) many: bool,
     pub(crate) last_seen: LastSeen,
     pub(crate) token: TokenSource,
     /// The client's address, for the per-address stream limit.
@@ -87,10 +101,12 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     }
 }
 
-/// A stream allowed to start: its chat's hub joined, its place counted.
+/// A stream allowed to start: its chats' hubs joined, its place counted.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    pub(crate) hub: Arc<Hub>,
+    /// Each chat's hub, with the cursor asked for it.
+    pub(crate) hubs: Vec<(Arc<Hub>, Option<EventId>)>,
+    pub(crate) many: bool,
     pub(crate) last_seen: LastSeen,
     pub(crate) counted: Counted,
     /// When the token expires (Unix seconds): the stream ends then.
@@ -98,16 +114,24 @@ pub(crate) struct Admitted {
     pub(crate) slots: (Option<Slot<String>>, Option<Slot<IpAddr>>),
 }
 
-/// Decides a request for a chat's events: joins the chat's hub, or says
-/// why not.
+/// Decides a request for chats' events: joins their hubs, or says why
+/// not. A stream takes one place in the per-user and per-address counts,
+/// whatever its chats.
 pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted, ApiError> {
     let inner = &state.0;
     let config = &inner.config;
+    if request.many && state.hubs().partitions().is_none() {
+        return Err(ApiError::unavailable(
+            "this server has not started reading the log yet; retry",
+        ));
+    }
     let identity = match &inner.auth {
         None => None,
         Some(auth) => {
             let identity = auth.verify(request.token.token()?)?;
-            identity.allow(&request.chat)?;
+            for subscription in &request.chats {
+                identity.allow(&subscription.chat)?;
+            }
             Some(identity)
         }
     };
@@ -142,12 +166,21 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
         )));
     }
     metrics::gauge!("publish_connections").set(open as f64);
-    let hub = state
-        .hubs()
-        .join(&request.chat)
-        .map_err(ApiError::unavailable)?;
+    let mut hubs: Vec<(Arc<Hub>, Option<EventId>)> = Vec::with_capacity(request.chats.len());
+    for subscription in &request.chats {
+        match state.hubs().join(&subscription.chat) {
+            Ok(hub) => hubs.push((hub, subscription.cursor)),
+            Err(refused) => {
+                for (hub, _) in &hubs {
+                    state.hubs().leave(hub);
+                }
+                return Err(ApiError::unavailable(refused));
+            }
+        }
+    }
     Ok(Admitted {
-        hub,
+        hubs,
+        many: request.many,
         last_seen: request.last_seen,
         counted,
         expires_at: identity.map(|i| i.expires_at),

@@ -55,6 +55,11 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Most chats one stream of `/api/events` may follow; more is a 400.
+    #[arg(long, env = "MAX_CHATS_PER_STREAM", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_chats_per_stream: u64,
+
     /// Most chats streamed at once; a stream for one more answers 503.
     #[arg(long, env = "MAX_CHATS", default_value_t = 100_000)]
     pub max_chats: usize,

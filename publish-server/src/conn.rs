@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use chat_core::auth::TokenSource;
+use chat_core::id::EventId;
 use chat_core::problem::ApiError;
 use chat_core::serve::HEAD_TIMEOUT;
 use chat_core::validate::ChatId;
@@ -23,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::AppState;
-use crate::admission::{EventsRequest, admit};
+use crate::admission::{EventsRequest, Subscription, admit};
 use crate::stream::LastSeen;
 
 /// The largest request head taken.
 const HEAD_LIMIT: usize = 8 * 1024;
 const EVENTS_ROUTE: &str = "/api/chats/{chat_id}/events";
+const MANY_ROUTE: &str = "/api/events";
 
 /// Accepts connections until `shutdown` fires, then waits (boundedly) for
 /// every connection's task to end.
@@ -111,8 +113,9 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head
 /// A `GET` of a chat's events as the client sent it, before any checks.
 #[derive(Debug)]
 struct EventsHead {
-    /// The chat id as in the path, still percent-encoded.
-    chat: String,
+    /// The chat id as in the path, still percent-encoded; `None`: the
+    /// many-chat stream (`/api/events?chat=...`).
+    chat: Option<String>,
     query: String,
     /// `None` when absent; `Some(None)` when not text.
     last_event_id: Option<Option<String>>,
@@ -133,10 +136,15 @@ fn events_head(head: &[u8]) -> Option<EventsHead> {
     }
     let target = request.path?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let chat = path
-        .strip_prefix("/api/chats/")?
-        .strip_suffix("/events")
-        .filter(|chat| !chat.is_empty() && !chat.contains('/'))?;
+    let chat = if path == MANY_ROUTE {
+        None
+    } else {
+        Some(
+            path.strip_prefix("/api/chats/")?
+                .strip_suffix("/events")
+                .filter(|chat| !chat.is_empty() && !chat.contains('/'))?,
+        )
+    };
     let values = |name: &'static str| {
         request
             .headers
@@ -146,7 +154,7 @@ fn events_head(head: &[u8]) -> Option<EventsHead> {
     };
     let text = |value: &[u8]| std::str::from_utf8(value).ok().map(str::to_owned);
     Some(EventsHead {
-        chat: chat.to_owned(),
+        chat: chat.map(str::to_owned),
         query: query.to_owned(),
         last_event_id: values("last-event-id").next().map(text),
         origin: values("origin").next().and_then(text),
@@ -163,22 +171,95 @@ struct EventsQuery {
     token: Option<String>,
 }
 
+/// The many-chat stream's query: `chat` once per chat (`chatId`, or
+/// `chatId@cursor` to start after a fetch's cursor), `lastEventId`,
+/// `token`.
+fn many_query(query: &str, most: usize) -> Result<(Vec<Subscription>, EventsQuery), ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    let mut chats: Vec<Subscription> = Vec::new();
+    let mut rest = EventsQuery {
+        last_event_id: None,
+        token: None,
+    };
+    for (name, value) in pairs {
+        match name.as_str() {
+            "chat" => {
+                let (chat, cursor) = match value.split_once('@') {
+                    Some((chat, cursor)) => (chat, Some(cursor)),
+                    None => (value.as_str(), None),
+                };
+                let chat: ChatId = chat
+                    .parse()
+                    .map_err(|e| ApiError::bad_request(format!("chat {value:?}: {e}")))?;
+                let cursor = cursor
+                    .map(|c| {
+                        c.parse::<EventId>().map_err(|e| {
+                            ApiError::bad_request(format!("chat {value:?}: cursor: {}", e.reason))
+                        })
+                    })
+                    .transpose()?;
+                // A chat named twice is followed once.
+                if chats.iter().any(|s| s.chat == chat) {
+                    continue;
+                }
+                if chats.len() == most {
+                    return Err(ApiError::bad_request(format!(
+                        "chat: at most {most} chats per stream"
+                    )));
+                }
+                chats.push(Subscription { chat, cursor });
+            }
+            "lastEventId" => rest.last_event_id = Some(value),
+            "token" => rest.token = Some(value),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "query: unknown parameter {other:?}"
+                )));
+            }
+        }
+    }
+    if chats.is_empty() {
+        return Err(ApiError::bad_request("chat: give at least one chat"));
+    }
+    Ok((chats, rest))
+}
+
 impl EventsHead {
     /// The typed request, or 400 saying what is malformed.
-    fn parse(self, peer: Option<std::net::IpAddr>) -> Result<EventsRequest, ApiError> {
-        let chat: ChatId = percent_decode(&self.chat)?
-            .parse()
-            .map_err(ApiError::bad_request)?;
-        let query: EventsQuery = serde_urlencoded::from_str(&self.query)
-            .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    fn parse(
+        self,
+        peer: Option<std::net::IpAddr>,
+        max_chats: usize,
+    ) -> Result<EventsRequest, ApiError> {
+        let (chats, query, many) = match &self.chat {
+            Some(chat) => {
+                let chat: ChatId = percent_decode(chat)?
+                    .parse()
+                    .map_err(ApiError::bad_request)?;
+                let query: EventsQuery = serde_urlencoded::from_str(&self.query)
+                    .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+                (vec![Subscription { chat, cursor: None }], query, false)
+            }
+            None => {
+                let (chats, query) = many_query(&self.query, max_chats)?;
+                (chats, query, true)
+            }
+        };
         // The header wins: EventSource sends it on every reconnect.
-        let last_seen = match self.last_event_id {
-            Some(None) => LastSeen::Malformed,
-            Some(Some(header)) => last_seen(Some(&header)),
-            None => last_seen(query.last_event_id.as_deref()),
+        let text = match self.last_event_id {
+            Some(None) => Err(()),
+            Some(Some(header)) => Ok(Some(header)),
+            None => Ok(query.last_event_id),
+        };
+        let last_seen = match text {
+            Err(()) => LastSeen::Malformed,
+            Ok(text) if many => position(text.as_deref()),
+            Ok(text) => last_seen(text.as_deref()),
         };
         Ok(EventsRequest {
-            chat,
+            chats,
+            many,
             last_seen,
             token: TokenSource {
                 authorization: self.authorization,
@@ -196,6 +277,14 @@ fn last_seen(text: Option<&str>) -> LastSeen {
     match text.map(str::trim) {
         None | Some("") => LastSeen::Nothing,
         Some(text) => text.parse().map_or(LastSeen::Malformed, LastSeen::Id),
+    }
+}
+
+/// What a many-chat stream's `Last-Event-ID` says.
+fn position(text: Option<&str>) -> LastSeen {
+    match text.map(str::trim) {
+        None | Some("") => LastSeen::Nothing,
+        Some(text) => text.parse().map_or(LastSeen::Malformed, LastSeen::Position),
     }
 }
 
@@ -235,16 +324,21 @@ async fn serve_events(
 ) {
     let started = Instant::now();
     let cors = cors_headers(&state, events.origin.as_deref());
+    let route = if events.chat.is_some() {
+        EVENTS_ROUTE
+    } else {
+        MANY_ROUTE
+    };
     let admitted = events
-        .parse(peer)
+        .parse(peer, state.max_chats_per_stream())
         .and_then(|request| admit(&state, request));
     let status = match &admitted {
         Ok(_) => StatusCode::OK,
         Err(error) => error.status(),
     };
-    metrics::counter!("http_requests_total", "route" => EVENTS_ROUTE, "method" => "GET", "status" => status.as_u16().to_string())
+    metrics::counter!("http_requests_total", "route" => route, "method" => "GET", "status" => status.as_u16().to_string())
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => EVENTS_ROUTE, "method" => "GET")
+    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => "GET")
         .record(started.elapsed().as_secs_f64());
     let admitted = match admitted {
         Ok(admitted) => admitted,
@@ -269,9 +363,15 @@ async fn serve_events(
         .await
         .is_ok_and(|written| written.is_ok())
     {
-        crate::stream::run(state, admitted, input, output, shutdown).await;
+        if admitted.many {
+            crate::many::run(state, admitted, input, output, shutdown).await;
+        } else {
+            crate::stream::run(state, admitted, input, output, shutdown).await;
+        }
     } else {
-        state.hubs().leave(&admitted.hub);
+        for (hub, _) in &admitted.hubs {
+            state.hubs().leave(hub);
+        }
     }
 }
 
@@ -376,8 +476,9 @@ mod tests {
         )
         .expect("events");
         assert_eq!(head.origin.as_deref(), Some("http://x"));
-        let request = head.parse(None).expect("well-formed");
-        assert_eq!(request.chat.as_str(), "lobby");
+        let request = head.parse(None, 100).expect("well-formed");
+        assert_eq!(request.chats.len(), 1);
+        assert_eq!(request.chats[0].chat.as_str(), "lobby");
         assert!(
             matches!(request.last_seen, LastSeen::Id(id) if id.to_string() == "0-0000000000000001"),
             "the header wins over the query"
@@ -398,5 +499,46 @@ mod tests {
         }
         assert!(percent_decode("a%zz").is_err());
         assert!(percent_decode("%ff").is_err());
+    }
+
+    fn many(query: &str) -> Result<EventsRequest, ApiError> {
+        let head = format!("GET /api/events?{query} HTTP/1.1\r\n\r\n");
+        events_head(head.as_bytes())
+            .expect("a many-chat stream")
+            .parse(None, 3)
+    }
+
+    #[test]
+    fn a_many_chat_query_names_each_chat_once_with_its_cursor() {
+        let request = many("chat=a&chat=b@2-0000000000000012&chat=a&lastEventId=0:1a~0c4f1e2a")
+            .expect("well-formed");
+        assert!(request.many);
+        let chats: Vec<(String, Option<String>)> = request
+            .chats
+            .iter()
+            .map(|s| (s.chat.to_string(), s.cursor.map(|c| c.to_string())))
+            .collect();
+        assert_eq!(
+            chats,
+            [
+                ("a".to_owned(), None),
+                ("b".to_owned(), Some("2-0000000000000012".to_owned()))
+            ],
+            "a duplicate is ignored"
+        );
+        assert!(matches!(request.last_seen, LastSeen::Position(_)));
+        let detail = |query| many(query).expect_err("refused").to_string();
+        assert!(
+            detail("chat=a&chat=no%20space").contains("no space"),
+            "names the chat"
+        );
+        assert!(detail("chat=a&chat=b&chat=c&chat=d").contains("at most 3 chats"));
+        assert!(detail("").contains("at least one chat"));
+        assert!(detail("chat=a@nope").contains("cursor"));
+        assert!(detail("chat=a&since=1").contains("since"));
+        assert!(matches!(
+            many("chat=a&lastEventId=2-0000000000000012").map(|r| r.last_seen),
+            Ok(LastSeen::Malformed)
+        ));
     }
 }

@@ -238,6 +238,58 @@ impl Hubs {
         self.lock().positions.insert(partition, offset);
     }
 
+    /// Runs `take` while no event is handed to any hub: what it takes from
+    /// several hubs' live channels is one cut of the log, in which each
+    /// partition's events are a prefix of its events.
+    pub(crate) fn atomically<T>(&self, take: impl FnOnce() -> T) -> T {
+        let _registry = self.lock();
+        take()
+    }
+
+    /// How many partitions the reader reads; `None` until it started.
+    pub(crate) fn partitions(&self) -> Option<usize> {
+        let registry = self.lock();
+        (!registry.positions.is_empty()).then(|| registry.positions.len())
+    }
+
+    /// Whether an event at (`partition`, `offset`) can exist: the partition
+    /// is read here and the offset is not past the last record read.
+    /// `None` until the reader started.
+    pub(crate) fn plausible(&self, partition: i32, offset: i64) -> Option<bool> {
+        let registry = self.lock();
+        if registry.positions.is_empty() {
+            return None;
+        }
+        Some(
+            registry
+                .positions
+                .get(&partition)
+                .is_some_and(|&read| offset <= read),
+        )
+    }
+
+    /// Whether `id` can be an event of `chat`: in the chat's partition and
+    /// not past the end of the log read so far (true until the reader
+    /// started: then nothing can be told).
+    pub(crate) fn may_hold(&self, chat: &ChatId, id: EventId) -> bool {
+        let Some(partitions) = self.partitions() else {
+            return true;
+        };
+        id.partition == chat_core::names::partition_of(chat.as_str(), partitions)
+            && self.plausible(id.partition, id.offset) == Some(true)
+    }
+
+    /// Subscribes to `hub`'s live frames and answers, with the same
+    /// instant's recent frames, the offset of the last record of
+    /// `partition` the reader handled: every later event of the chat
+    /// reaches the receiver.
+    pub(crate) fn start_live(&self, hub: &Hub, partition: i32) -> (Start, i64) {
+        let registry = self.lock();
+        let start = hub.start(Some(partition));
+        let at = registry.positions.get(&partition).copied().unwrap_or(-1);
+        (start, at)
+    }
+
     /// Hands an event to its chat's hub, if the chat has one; `encode` runs
     /// only then, once.
     pub(crate) fn publish(

@@ -34,6 +34,8 @@ mod config;
 mod conn;
 mod fanout;
 mod hub;
+mod many;
+mod position;
 mod reader;
 mod stream;
 mod trim;
@@ -93,6 +95,9 @@ impl AppState {
     }
     pub(crate) fn replay_wait(&self) -> Duration {
         Duration::from_millis(self.0.config.replay_wait_ms)
+    }
+    pub(crate) fn max_chats_per_stream(&self) -> usize {
+        self.0.config.max_chats_per_stream as usize
     }
     pub(crate) fn cors_allows(&self, origin: &str) -> bool {
         self.0.origins.iter().any(|o| o == origin)

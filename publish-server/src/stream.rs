@@ -16,14 +16,17 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::admission::Admitted;
 use crate::fanout::FANOUT_DELAY;
-use crate::hub::{Frame, Hub};
+use crate::hub::{Frame, Hub, Start};
 
 /// What the client said it saw last.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum LastSeen {
     Nothing,
     Malformed,
+    /// A one-chat stream's event id.
     Id(EventId),
+    /// A many-chat stream's position.
+    Position(crate::position::Position),
 }
 
 /// Most frames written at once.
@@ -52,22 +55,15 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let Admitted {
-        hub,
+        mut hubs,
         last_seen,
         counted,
         expires_at,
         slots,
+        ..
     } = admitted;
-    // The stream ends when its token does; the client reconnects with a
-    // fresh one.
-    let expiry = async move {
-        match expires_at {
-            Some(at) => {
-                let left = (at - chrono::Utc::now().timestamp()).max(0) as u64;
-                tokio::time::sleep(Duration::from_secs(left)).await;
-            }
-            None => std::future::pending().await,
-        }
+    let Some((hub, _)) = hubs.pop() else {
+        return;
     };
     let mut connection = Connection {
         state: state.clone(),
@@ -79,16 +75,28 @@ pub(crate) async fn run(
     tokio::select! {
         _ = connection.stream(last_seen, &shutdown) => {}
         () = client_gone(&mut input) => {}
-        () = expiry => {}
+        () = token_expiry(expires_at) => {}
     }
     state.hubs().leave(&hub);
     drop(counted);
     drop(slots);
 }
 
+/// Returns when the token expires (never without one): the stream ends
+/// then, and the client reconnects with a fresh token.
+pub(crate) async fn token_expiry(expires_at: Option<i64>) {
+    match expires_at {
+        Some(at) => {
+            let left = (at - chrono::Utc::now().timestamp()).max(0) as u64;
+            tokio::time::sleep(Duration::from_secs(left)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Returns when the client closes its side (or the connection fails);
 /// anything it sends after its request is ignored.
-async fn client_gone(input: &mut OwnedReadHalf) {
+pub(crate) async fn client_gone(input: &mut OwnedReadHalf) {
     let mut sink = [0u8; 64];
     while let Ok(n) = input.read(&mut sink).await {
         if n == 0 {
@@ -103,11 +111,19 @@ impl Connection {
         last_seen: LastSeen,
         shutdown: &CancellationToken,
     ) -> Result<(), Gone> {
+        // A position that cannot be in this chat's log is malformed: a
+        // reset at once, with nothing read from Redis.
+        let last_seen = match last_seen {
+            LastSeen::Id(id) if !self.state.hubs().may_hold(self.hub.chat(), id) => {
+                LastSeen::Malformed
+            }
+            other => other,
+        };
         // Subscribed before the first byte goes out: a client that saw the
         // stream open misses no event posted after that.
         let mut live = match last_seen {
             LastSeen::Nothing => self.hub.start(None).live,
-            LastSeen::Malformed => {
+            LastSeen::Malformed | LastSeen::Position(_) => {
                 let live = self.hub.start(None).live;
                 self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
                 self.reset("malformed Last-Event-ID").await?;
@@ -239,71 +255,88 @@ impl Connection {
     async fn resume(&mut self, after: EventId) -> Result<broadcast::Receiver<Arc<Frame>>, Gone> {
         let start = self.hub.start(Some(after.partition));
         self.last_sent = Some(after);
-        if start
-            .covers_after
-            .is_some_and(|covered| after.offset >= covered)
-        {
-            metrics::counter!("publish_replays_total", "source" => "memory").increment(1);
-            for frame in &start.recent {
-                if frame.id.partition == after.partition {
+        match replay(&self.state, &self.hub, &start, after).await {
+            Replayed::Frames(frames) => {
+                for frame in &frames {
                     self.forward(frame).await?;
                 }
             }
-            return Ok(start.live);
-        }
-        // Older than memory: the replay log in Redis, once the projector has
-        // reached the point from which memory takes over.
-        let most = self.state.replay_max();
-        let give_up = Instant::now() + self.state.replay_wait();
-        let replay = loop {
-            let read = self
-                .state
-                .read_model()
-                .replay(self.state.redis(), self.hub.chat(), after, most + 1)
-                .await;
-            let replay = match read {
-                Ok(replay) => replay,
-                Err(error) => {
-                    tracing::warn!(%error, "replay from Redis failed");
-                    self.reset("replay unavailable").await?;
-                    return Ok(start.live);
-                }
-            };
-            // The log and memory join up once the projector has applied
-            // the partition as far as memory's coverage starts.
-            let reaches_memory = match (replay.projected, start.covers_after) {
-                (Some(projected), Some(covered)) => projected >= covered,
-                _ => false,
-            };
-            if reaches_memory || Instant::now() >= give_up {
-                break (replay, reaches_memory);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let (replay, reaches_memory) = replay;
-        if replay.trimmed.is_some_and(|trimmed| after.offset < trimmed) {
-            self.reset("too old to replay").await?;
-            return Ok(start.live);
-        }
-        if replay.frames.len() > most as usize {
-            self.reset("too many events missed").await?;
-            return Ok(start.live);
-        }
-        if !reaches_memory {
-            self.reset("replay not available yet").await?;
-            return Ok(start.live);
-        }
-        metrics::counter!("publish_replays_total", "source" => "redis").increment(1);
-        for (offset, frame) in replay.frames {
-            let id = EventId::new(after.partition, offset);
-            self.forward(&Frame::event(id, Bytes::from(frame), None))
-                .await?;
-        }
-        for frame in &start.recent {
-            if frame.id.partition == after.partition {
-                self.forward(frame).await?;
-            }
+            Replayed::Reset(reason) => self.reset(reason).await?,
         }
         Ok(start.live)
     }
+}
+
+/// What a resume after a position finds for one chat.
+pub(crate) enum Replayed {
+    /// The chat's frames of the position's partition, oldest first; some
+    /// may be at or before the position (the caller skips those).
+    Frames(Vec<Arc<Frame>>),
+    /// They cannot be had: the client gets a `reset` saying why.
+    Reset(&'static str),
+}
+
+/// The frames of `hub`'s chat after `after`: from memory (`start`, taken
+/// with the live receiver), else from the replay log in Redis once the
+/// projector has reached the point from which memory takes over.
+pub(crate) async fn replay(state: &AppState, hub: &Hub, start: &Start, after: EventId) -> Replayed {
+    let recent = || {
+        start
+            .recent
+            .iter()
+            .filter(|frame| frame.id.partition == after.partition)
+            .cloned()
+    };
+    if start
+        .covers_after
+        .is_some_and(|covered| after.offset >= covered)
+    {
+        metrics::counter!("publish_replays_total", "source" => "memory").increment(1);
+        return Replayed::Frames(recent().collect());
+    }
+    let most = state.replay_max();
+    let give_up = Instant::now() + state.replay_wait();
+    let (replay, reaches_memory) = loop {
+        let read = state
+            .read_model()
+            .replay(state.redis(), hub.chat(), after, most + 1)
+            .await;
+        let replay = match read {
+            Ok(replay) => replay,
+            Err(error) => {
+                tracing::warn!(%error, "replay from Redis failed");
+                return Replayed::Reset("replay unavailable");
+            }
+        };
+        // The log and memory join up once the projector has applied the
+        // partition as far as memory's coverage starts.
+        let reaches_memory = match (replay.projected, start.covers_after) {
+            (Some(projected), Some(covered)) => projected >= covered,
+            _ => false,
+        };
+        if reaches_memory || Instant::now() >= give_up {
+            break (replay, reaches_memory);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if replay.trimmed.is_some_and(|trimmed| after.offset < trimmed) {
+        return Replayed::Reset("too old to replay");
+    }
+    if replay.frames.len() > most as usize {
+        return Replayed::Reset("too many events missed");
+    }
+    if !reaches_memory {
+        return Replayed::Reset("replay not available yet");
+    }
+    metrics::counter!("publish_replays_total", "source" => "redis").increment(1);
+    let mut frames: Vec<Arc<Frame>> = replay
+        .frames
+        .into_iter()
+        .map(|(offset, frame)| {
+            let id = EventId::new(after.partition, offset);
+            Arc::new(Frame::event(id, Bytes::from(frame), None))
+        })
+        .collect();
+    frames.extend(recent());
+    Replayed::Frames(frames)
 }

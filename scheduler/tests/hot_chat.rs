@@ -60,9 +60,11 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
     let abuser_answers = abuser.stop().await;
     let cold_answers = cold.stop().await;
 
+    // Fetches already in flight when the chat turned hot finish as cold
+    // reads: look from half a second later.
     let hot_crowd: Vec<_> = crowd_answers
         .iter()
-        .filter(|a| a.at > first_hot.at)
+        .filter(|a| a.at > first_hot.at + Duration::from_millis(500))
         .collect();
     assert!(hot_crowd.len() > 100, "{} fetches", hot_crowd.len());
     assert!(
@@ -70,7 +72,9 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
             .iter()
             .all(|a| a.status == 200 && a.answered_from_snapshot()),
         "every member is served from the snapshot: {:?}",
-        hot_crowd.iter().find(|a| a.status != 200)
+        hot_crowd
+            .iter()
+            .find(|a| a.status != 200 || !a.answered_from_snapshot())
     );
     for answer in &hot_crowd {
         assert_eq!(

@@ -1,0 +1,338 @@
+//! A stream of many chats on one connection (`/api/events?chat=a&chat=b`).
+//!
+//! Each chat's events keep their order. Across the chats of one partition,
+//! events go out in log order, so one position (per partition, the offset
+//! of the last event sent) resumes every chat: see `position`. Frames are
+//! taken from the chats' live channels in one cut of the log
+//! (`Hubs::atomically`) and written sorted by partition and offset; each
+//! `id:` is the stream's position after its frame.
+//!
+//! A chat that cannot be resumed gets a `reset` naming it, and goes on
+//! live; the others are untouched. A position that cannot be of this log
+//! (a partition not read here, an offset past the end read so far) resets
+//! every chat at once, with nothing read from Redis.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chat_core::id::EventId;
+use chat_core::sse;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::admission::Admitted;
+use crate::fanout::FANOUT_DELAY;
+use crate::hub::{Frame, Hub};
+use crate::position::Position;
+use crate::stream::{LastSeen, Replayed, client_gone, replay, token_expiry};
+
+/// Most frames taken from one chat's live channel per cut.
+const BATCH_FRAMES: usize = 64;
+
+/// Most times a cut is retaken because a chat fell behind meanwhile.
+const MAX_RECUTS: usize = 4;
+
+/// The client went away or stopped reading for longer than allowed.
+struct Gone;
+
+/// One chat of the stream.
+struct Followed {
+    hub: Arc<Hub>,
+    partition: i32,
+    live: broadcast::Receiver<Arc<Frame>>,
+    /// The offset of this chat's last event sent, or where it started:
+    /// none of its events at or before it goes out.
+    last_sent: Option<i64>,
+}
+
+struct Many {
+    state: AppState,
+    out: OwnedWriteHalf,
+    chats: Vec<Followed>,
+    position: Position,
+    delivered: metrics::Counter,
+}
+
+/// Streams the admitted chats to `out` until the client leaves, its token
+/// expires or `shutdown` fires; then leaves their hubs.
+pub(crate) async fn run(
+    state: AppState,
+    admitted: Admitted,
+    mut input: OwnedReadHalf,
+    out: OwnedWriteHalf,
+    shutdown: CancellationToken,
+) {
+    let Admitted {
+        hubs,
+        last_seen,
+        counted,
+        expires_at,
+        slots,
+        ..
+    } = admitted;
+    let joined: Vec<Arc<Hub>> = hubs.iter().map(|(hub, _)| hub.clone()).collect();
+    let mut many = Many {
+        state: state.clone(),
+        out,
+        chats: Vec::with_capacity(hubs.len()),
+        position: Position::default(),
+        delivered: metrics::counter!("publish_frames_delivered_total"),
+    };
+    tokio::select! {
+        _ = many.stream(hubs, last_seen, &shutdown) => {}
+        () = client_gone(&mut input) => {}
+        () = token_expiry(expires_at) => {}
+    }
+    for hub in &joined {
+        state.hubs().leave(hub);
+    }
+    drop(counted);
+    drop(slots);
+}
+
+/// A frame taken for the stream, with the index of its chat.
+type Taken = (usize, Arc<Frame>);
+
+impl Many {
+    async fn stream(
+        &mut self,
+        hubs: Vec<(Arc<Hub>, Option<EventId>)>,
+        last_seen: LastSeen,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Gone> {
+        let state = self.state.clone();
+        let hubs_of_server = state.hubs();
+        let partitions = hubs_of_server.partitions().unwrap_or(1);
+        let (given, malformed) = match last_seen {
+            LastSeen::Position(position) => {
+                let plausible = position
+                    .iter()
+                    .all(|(p, offset)| hubs_of_server.plausible(p, offset) == Some(true));
+                if plausible {
+                    (Some(position), false)
+                } else {
+                    (None, true)
+                }
+            }
+            LastSeen::Malformed => (None, true),
+            LastSeen::Nothing | LastSeen::Id(_) => (None, false),
+        };
+        self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
+        let set = crate::position::chat_set(hubs.iter().map(|(hub, _)| hub.chat().as_str()));
+        self.position = Position::of_set(set);
+        // A reconnect of the same stream: the position covers every chat.
+        // A changed set: a chat given a cursor is new to the stream and
+        // starts from it.
+        let same_set = given.as_ref().is_some_and(|given| given.set() == Some(set));
+
+        // Where each chat starts: the stream's position for its partition
+        // (for a chat with a cursor, only on a reconnect of the same set);
+        // else its cursor; else live. Subscribed before anything is
+        // replayed.
+        let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut resets: Vec<(usize, &'static str)> = Vec::new();
+        let mut taken: Vec<Taken> = Vec::new();
+        for (index, (hub, cursor)) in hubs.into_iter().enumerate() {
+            let partition = chat_core::names::partition_of(hub.chat().as_str(), partitions);
+            let cursor = cursor.filter(|c| {
+                c.partition == partition
+                    && hubs_of_server.plausible(partition, c.offset) == Some(true)
+            });
+            let covered = given.as_ref().and_then(|given| given.get(partition));
+            let from = match cursor {
+                Some(cursor) if !same_set => Some(cursor.offset),
+                _ => covered.or(cursor.map(|c| c.offset)),
+            };
+            let (live, start_at) = match from {
+                Some(after) => {
+                    let start = hub.start(Some(partition));
+                    match replay(&state, &hub, &start, EventId::new(partition, after)).await {
+                        Replayed::Frames(frames) => {
+                            taken.extend(frames.into_iter().map(|frame| (index, frame)));
+                        }
+                        Replayed::Reset(reason) => resets.push((index, reason)),
+                    }
+                    (start.live, after)
+                }
+                None => {
+                    let (start, at) = hubs_of_server.start_live(&hub, partition);
+                    if malformed {
+                        resets.push((index, "malformed Last-Event-ID"));
+                    }
+                    (start.live, at)
+                }
+            };
+            let at = starts.entry(partition).or_insert(start_at);
+            *at = (*at).min(start_at);
+            self.chats.push(Followed {
+                hub,
+                partition,
+                live,
+                last_sent: Some(start_at),
+            });
+        }
+        for (partition, offset) in starts {
+            self.position.advance(partition, offset);
+        }
+        let names: Vec<&str> = self.chats.iter().map(|c| c.hub.chat().as_str()).collect();
+        let hello = sse::subscribed(&self.position.to_string(), &names);
+        self.send(Bytes::from(hello)).await?;
+        for (index, reason) in resets {
+            let chat = self.chats[index].hub.chat().as_str();
+            metrics::counter!("publish_resets_total", "reason" => reason).increment(1);
+            self.send(Bytes::from(sse::reset_chat(chat, reason)))
+                .await?;
+        }
+        // What came live while the replays were read, in one cut with them.
+        self.take_cut(&mut taken).await?;
+        self.write(taken).await?;
+
+        let mut heartbeat = tokio::time::interval(self.state.heartbeat());
+        heartbeat.tick().await;
+        loop {
+            let first = {
+                let waits =
+                    self.chats.iter_mut().enumerate().map(|(index, chat)| {
+                        Box::pin(async move { (index, chat.live.recv().await) })
+                    });
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    ((index, received), _, _) = futures::future::select_all(waits) => Some((index, received)),
+                    _ = heartbeat.tick() => None,
+                }
+            };
+            let Some((index, received)) = first else {
+                self.send(Bytes::from_static(sse::HEARTBEAT.as_bytes()))
+                    .await?;
+                continue;
+            };
+            let mut taken = Vec::new();
+            match received {
+                Ok(frame) => taken.push((index, frame)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.catch_up(index, &mut taken).await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+            self.take_cut(&mut taken).await?;
+            self.write(taken).await?;
+        }
+    }
+
+    /// Takes what every chat's live channel holds, in one cut of the log;
+    /// a chat that fell behind its channel catches up first, and the cut is
+    /// taken again after it.
+    async fn take_cut(&mut self, taken: &mut Vec<Taken>) -> Result<(), Gone> {
+        for _ in 0..MAX_RECUTS {
+            let chats = &mut self.chats;
+            let lagged: Vec<usize> = self.state.hubs().atomically(|| {
+                let mut lagged = Vec::new();
+                for (index, chat) in chats.iter_mut().enumerate() {
+                    for _ in 0..BATCH_FRAMES {
+                        match chat.live.try_recv() {
+                            Ok(frame) => taken.push((index, frame)),
+                            Err(TryRecvError::Lagged(_)) => {
+                                lagged.push(index);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                lagged
+            });
+            if lagged.is_empty() {
+                return Ok(());
+            }
+            for index in lagged {
+                self.catch_up(index, taken).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Chat `index` fell further behind than its live channel holds: takes
+    /// what it missed from memory or the replay log, or resets it.
+    async fn catch_up(&mut self, index: usize, taken: &mut Vec<Taken>) -> Result<(), Gone> {
+        metrics::counter!("publish_slow_subscriber_catchups_total").increment(1);
+        let chat = &mut self.chats[index];
+        let start = chat.hub.start(Some(chat.partition));
+        let after = chat.last_sent.unwrap_or(-1);
+        let replayed = replay(
+            &self.state,
+            &chat.hub,
+            &start,
+            EventId::new(chat.partition, after),
+        )
+        .await;
+        chat.live = start.live;
+        match replayed {
+            Replayed::Frames(frames) => {
+                taken.extend(frames.into_iter().map(|frame| (index, frame)));
+                Ok(())
+            }
+            Replayed::Reset(reason) => {
+                metrics::counter!("publish_resets_total", "reason" => reason).increment(1);
+                let reset = sse::reset_chat(chat.hub.chat().as_str(), reason);
+                self.send(Bytes::from(reset)).await
+            }
+        }
+    }
+
+    /// Writes the frames not sent yet, each partition's in log order, each
+    /// with the stream's position after it as its `id:`, in one write.
+    async fn write(&mut self, mut taken: Vec<Taken>) -> Result<(), Gone> {
+        // Ordered frames by (partition, offset); `reactions` frames after.
+        taken.sort_by_key(|(_, frame)| (!frame.ordered, frame.id.partition, frame.id.offset));
+        let mut bytes = Vec::new();
+        let mut sent: Vec<Instant> = Vec::with_capacity(taken.len());
+        for (index, frame) in &taken {
+            let chat = &mut self.chats[*index];
+            if frame.ordered {
+                if chat.last_sent.is_some_and(|last| frame.id.offset <= last) {
+                    continue;
+                }
+                chat.last_sent = Some(frame.id.offset);
+                self.position.advance(frame.id.partition, frame.id.offset);
+                // The frame's own `id:` line gives way to the position.
+                let body = frame
+                    .bytes
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .filter(|_| frame.bytes.starts_with(b"id: "))
+                    .map_or(&frame.bytes[..], |end| &frame.bytes[end + 1..]);
+                bytes.extend_from_slice(b"id: ");
+                bytes.extend_from_slice(self.position.to_string().as_bytes());
+                bytes.push(b'\n');
+                bytes.extend_from_slice(body);
+            } else {
+                bytes.extend_from_slice(&frame.bytes);
+            }
+            sent.push(frame.made);
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.send(Bytes::from(bytes)).await?;
+        let now = Instant::now();
+        for made in &sent {
+            FANOUT_DELAY.record(now.saturating_duration_since(*made));
+        }
+        self.delivered.increment(sent.len() as u64);
+        Ok(())
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<(), Gone> {
+        match tokio::time::timeout(self.state.send_timeout(), self.out.write_all(&bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Gone),
+        }
+    }
+}
