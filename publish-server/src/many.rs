@@ -35,6 +35,10 @@ use crate::stream::{LastSeen, Replayed, client_gone, replay, token_expiry};
 /// Most frames taken from one chat's live channel per cut.
 const BATCH_FRAMES: usize = 64;
 
+/// Bytes written at once at most: a stream's buffer stays this size
+/// whatever its chats (the frames themselves are shared with the hubs).
+const WRITE_CHUNK: usize = 64 * 1024;
+
 /// Most times a cut is retaken because a chat fell behind meanwhile.
 const MAX_RECUTS: usize = 4;
 
@@ -316,11 +320,13 @@ impl Many {
                 bytes.extend_from_slice(&frame.bytes);
             }
             sent.push(frame.made);
+            if bytes.len() >= WRITE_CHUNK {
+                self.send(Bytes::from(std::mem::take(&mut bytes))).await?;
+            }
         }
-        if bytes.is_empty() {
-            return Ok(());
+        if !bytes.is_empty() {
+            self.send(Bytes::from(bytes)).await?;
         }
-        self.send(Bytes::from(bytes)).await?;
         let now = Instant::now();
         for made in &sent {
             FANOUT_DELAY.record(now.saturating_duration_since(*made));

@@ -185,6 +185,78 @@ try {
     }
   });
 
+  await check('one page follows 8 chats over one connection, with unread counts, and a publish-server restart loses nothing', async () => {
+    const rooms = Array.from({ length: 8 }, (_, i) => `${room}-k${i}`);
+    const connections = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${ports.publish}/metrics`)).text();
+      return Number(/^publish_connections (\S+)/m.exec(text)?.[1] ?? 'NaN');
+    };
+    // Each chat's posts by a user of its own, inside the write limit.
+    const post = async (chat, text) => {
+      const response = await fetch(`${chatUrl}/api/chats/${chat}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: `gus-${chat}`, text }),
+      });
+      if (response.status !== 201) throw new Error(`posting to ${chat}: ${response.status}`);
+    };
+    const before = await connections();
+    const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+    await context.addInitScript(
+      ([joined]) => {
+        localStorage.setItem('chat.user', 'fay');
+        localStorage.setItem('chat.joined', JSON.stringify(joined));
+        localStorage.setItem('chat.chat', joined[0]);
+      },
+      [rooms],
+    );
+    const fay = await context.newPage();
+    try {
+      fay.on('pageerror', (error) => console.log(`[fay] page error: ${error}`));
+      await fay.goto(`${chatUrl}/`);
+      await fay.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+      const opened = await connections();
+      if (opened - before !== 1) throw new Error(`8 chats took ${opened - before} connections, expected 1`);
+      for (const [i, chat] of rooms.entries()) await post(chat, `first in ${i}`);
+      // Each chat's last message shows in the list at once; the 7 off
+      // screen count one unread each.
+      for (const [i, chat] of rooms.entries()) {
+        await fay.locator(`[data-chat="${chat}"] .last`, { hasText: `first in ${i}` }).waitFor({ timeout: 3000 });
+      }
+      for (const chat of rooms.slice(1)) {
+        await fay.locator(`[data-chat="${chat}"] [data-testid="unread"]`, { hasText: '1' }).waitFor({ timeout: 2000 });
+      }
+      if (await fay.locator(`[data-chat="${rooms[0]}"] [data-testid="unread"]`).count()) {
+        throw new Error('the chat on screen counts unread messages');
+      }
+      // Switching chats does not reconnect.
+      await fay.locator(`[data-chat="${rooms[3]}"] .open`).click();
+      await fay.locator('article .text', { hasText: 'first in 3' }).waitFor({ timeout: 2000 });
+      if (await fay.locator(`[data-chat="${rooms[3]}"] [data-testid="unread"]`).count()) throw new Error('opened, still unread');
+      if ((await connections()) !== opened) throw new Error('switching chats reconnected');
+
+      await stop('publish-server');
+      for (const [i, chat] of rooms.entries()) await post(chat, `while down in ${i}`);
+      startPublish();
+      await fay.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+      for (const [i, chat] of rooms.entries()) await post(chat, `after the restart in ${i}`);
+      for (const [i, chat] of rooms.entries()) {
+        await fay.locator(`[data-chat="${chat}"] .open`).click();
+        const want = [`first in ${i}`, `while down in ${i}`, `after the restart in ${i}`];
+        await until(`${chat} whole`, async () => JSON.stringify(await texts(fay)) === JSON.stringify(want), 5000).catch(async () => {
+          throw new Error(`${chat} holds ${JSON.stringify(await texts(fay))}, expected ${JSON.stringify(want)}`);
+        });
+      }
+      mkdirSync(artifacts, { recursive: true });
+      await fay.screenshot({ path: path.join(artifacts, 'many-chats.png') });
+      await fay.setViewportSize({ width: 390, height: 800 });
+      await fay.screenshot({ path: path.join(artifacts, 'many-chats-phone.png') });
+    } finally {
+      // Closed whatever happened: its stream must not outlive the check.
+      await context.close();
+    }
+  });
+
   await check('a member opening a hot chat gets its history at once from the snapshot, streams live, and reacts', async () => {
     // A crowd of members, each fetching once, well over the threshold
     // (20 clients a second) until answers come from the shared snapshot.

@@ -1,10 +1,14 @@
-// The chat view: join a chat, read its history (older pages on scroll),
-// follow it live, post, react. Every API error is shown in words.
+// The chat view: a list of joined chats (kept in localStorage) beside the
+// one on screen. One stream follows every joined chat; switching chats
+// does not reconnect, joining or leaving one reconnects once from the
+// stream's position. Each chat's history loads on joining (older pages on
+// scroll). Every API error is shown in words.
 
 import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
 import { ApiError, addReaction, postMessage, removeReaction } from './api';
-import { reducer } from './chat';
+import { initial, reducer } from './chat';
 import { ErrorBanner, HotBanner } from './components/Banners';
+import { ChatList } from './components/ChatList';
 import { Composer } from './components/Composer';
 import { JoinForm } from './components/JoinForm';
 import { MessageList } from './components/MessageList';
@@ -25,10 +29,29 @@ function randomId(): string {
   return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
 }
 
+/** The joined chats as stored: `chat.joined` (a JSON list), with `chat.chat` among them. */
+function storedChats(): { joined: string[]; current: string } {
+  const current = localStorage.getItem('chat.chat') ?? 'lobby';
+  let joined: string[] = [];
+  try {
+    const parsed: unknown = JSON.parse(localStorage.getItem('chat.joined') ?? '[]');
+    if (Array.isArray(parsed)) joined = parsed.filter((c): c is string => typeof c === 'string');
+  } catch {
+    // Not ours to read: start over.
+  }
+  if (!joined.includes(current)) joined.push(current);
+  return { joined, current };
+}
+
 export function App() {
   const [me, setMe] = useState(() => localStorage.getItem('chat.user') ?? `guest-${Math.floor(Math.random() * 9000 + 1000)}`);
-  const [chatId, setChatId] = useState(() => localStorage.getItem('chat.chat') ?? 'lobby');
-  const [state, dispatch] = useReducer(reducer, chatId, emptyChat);
+  const [joined, setJoined] = useState(() => storedChats().joined);
+  const [state, dispatch] = useReducer(reducer, null, () => {
+    const stored = storedChats();
+    return initial(stored.joined, stored.current);
+  });
+  const chatId = state.current;
+  const chat = state.chats[chatId] ?? emptyChat(chatId);
   const [error, setError] = useState<string | null>(null);
   const list = useRef<HTMLDivElement>(null);
   const stateRef = useRef(state);
@@ -36,43 +59,65 @@ export function App() {
   const showError = useCallback((e: unknown) => setError(words(e)), []);
 
   const session = useSession(me, showError);
-  const history = useHistory(chatId, me, dispatch, showError);
+  const history = useHistory(me, dispatch, showError);
   const { load } = history;
 
-  // The stream first (live from now, or from the last event seen when a
-  // fresh token reopens it), then, on joining, the latest page; the two
-  // merge by id. On `reset` the newest page is fetched again.
+  useEffect(() => {
+    localStorage.setItem('chat.joined', JSON.stringify(joined));
+    localStorage.setItem('chat.chat', chatId);
+  }, [joined, chatId]);
+
+  // One stream for every joined chat, then each chat's latest page; the
+  // two merge by id. On a chat's `reset` its newest page is fetched again.
   const onStreamAction = (action: StreamAction) => {
     if (action.kind === 'reset') {
-      const last = stateRef.current.lastEventId;
-      void load(last ? { after: last } : {}, false);
-    } else {
+      const resetChats = action.chatId ? [action.chatId] : Object.keys(stateRef.current.chats);
+      for (const id of resetChats) {
+        const last = stateRef.current.chats[id]?.lastEventId;
+        void load(id, last ? { after: last } : {}, false);
+      }
+    } else if (action.kind !== 'subscribed') {
       dispatch({ kind: 'stream', action, me });
     }
   };
-  const resumeFrom = () => (stateRef.current.chatId === chatId ? stateRef.current.lastEventId : null);
-  const status = useStream(session.streamUrl, chatId, resumeFrom, session.token?.token ?? null, onStreamAction);
+  const status = useStream(session.streamUrl, joined, session.token?.token ?? null, onStreamAction);
 
+  // Each joined chat's latest page, once per chat (again for a new name).
   const ready = session.streamUrl !== null;
+  const loaded = useRef(new Set<string>());
+  useEffect(() => {
+    loaded.current.clear();
+  }, [me]);
   useEffect(() => {
     if (!ready) return;
-    dispatch({ kind: 'reset', chatId });
-    setError(null);
-    void load({}, false);
-  }, [chatId, me, ready, load]);
+    for (const id of joined) {
+      if (loaded.current.has(id)) continue;
+      loaded.current.add(id);
+      void load(id, {}, false);
+    }
+  }, [joined, me, ready, load]);
 
   const hotSeconds = useCountdown(history.hotUntil);
 
   const loadOlder = () => {
-    const first = state.messages[0];
-    if (first && state.hasOlder) void load({ before: first.id }, true);
+    const first = chat.messages[0];
+    if (first && chat.hasOlder) void load(chatId, { before: first.id }, true);
   };
 
-  const join = (user: string, chat: string) => {
+  const join = (user: string, id: string) => {
     localStorage.setItem('chat.user', user);
-    localStorage.setItem('chat.chat', chat);
-    setMe(user);
-    setChatId(chat);
+    if (user !== me) setMe(user);
+    if (!joined.includes(id)) setJoined([...joined, id]);
+    dispatch({ kind: 'join', chatIds: [id], current: id });
+    setError(null);
+  };
+
+  const leave = (id: string) => {
+    const rest = joined.filter((c) => c !== id);
+    if (rest.length === 0) return;
+    loaded.current.delete(id);
+    setJoined(rest);
+    dispatch({ kind: 'leave', chatId: id });
   };
 
   const send = async (text: string) => {
@@ -88,10 +133,11 @@ export function App() {
   };
 
   const toggle = async (messageId: string, emoji: string, held: boolean) => {
+    const on = chatId;
     try {
-      if (held) await removeReaction(chatId, messageId, me, emoji);
-      else await addReaction(chatId, messageId, me, emoji);
-      dispatch({ kind: 'mine', messageId, emoji, held: !held });
+      if (held) await removeReaction(on, messageId, me, emoji);
+      else await addReaction(on, messageId, me, emoji);
+      dispatch({ kind: 'mine', chatId: on, messageId, emoji, held: !held });
     } catch (e) {
       showError(e);
     }
@@ -102,6 +148,7 @@ export function App() {
     <div className="app">
       <header>
         <JoinForm
+          key={`${me}\n${chatId}`}
           me={me}
           chatId={chatId}
           patterns={config?.patterns ?? null}
@@ -113,20 +160,32 @@ export function App() {
         </span>
       </header>
       {config?.auth && !config.devTokens && !session.token && <TokenForm onToken={session.signIn} />}
-      <h1>
-        #{chatId} <small>as {me}</small>
-      </h1>
-      {history.hotUntil !== null && <HotBanner seconds={hotSeconds} />}
-      {error && <ErrorBanner error={error} onDismiss={() => setError(null)} />}
-      <MessageList
-        messages={state.messages}
-        hasOlder={state.hasOlder}
-        me={me}
-        list={list}
-        onOlder={loadOlder}
-        onToggle={(messageId, emoji, held) => void toggle(messageId, emoji, held)}
-      />
-      <Composer maxChars={config?.maxTextChars} onSend={send} />
+      <div className="body">
+        <ChatList
+          chatIds={joined}
+          current={chatId}
+          chats={state.chats}
+          unread={state.unread}
+          onOpen={(id) => dispatch({ kind: 'open', chatId: id })}
+          onLeave={leave}
+        />
+        <main className="chat">
+          <h1>
+            #{chatId} <small>as {me}</small>
+          </h1>
+          {history.hotUntil !== null && <HotBanner seconds={hotSeconds} />}
+          {error && <ErrorBanner error={error} onDismiss={() => setError(null)} />}
+          <MessageList
+            messages={chat.messages}
+            hasOlder={chat.hasOlder}
+            me={me}
+            list={list}
+            onOlder={loadOlder}
+            onToggle={(messageId, emoji, held) => void toggle(messageId, emoji, held)}
+          />
+          <Composer maxChars={config?.maxTextChars} onSend={send} />
+        </main>
+      </div>
     </div>
   );
 }

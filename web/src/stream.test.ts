@@ -9,7 +9,13 @@ describe('decoding stream events', () => {
       .toMatchObject({ kind: 'reaction', reaction: { emoji: '👍', action: 'add' } });
     expect(decode('reactions', '{"chatId":"c","messageId":"1-0000000000000001","reactions":{"👍":3},"asOf":"1-0000000000000009"}'))
       .toMatchObject({ kind: 'reactions', counts: { reactions: { '👍': 3 } } });
-    expect(decode('reset', '{"reason":"too old to replay"}')).toEqual({ kind: 'reset', reason: 'too old to replay' });
+    expect(decode('reset', '{"reason":"too old to replay"}')).toEqual({ kind: 'reset', chatId: null, reason: 'too old to replay' });
+    expect(decode('reset', '{"chatId":"dev","reason":"too old to replay"}')).toEqual({
+      kind: 'reset',
+      chatId: 'dev',
+      reason: 'too old to replay',
+    });
+    expect(decode('subscribed', '{"chats":["a","b"]}')).toEqual({ kind: 'subscribed', chats: ['a', 'b'] });
   });
 
   it('drops what it cannot read instead of failing', () => {
@@ -29,10 +35,10 @@ describe('connection state', () => {
 });
 
 describe('the stream URL', () => {
-  it('carries the resume point and the token, encoded', () => {
-    expect(streamUrl('http://h:8081', 'lobby', null, null)).toBe('http://h:8081/api/chats/lobby/events');
-    expect(streamUrl('http://h:8081', 'lobby', '1-0000000000000009', 'a.b+c')).toBe(
-      'http://h:8081/api/chats/lobby/events?lastEventId=1-0000000000000009&token=a.b%2Bc',
+  it('names every chat and carries the position and the token, encoded', () => {
+    expect(streamUrl('http://h:8081', ['lobby'], null, null)).toBe('http://h:8081/api/events?chat=lobby');
+    expect(streamUrl('http://h:8081', ['lobby', 'dev'], '0:1a.2:3f~0c4f1e2a', 'a.b+c')).toBe(
+      'http://h:8081/api/events?chat=lobby&chat=dev&lastEventId=0%3A1a.2%3A3f%7E0c4f1e2a&token=a.b%2Bc',
     );
   });
 });

@@ -1,5 +1,5 @@
-// The chat's live events over EventSource: named events decoded into
-// actions, and the connection's state as a person should see it.
+// The joined chats' live events over one EventSource: named events decoded
+// into actions, and the connection's state as a person should see it.
 
 import type { ApiMessage, ReactionEvent, ReactionsEvent } from './model';
 
@@ -9,9 +9,10 @@ export type StreamAction =
   | { kind: 'message'; message: ApiMessage }
   | { kind: 'reaction'; reaction: ReactionEvent }
   | { kind: 'reactions'; counts: ReactionsEvent }
-  | { kind: 'reset'; reason: string };
+  | { kind: 'reset'; chatId: string | null; reason: string }
+  | { kind: 'subscribed'; chats: string[] };
 
-export const EVENT_NAMES = ['message', 'reaction', 'reactions', 'reset'] as const;
+export const EVENT_NAMES = ['message', 'reaction', 'reactions', 'reset', 'subscribed'] as const;
 
 /** Decodes one named SSE event; `null` for anything malformed. */
 export function decode(name: string, data: string): StreamAction | null {
@@ -38,7 +39,15 @@ export function decode(name: string, data: string): StreamAction | null {
         ? { kind: 'reactions', counts: value as ReactionsEvent }
         : null;
     case 'reset':
-      return { kind: 'reset', reason: typeof v.reason === 'string' ? v.reason : 'unknown' };
+      return {
+        kind: 'reset',
+        chatId: typeof v.chatId === 'string' ? v.chatId : null,
+        reason: typeof v.reason === 'string' ? v.reason : 'unknown',
+      };
+    case 'subscribed':
+      return Array.isArray(v.chats) && v.chats.every((c) => typeof c === 'string')
+        ? { kind: 'subscribed', chats: v.chats as string[] }
+        : null;
     default:
       return null;
   }
@@ -56,36 +65,41 @@ export interface StreamHandlers {
   onStatus(status: Status): void;
 }
 
-/** The stream's URL: from `lastEventId` if given, with `token` if given. */
-export function streamUrl(baseUrl: string, chatId: string, lastEventId: string | null, token: string | null): string {
+/**
+ * The stream of `chatIds` on one connection: from the stream position
+ * `position` if given (the chats it covers resume from it, the others
+ * start live), with `token` if given.
+ */
+export function streamUrl(baseUrl: string, chatIds: string[], position: string | null, token: string | null): string {
   const query = new URLSearchParams();
-  if (lastEventId) query.set('lastEventId', lastEventId);
+  for (const chatId of chatIds) query.append('chat', chatId);
+  if (position) query.set('lastEventId', position);
   if (token) query.set('token', token);
-  const tail = query.size ? `?${query}` : '';
-  return `${baseUrl}/api/chats/${encodeURIComponent(chatId)}/events${tail}`;
+  return `${baseUrl}/api/events?${query}`;
 }
 
 /**
- * Opens the chat's stream from `lastEventId` (none: from now). The browser
- * resumes by itself with Last-Event-ID after a drop; should it give up, this
- * reopens from the newest id seen after `retryMs`. Answers a function that
- * closes it for good. `token` goes in the URL: EventSource sets no headers.
+ * Opens one stream of `chatIds` from `position` (none: from now). The
+ * browser resumes by itself with Last-Event-ID after a drop; should it give
+ * up, this reopens from the newest position seen after `retryMs`.
+ * `onPosition` hears every new position. Answers a function that closes it
+ * for good. `token` goes in the URL: EventSource sets no headers.
  */
 export function openStream(
   baseUrl: string,
-  chatId: string,
-  lastEventId: string | null,
-  handlers: StreamHandlers,
+  chatIds: string[],
+  position: string | null,
+  handlers: StreamHandlers & { onPosition?: (position: string) => void },
   token: string | null = null,
   retryMs = 3000,
 ): () => void {
   let closed = false;
   let source: EventSource | null = null;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let last = lastEventId;
+  let last = position;
   const open = () => {
     if (closed) return;
-    source = new EventSource(streamUrl(baseUrl, chatId, last, token));
+    source = new EventSource(streamUrl(baseUrl, chatIds, last, token));
     handlers.onStatus('connecting');
     source.onopen = () => handlers.onStatus('live');
     source.onerror = () => {
@@ -100,7 +114,10 @@ export function openStream(
     for (const name of EVENT_NAMES) {
       source.addEventListener(name, (event) => {
         const message = event as MessageEvent<string>;
-        if (message.lastEventId) last = message.lastEventId;
+        if (message.lastEventId && message.lastEventId !== last) {
+          last = message.lastEventId;
+          handlers.onPosition?.(last);
+        }
         const action = decode(name, message.data);
         if (action) handlers.onAction(action);
       });

@@ -1,5 +1,6 @@
-// Pages of a chat's history from the fetch API. A 429 (a hot chat) waits
-// for its Retry-After and tries once more then; `hotUntil` says until when.
+// Pages of the chats' history from the fetch API. A 429 (a client over its
+// budget in a hot chat) waits for its Retry-After and tries once more then;
+// `hotUntil` says until when.
 
 import { type Dispatch, useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError, fetchPage } from '../api';
@@ -8,21 +9,22 @@ import type { Action } from '../chat';
 export type Where = { before?: string; after?: string };
 
 export interface History {
-  load: (where: Where, older: boolean) => Promise<void>;
+  load: (chatId: string, where: Where, older: boolean) => Promise<void>;
   /** When a throttled fetch is tried again (ms since the epoch), or null. */
   hotUntil: number | null;
 }
 
-export function useHistory(chatId: string, me: string, dispatch: Dispatch<Action>, onError: (error: unknown) => void): History {
+export function useHistory(me: string, dispatch: Dispatch<Action>, onError: (error: unknown) => void): History {
   const [hotUntil, setHotUntil] = useState<number | null>(null);
-  const retry = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
-  const loading = useRef(false);
+  const retries = useRef(new Map<string, ReturnType<typeof setTimeout>>());
+  const loading = useRef(new Set<string>());
 
   const load = useCallback(
-    async (where: Where, older: boolean) => {
-      if (loading.current) return;
-      loading.current = true;
-      clearTimeout(retry.current);
+    async (chatId: string, where: Where, older: boolean) => {
+      const key = `${chatId}\n${older}`;
+      if (loading.current.has(key)) return;
+      loading.current.add(key);
+      clearTimeout(retries.current.get(key));
       try {
         const page = await fetchPage(chatId, me, where);
         dispatch({ kind: 'page', page, older });
@@ -31,17 +33,26 @@ export function useHistory(chatId: string, me: string, dispatch: Dispatch<Action
         if (e instanceof ApiError && e.status === 429) {
           const wait = (e.retryAfter ?? 1) * 1000;
           setHotUntil(Date.now() + wait);
-          retry.current = setTimeout(() => void load(where, older), wait);
+          retries.current.set(
+            key,
+            setTimeout(() => void load(chatId, where, older), wait),
+          );
         } else {
           onError(e);
         }
       } finally {
-        loading.current = false;
+        loading.current.delete(key);
       }
     },
-    [chatId, me, dispatch, onError],
+    [me, dispatch, onError],
   );
 
-  useEffect(() => () => clearTimeout(retry.current), [chatId, me]);
+  useEffect(() => {
+    const pending = retries.current;
+    return () => {
+      for (const timer of pending.values()) clearTimeout(timer);
+      pending.clear();
+    };
+  }, [me]);
   return { load, hotUntil };
 }

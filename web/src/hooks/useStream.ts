@@ -1,13 +1,13 @@
-// The chat's event stream: opened live (or from the last event seen, when
-// a fresh token reopens it), its actions handed on, its state told.
+// One event stream for every joined chat: opened live, reopened from the
+// last position when the chats or the token change (kept chats resume from
+// it, new ones start live), its actions handed on, its state told.
 
 import { useEffect, useRef, useState } from 'react';
 import { type Status, type StreamAction, openStream } from '../stream';
 
 export function useStream(
   streamUrl: string | null,
-  chatId: string,
-  from: () => string | null,
+  chatIds: string[],
   bearer: string | null,
   onAction: (action: StreamAction) => void,
 ): Status {
@@ -15,14 +15,20 @@ export function useStream(
   // Read when an action comes, so it sees the latest render's state.
   const handler = useRef(onAction);
   handler.current = onAction;
+  // The stream's position, kept across reopenings.
+  const position = useRef<string | null>(null);
+  const key = chatIds.join('\n');
   useEffect(() => {
-    if (!streamUrl) return;
+    if (!streamUrl || !key) return;
     const close = openStream(
       streamUrl,
-      chatId,
-      from(),
+      key.split('\n'),
+      position.current,
       {
         onStatus: setStatus,
+        onPosition: (at) => {
+          position.current = at;
+        },
         onAction: (action) => {
           // The last stream actions, for a look from the browser's console.
           const log = ((window as { chatEvents?: unknown[] }).chatEvents ??= []);
@@ -39,8 +45,6 @@ export function useStream(
       close();
       window.removeEventListener('offline', offline);
     };
-    // `from` is read when the stream opens: a new stream opens only for a
-    // new chat, server or token.
-  }, [chatId, streamUrl, bearer]);
+  }, [key, streamUrl, bearer]);
   return status;
 }
