@@ -11,6 +11,7 @@
 #             for jmeter/'s launcher, and gnuplot (the runner's chart)
 #   moto      moto's S3 server (pip; the fault suite keeps the broker's log in it)
 #   wrk       the HTTP load generator of the benchmarks (apt)
+#   nginx     Debian's nginx, the HTTP/2 front of deploy/nginx (apt)
 #   nchan, pushpin, gnuplot  the peers `make bench-peers` measures beside
 #             publish-server, and its chart (apt)
 set -euo pipefail
@@ -87,6 +88,7 @@ for tool in "$@"; do
       need_apt "command -v javac" default-jdk-headless
       need_apt "command -v gnuplot" gnuplot-nox ;;
     wrk) need_apt "command -v wrk" wrk ;;
+    nginx) need_apt "command -v nginx" nginx ;;
     nchan) need_apt "test -f /usr/lib/nginx/modules/ngx_nchan_module.so" nginx libnginx-mod-nchan ;;
     pushpin) need_apt "command -v pushpin" pushpin ;;
     gnuplot) need_apt "command -v gnuplot" gnuplot-nox ;;

@@ -35,6 +35,9 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh 2>&1 | tee "$work/fuzz.log"
 (cd web && NO_COLOR=1 npx vitest run) 2>&1 | tee "$work/web-test.log"
 node web/e2e/chat.e2e.mjs 2>&1 | tee "$work/web-e2e.log"
 
+# The HTTP/2 front (deploy/nginx): curl --http2 and Chromium through it.
+scripts/nginx-test.sh 2>&1 | tee "$work/nginx-test.log"
+
 # The JMeter plans, each once at a tiny size under Debian's JMeter 2.13.
 jmeter/test.sh 2>&1 | tee "$work/jmeter-test.log"
 
@@ -43,4 +46,4 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i 
      /^ *Tests +[0-9]+ passed/ { p += $2 }
      /^ok   / { p += 1 } /^FAIL / { f += 1 }
      /^fuzz .*no crash$/ { p += 1 }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/fuzz.log" "$work/group-stall.log"
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/nginx-test.log" "$work/fuzz.log" "$work/group-stall.log"
