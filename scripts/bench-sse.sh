@@ -12,6 +12,12 @@
 # what the servers hold, together, AFTER_SECS (default 3) after the
 # subscribers left.
 # PUBLISH_SERVER_BIN measures another build of publish-server.
+# Then, many chats per person (MANY_CHATS, default 10; 0: skip):
+# MANY_SUBSCRIBERS people (10,000) each following MANY_CHATS chats, at
+# MANY_RATE posts per second (100; 100,000 deliveries a second), once
+# on one stream of them all (`/api/events`) and once on one stream per
+# chat, beside one-chat streams (one chat per person) as the memory
+# baseline; produced straight to Kafka. CASES=many runs only this part.
 #   BROKER=mock SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +27,8 @@ SOURCE_ADDRS="${SOURCE_ADDRS:-8}" BROKER="${BROKER:-mock}"
 # Another build of publish-server to measure (another allocator, say).
 PUBLISH_SERVER_BIN="${PUBLISH_SERVER_BIN:-./target/release/publish-server}"
 AFTER_SECS="${AFTER_SECS:-3}"
+MANY_CHATS="${MANY_CHATS:-10}" MANY_SUBSCRIBERS="${MANY_SUBSCRIBERS:-10000}" MANY_RATE="${MANY_RATE:-100}"
+CASES="${CASES:-all}"
 source scripts/bench-lib.sh
 cargo build --release -p chat-server -p publish-server -p bench --bins
 
@@ -47,13 +55,15 @@ CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/c
 pids+=($!)
 wait_ready "$chat_port"
 
-one_run() { # publish-mode run-number
+one_run() { # publish-mode run-number [label subscribers chats-per-stream path]
+  local label="${3:-$1}" subscribers="${4:-$SUBSCRIBERS}" per_stream="${5:-1}"
+  local path="${6:-/api/chats/{chat}/events}"
   local ps_pids=() urls=() port
   for s in $(seq 1 "$SERVERS"); do
     port="$(free_port)"
     PUBLISH_SERVER_LISTEN="127.0.0.1:$port" "$PUBLISH_SERVER_BIN" >"$work/publish-$s.log" 2>&1 &
     ps_pids+=($!)
-    urls+=("http://127.0.0.1:$port/api/chats/{chat}/events")
+    urls+=("http://127.0.0.1:$port$path")
     wait_ready "$port"
   done
   local pid_list url_list
@@ -61,17 +71,18 @@ one_run() { # publish-mode run-number
   url_list="$(IFS=,; echo "${urls[*]}")"
   ./target/release/sse-bench run --json \
     --subscribe-url "$url_list" --server-pid "$pid_list" \
-    --subscribers "$SUBSCRIBERS" --chats "$CHATS" --rate "$RATE" --size "$SIZE" --duration "$DURATION" \
-    --workers "$WORKERS" --source-addrs "$SOURCE_ADDRS" --chat-prefix "bench-$1-$2" \
+    --subscribers "$subscribers" --chats-per-stream "$per_stream" \
+    --chats "$CHATS" --rate "$RATE" --size "$SIZE" --duration "$DURATION" \
+    --workers "$WORKERS" --source-addrs "$SOURCE_ADDRS" --chat-prefix "bench-$label-$2" \
     --publish "$1" --post-url "http://127.0.0.1:$chat_port/api/chats/{chat}/messages" \
     --kafka-brokers "$KAFKA_BROKERS" --kafka-topic chat-events \
-    | tee "$work/$1-$2.out" >&2
-  tail -n 1 "$work/$1-$2.out" >>"$work/$1.runs"
+    | tee "$work/$label-$2.out" >&2
+  tail -n 1 "$work/$label-$2.out" >>"$work/$label.runs"
   # The heap trims each server made in the run and after its subscribers
   # left (a trim waits for the closing to stop), and the time they took.
   sleep "$AFTER_SECS"
   for url in "${urls[@]}"; do
-    curl -s "${url%/api/*}/metrics" | awk -v run="$1-$2" '
+    curl -s "${url%/api/*}/metrics" | awk -v run="$label-$2" '
       /^publish_memory_trims_total/ { n += $NF }
       /^publish_memory_trim_seconds_sum/ { t += $NF }
       END { printf "%s: %d heap trims, %.1f ms in all\n", run, n, t * 1000 }' >&2
@@ -81,11 +92,12 @@ one_run() { # publish-mode run-number
   for pid in "${ps_pids[@]}"; do
     after=$(( after + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status") ))
   done
-  echo "$after" >>"$work/$1.after"
+  echo "$after" >>"$work/$label.after"
   for pid in "${ps_pids[@]}"; do kill "$pid"; done
   for pid in "${ps_pids[@]}"; do wait "$pid" || true; done
 }
 
+if [ "$CASES" = all ]; then
 for i in $(seq 1 "$RUNS"); do
   one_run kafka "$i"
   one_run chat-server "$i"
@@ -114,4 +126,48 @@ for name in rows:
     print(f"runs ({name}): " + " | ".join(
         f"{r['deliveries_per_s']:.0f}/s p99 {r['p99_ms']:.2f} lost {r['lost']} {r['rss_per_connection_kib']:.2f} KiB/conn"
         for r in rows[name]["all"]))
+PY
+fi
+
+[ "$MANY_CHATS" -gt 0 ] || exit 0
+# Many chats per person: one stream of them all against one stream each.
+RATE="$MANY_RATE"
+for i in $(seq 1 "$RUNS"); do
+  one_run kafka "$i" one "$MANY_SUBSCRIBERS" 1
+  one_run kafka "$i" many "$MANY_SUBSCRIBERS" "$MANY_CHATS" "/api/events?{chats}"
+  one_run kafka "$i" separate "$(( MANY_SUBSCRIBERS * MANY_CHATS ))" 1
+done
+python3 - "$work" "$RUNS" "$MANY_SUBSCRIBERS" "$MANY_CHATS" "$CHATS" "$RATE" "$SIZE" "$DURATION" "$SERVERS" <<'PY'
+import json, statistics, sys
+work, runs, people, k, chats, rate, size, duration, servers = sys.argv[1:]
+people, k = int(people), int(k)
+print(f"\nMany chats per person: {people} people, {rate} posts/s of {size} bytes over {chats} chats for "
+      f"{duration} s, produced straight to Kafka, {servers} publish-server processes; median of {runs} runs")
+print(f"{'case':<36}{'streams':>9}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>7}"
+      f"{'KiB/person':>12}{'CPU µs/deliv':>14}")
+rows = {}
+for name, label in [("one", "1 chat per person, 1 stream"), ("many", f"{k} chats on 1 stream"),
+                    ("separate", f"{k} chats on {k} streams")]:
+    data = [json.loads(l) for l in open(f"{work}/{name}.runs")]
+    med = lambda f: statistics.median(f(r) for r in data)
+    row = {
+        "streams": med(lambda r: r["subscribers"]),
+        "deliv": med(lambda r: r["deliveries_per_s"]),
+        "p50": med(lambda r: r["p50_ms"]), "p99": med(lambda r: r["p99_ms"]),
+        "lost": sum(r["lost"] for r in data),
+        "kib": med(lambda r: r["rss_per_connection_kib"] * r["subscribers"] / people),
+        "cpu": med(lambda r: r["server_cpu_s"] / max(r["deliveries"], 1) * 1e6),
+        "all": data,
+    }
+    rows[name] = row
+    print(f"{label:<36}{row['streams']:>9.0f}{row['deliv']:>10.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}"
+          f"{row['lost']:>7}{row['kib']:>12.2f}{row['cpu']:>14.2f}")
+print(f"memory: {k} chats on one stream hold {rows['many']['kib'] / rows['one']['kib']:.2f}x a one-chat stream"
+      f" (target: at most 1.2x), {rows['many']['kib'] / rows['separate']['kib']:.2f}x {k} streams")
+print(f"CPU per delivery: one stream of {k} chats {rows['many']['cpu'] / rows['separate']['cpu']:.2f}x {k} streams"
+      " (target: at most 1.0x)")
+for name, row in rows.items():
+    print(f"runs ({name}): " + " | ".join(
+        f"{r['deliveries_per_s']:.0f}/s lost {r['lost']} {r['rss_per_connection_kib'] * r['subscribers'] / people:.2f} KiB/person "
+        f"{r['server_cpu_s'] / max(r['deliveries'], 1) * 1e6:.2f} µs/deliv" for r in row["all"]))
 PY

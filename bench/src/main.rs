@@ -60,8 +60,9 @@ pub(crate) struct MockBrokerArgs {
 /// What `run` and its workers both need to know.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Shared {
-    /// SSE URL per server, `{chat}` standing for the chat id; subscribers
-    /// are spread over them evenly.
+    /// SSE URL per server, `{chat}` standing for the chat id, or `{chats}`
+    /// for `chat=...&chat=...` of a subscriber's chats (a many-chat
+    /// stream); subscribers are spread over them evenly.
     #[arg(long = "subscribe-url", value_delimiter = ',', required = true)]
     pub(crate) subscribe_urls: Vec<String>,
     /// Concurrent subscribers in all.
@@ -70,6 +71,10 @@ pub(crate) struct Shared {
     /// Chats the subscribers and posts are spread over.
     #[arg(long, default_value_t = 10)]
     pub(crate) chats: usize,
+    /// Chats each subscriber follows on its one stream (`{chats}` in the
+    /// subscribe URL): subscriber `i` follows chats `i` to `i + n - 1`.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) chats_per_stream: usize,
     /// Chat ids are `{prefix}-{n}`.
     #[arg(long, default_value = "bench")]
     pub(crate) chat_prefix: String,

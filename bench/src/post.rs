@@ -48,7 +48,9 @@ pub(crate) async fn post_all(args: &RunArgs) -> Result<Posted, Failure> {
             .map_err(Failure::from)?;
         behind = behind.max(tokio::time::Instant::now().saturating_duration_since(due));
         let chat = (k % chats as u64) as usize;
-        let seq = k / chats as u64;
+        // Numbered over all chats: a stream of several chats tells each
+        // post apart.
+        let seq = k;
         let sender = sender.clone();
         let acknowledged = acknowledged.clone();
         let failed = failed.clone();

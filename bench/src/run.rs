@@ -163,7 +163,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
 
     let mut per_chat_subscribers = vec![0u64; shared.chats];
     for i in 0..shared.subscribers {
-        per_chat_subscribers[placement(shared, i).0] += 1;
+        for chat in chats_of(shared, i) {
+            per_chat_subscribers[chat] += 1;
+        }
     }
     let posted = post_all(&args).await?;
     // From the first measured post, not from the sender's set-up and

@@ -13,7 +13,25 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::hist::Histogram;
 use crate::*;
 
-/// Subscriber `i`: its chat, its server and its source address.
+/// The chats subscriber `i` follows: `i` and the next ones, as many as
+/// `--chats-per-stream`, each once.
+pub(crate) fn chats_of(shared: &Shared, i: usize) -> impl Iterator<Item = usize> + '_ {
+    let n = shared.chats_per_stream.clamp(1, shared.chats.max(1));
+    (0..n).map(move |j| (i + j) % shared.chats)
+}
+
+/// Subscriber `i`'s stream URL on `server`.
+pub(crate) fn subscribe_url(shared: &Shared, i: usize, server: usize) -> String {
+    let template = &shared.subscribe_urls[server];
+    let chats: Vec<String> = chats_of(shared, i)
+        .map(|c| format!("chat={}", chat_id(&shared.chat_prefix, c)))
+        .collect();
+    template
+        .replace("{chats}", &chats.join("&"))
+        .replace("{chat}", &chat_id(&shared.chat_prefix, i % shared.chats))
+}
+
+/// Subscriber `i`: its (first) chat, its server and its source address.
 pub(crate) fn placement(shared: &Shared, i: usize) -> (usize, usize, IpAddr) {
     let source = 1 + (i % usize::from(shared.source_addrs.max(1))) as u8;
     (
@@ -56,9 +74,8 @@ pub(crate) async fn subscribe(shared: Shared) -> Result<(), Failure> {
     ));
     let mut opening = Vec::new();
     for i in (shared.worker..shared.subscribers).step_by(shared.workers.max(1)) {
-        let (chat, server, source) = placement(&shared, i);
-        let url =
-            shared.subscribe_urls[server].replace("{chat}", &chat_id(&shared.chat_prefix, chat));
+        let (_, server, source) = placement(&shared, i);
+        let url = subscribe_url(&shared, i, server);
         let (opened_tx, opened) = tokio::sync::oneshot::channel();
         let permit = limit.clone().acquire_owned().await.map_err(Failure::from)?;
         let counters = counters.clone();
