@@ -222,3 +222,37 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
         );
     }
 }
+
+/// A stream of many chats needs a token that allows every one of them, and
+/// counts as one stream toward the per-user limit, whatever its chats.
+#[tokio::test]
+async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
+    let world = World::new();
+    let chat = world.chat_server().await;
+    let mut settings = config(&world);
+    settings.max_streams_per_user = 1;
+    let publish = world.publish_server(settings).await;
+    let token = token(KEY, "carla", Some(&["one", "two"]), Duration::from_secs(600));
+    let url = |chats: &str| publish.url(&format!("/api/events?{chats}&token={token}"));
+
+    let refused = world
+        .http
+        .get(url("chat=one&chat=three"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 403, "one chat the token does not list");
+    let mut stream = Subscriber::open(&world.http, &url("chat=one&chat=two"), None).await;
+    let first = stream.take(1, Duration::from_secs(5)).await;
+    assert_eq!(first[0].event, "subscribed");
+    let second = world
+        .http
+        .get(url("chat=one"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(second.status(), 429, "one stream of two chats is one stream");
+    drop(stream);
+    publish.stop().await;
+    chat.stop().await;
+}
