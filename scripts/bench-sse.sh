@@ -57,7 +57,8 @@ wait_ready "$chat_port"
 
 one_run() { # publish-mode run-number [label subscribers chats-per-stream path]
   local label="${3:-$1}" subscribers="${4:-$SUBSCRIBERS}" per_stream="${5:-1}"
-  local path="${6:-/api/chats/{chat}/events}"
+  local one_chat='/api/chats/{chat}/events'
+  local path="${6:-$one_chat}"
   local ps_pids=() urls=() port
   for s in $(seq 1 "$SERVERS"); do
     port="$(free_port)"

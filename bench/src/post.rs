@@ -126,6 +126,8 @@ impl Sender {
                 producer: rdkafka::ClientConfig::new()
                     .set("bootstrap.servers", &args.kafka_brokers)
                     .set("enable.idempotence", "true")
+                    // Where chat-server places a chat (`names::partition_of`).
+                    .set("partitioner", "consistent_random")
                     .set("linger.ms", "1")
                     .set("message.timeout.ms", "10000")
                     .create()

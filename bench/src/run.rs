@@ -31,6 +31,7 @@ pub(crate) fn start_worker(shared: &Shared, worker: usize) -> Result<Worker, Fai
         ))
         .arg(format!("--subscribers={}", shared.subscribers))
         .arg(format!("--chats={}", shared.chats))
+        .arg(format!("--chats-per-stream={}", shared.chats_per_stream))
         .arg(format!("--chat-prefix={}", shared.chat_prefix))
         .arg(format!("--workers={}", shared.workers))
         .arg(format!("--worker={worker}"))

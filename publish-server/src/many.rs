@@ -100,6 +100,15 @@ pub(crate) async fn run(
     drop(slots);
 }
 
+/// The point after `offset` of `partition` to replay from; -1: from the
+/// partition's start (a position taken before any event).
+fn after_offset(partition: i32, offset: i64) -> EventId {
+    EventId {
+        partition,
+        offset: offset.max(-1),
+    }
+}
+
 /// A frame taken for the stream, with the index of its chat.
 type Taken = (usize, Arc<Frame>);
 
@@ -156,7 +165,7 @@ impl Many {
             let (live, start_at) = match from {
                 Some(after) => {
                     let start = hub.start(Some(partition));
-                    match replay(&state, &hub, &start, EventId::new(partition, after)).await {
+                    match replay(&state, &hub, &start, after_offset(partition, after)).await {
                         Replayed::Frames(frames) => {
                             taken.extend(frames.into_iter().map(|frame| (index, frame)));
                         }
@@ -273,7 +282,7 @@ impl Many {
             &self.state,
             &chat.hub,
             &start,
-            EventId::new(chat.partition, after),
+            after_offset(chat.partition, after),
         )
         .await;
         chat.live = start.live;

@@ -4,8 +4,9 @@
 //! every chat of the stream: a chat's events after its partition's offset
 //! are the ones not sent yet.
 //!
-//! As text (an SSE `id:`): `partition:offset` pairs, partition in decimal
-//! and offset in lower-case hex, joined by `.`, partitions ascending, then
+//! As text (an SSE `id:`): `partition:next` pairs, partition in decimal
+//! and `next` in lower-case hex, the offset after the last event (0 before
+//! any), joined by `.`, partitions ascending, then
 //! `~` and the stream's chat set (CRC-32 of its sorted chat ids, 8 hex
 //! digits), for example `0:1a.2:3f0~0c4f1e2a`. The set tells a reconnect
 //! of the same stream (the position covers every chat) from one with a
@@ -86,7 +87,8 @@ impl fmt::Display for Position {
             if n > 0 {
                 f.write_str(".")?;
             }
-            write!(f, "{partition}:{offset:x}")?;
+            // The next offset: never negative, even before any event.
+            write!(f, "{partition}:{:x}", offset.saturating_add(1).max(0))?;
         }
         match self.set {
             Some(set) => write!(f, "~{set:08x}"),
@@ -139,9 +141,9 @@ impl FromStr for Position {
             let partition: i32 = partition
                 .parse()
                 .map_err(|_| Malformed("partition too large"))?;
-            let offset =
+            let next =
                 i64::from_str_radix(offset, 16).map_err(|_| Malformed("offset too large"))?;
-            if map.insert(partition, offset).is_some() {
+            if map.insert(partition, next - 1).is_some() {
                 return Err(Malformed("a partition named twice"));
             }
         }
@@ -159,8 +161,15 @@ mod tests {
         position.advance(2, 0x3f0);
         position.advance(0, 26);
         position.advance(2, 5);
-        assert_eq!(position.to_string(), "0:1a.2:3f0~0c4f1e2a");
-        assert_eq!("0:1a.2:3f0~0c4f1e2a".parse::<Position>(), Ok(position));
+        assert_eq!(position.to_string(), "0:1b.2:3f1~0c4f1e2a");
+        assert_eq!("0:1b.2:3f1~0c4f1e2a".parse::<Position>(), Ok(position));
+        let mut fresh = Position::of_set(1);
+        fresh.advance(1, -1);
+        assert_eq!(fresh.to_string(), "1:0~00000001", "before any event");
+        assert_eq!(
+            fresh.to_string().parse::<Position>().map(|p| p.get(1)),
+            Ok(Some(-1))
+        );
         assert_eq!("0:1a".parse::<Position>().map(|p| p.set()), Ok(None));
     }
 
@@ -204,7 +213,6 @@ mod tests {
             }
             many.advance(p, 1_000_000);
         }
-        // An offset of a million is 5 hex digits.
         // An offset of a million is 5 hex digits; the set 9 characters.
         assert_eq!(three.to_string().len(), 3 * 7 + 2 + 9);
         assert_eq!(many.to_string().len(), 10 * 7 + 54 * 8 + 63 + 9);

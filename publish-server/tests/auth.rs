@@ -232,7 +232,12 @@ async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
     let mut settings = config(&world);
     settings.max_streams_per_user = 1;
     let publish = world.publish_server(settings).await;
-    let token = token(KEY, "carla", Some(&["one", "two"]), Duration::from_secs(600));
+    let token = token(
+        KEY,
+        "carla",
+        Some(&["one", "two"]),
+        Duration::from_secs(600),
+    );
     let url = |chats: &str| publish.url(&format!("/api/events?{chats}&token={token}"));
 
     let refused = world
@@ -251,7 +256,11 @@ async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
         .send()
         .await
         .expect("an answer");
-    assert_eq!(second.status(), 429, "one stream of two chats is one stream");
+    assert_eq!(
+        second.status(),
+        429,
+        "one stream of two chats is one stream"
+    );
     drop(stream);
     publish.stop().await;
     chat.stop().await;

@@ -361,3 +361,39 @@ async fn a_position_that_cannot_be_of_the_log_resets_at_once_without_redis_reads
     publish.stop().await;
     chat.stop().await;
 }
+
+/// The `subscribed` event's id is a position already: a stream cut before
+/// any message, on a log that is still empty, resumes every chat from it.
+#[tokio::test]
+async fn a_stream_cut_before_any_event_resumes_from_its_first_id() {
+    let world = World::new();
+    let (chat, publish) = world.servers().await;
+    let names = chats(&world, 4);
+    let url = stream_url(&publish, &names);
+    let mut subscriber = Subscriber::open(&world.http, &url, None).await;
+    let first = subscriber.take(1, Duration::from_secs(5)).await;
+    let position = first[0].id.clone().expect("a position");
+    drop(subscriber);
+    let posted = post_all(&world, chat.addr, &names, 2, 0, Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut resumed = Subscriber::open(&world.http, &url, Some(&position)).await;
+    let events = take_messages(&mut resumed, 8).await;
+    assert!(
+        events.iter().all(|e| e.event != "reset"),
+        "{position}: {events:?}"
+    );
+    let got = by_chat(&events);
+    for name in &names {
+        let ids: Vec<&String> = got
+            .get(name)
+            .map(|m| m.iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            ids,
+            posted[name].iter().collect::<Vec<_>>(),
+            "{name} from {position}"
+        );
+    }
+    publish.stop().await;
+    chat.stop().await;
+}
