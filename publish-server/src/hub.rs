@@ -16,7 +16,7 @@ use bytes::Bytes;
 use chat_core::hot::HotChats;
 use chat_core::id::EventId;
 use chat_core::validate::ChatId;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 /// One event, encoded once as its SSE frame.
 #[derive(Debug)]
@@ -79,6 +79,10 @@ struct HubState {
     pending: BTreeSet<EventId>,
     /// The offset of the last reaction held back.
     pending_upto: i64,
+    /// Many-chat streams following the chat: woken by each new frame (they
+    /// take frames with `try_recv`, so they hold no waiting future per
+    /// chat).
+    watchers: Vec<Arc<Notify>>,
 }
 
 /// Messages whose counts a hot chat's subscribers are owed.
@@ -151,7 +155,20 @@ impl Hub {
         }
         // No receiver is fine: the last subscriber may be leaving.
         let _ = self.live.send(frame);
+        for watcher in &state.watchers {
+            watcher.notify_one();
+        }
         false
+    }
+
+    /// Wakes `watcher` at every new frame from now on.
+    pub(crate) fn watch(&self, watcher: &Arc<Notify>) {
+        self.lock().watchers.push(watcher.clone());
+    }
+
+    /// Stops waking `watcher`.
+    pub(crate) fn unwatch(&self, watcher: &Arc<Notify>) {
+        self.lock().watchers.retain(|w| !Arc::ptr_eq(w, watcher));
     }
 
     /// Takes the messages whose counts are owed.
@@ -175,7 +192,11 @@ impl Hub {
 
     /// Sends `frame` (coalesced counts) to every live subscriber.
     pub(crate) fn broadcast(&self, frame: Arc<Frame>) {
+        let state = self.lock();
         let _ = self.live.send(frame);
+        for watcher in &state.watchers {
+            watcher.notify_one();
+        }
     }
 
     pub(crate) fn chat(&self) -> &ChatId {
@@ -331,6 +352,7 @@ impl Hubs {
                         subscribers: 0,
                         pending: BTreeSet::new(),
                         pending_upto: -1,
+                        watchers: Vec::new(),
                     }),
                     capacity: self.capacity,
                 });

@@ -32,9 +32,6 @@ use crate::hub::{Frame, Hub};
 use crate::position::Position;
 use crate::stream::{LastSeen, Replayed, client_gone, replay, token_expiry};
 
-/// Most frames taken from one chat's live channel per cut.
-const BATCH_FRAMES: usize = 64;
-
 /// Bytes written at once at most: a stream's buffer stays this size
 /// whatever its chats (the frames themselves are shared with the hubs).
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -57,6 +54,8 @@ struct Followed {
 
 struct Many {
     state: AppState,
+    /// Woken by every new frame of the stream's chats.
+    wake: Arc<tokio::sync::Notify>,
     out: OwnedWriteHalf,
     chats: Vec<Followed>,
     position: Position,
@@ -81,8 +80,13 @@ pub(crate) async fn run(
         ..
     } = admitted;
     let joined: Vec<Arc<Hub>> = hubs.iter().map(|(hub, _)| hub.clone()).collect();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    for hub in &joined {
+        hub.watch(&wake);
+    }
     let mut many = Many {
         state: state.clone(),
+        wake: wake.clone(),
         out,
         chats: Vec::with_capacity(hubs.len()),
         position: Position::default(),
@@ -94,6 +98,7 @@ pub(crate) async fn run(
         () = token_expiry(expires_at) => {}
     }
     for hub in &joined {
+        hub.unwatch(&wake);
         state.hubs().leave(hub);
     }
     drop(counted);
@@ -203,38 +208,27 @@ impl Many {
                 .await?;
         }
         // What came live while the replays were read, in one cut with them.
-        self.take_cut(&mut taken).await?;
+        if self.take_cut(&mut taken).await? {
+            return Ok(());
+        }
         self.write(taken).await?;
 
         let mut heartbeat = tokio::time::interval(self.state.heartbeat());
         heartbeat.tick().await;
         loop {
-            let first = {
-                let waits =
-                    self.chats.iter_mut().enumerate().map(|(index, chat)| {
-                        Box::pin(async move { (index, chat.live.recv().await) })
-                    });
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return Ok(()),
-                    ((index, received), _, _) = futures::future::select_all(waits) => Some((index, received)),
-                    _ = heartbeat.tick() => None,
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                () = self.wake.notified() => {}
+                _ = heartbeat.tick() => {
+                    self.send(Bytes::from_static(sse::HEARTBEAT.as_bytes())).await?;
+                    continue;
                 }
-            };
-            let Some((index, received)) = first else {
-                self.send(Bytes::from_static(sse::HEARTBEAT.as_bytes()))
-                    .await?;
-                continue;
-            };
-            let mut taken = Vec::new();
-            match received {
-                Ok(frame) => taken.push((index, frame)),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.catch_up(index, &mut taken).await?;
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
-            self.take_cut(&mut taken).await?;
+            let mut taken = Vec::new();
+            if self.take_cut(&mut taken).await? {
+                return Ok(());
+            }
             self.write(taken).await?;
         }
     }
@@ -242,33 +236,45 @@ impl Many {
     /// Takes what every chat's live channel holds, in one cut of the log;
     /// a chat that fell behind its channel catches up first, and the cut is
     /// taken again after it.
-    async fn take_cut(&mut self, taken: &mut Vec<Taken>) -> Result<(), Gone> {
+    /// Answers whether a chat's channel closed (the server is stopping).
+    async fn take_cut(&mut self, taken: &mut Vec<Taken>) -> Result<bool, Gone> {
         for _ in 0..MAX_RECUTS {
             let chats = &mut self.chats;
-            let lagged: Vec<usize> = self.state.hubs().atomically(|| {
+            let (lagged, closed) = self.state.hubs().atomically(|| {
                 let mut lagged = Vec::new();
+                let mut closed = false;
+                // Everything each channel holds: at most its capacity (128
+                // frames), else it lagged. A cut that left frames behind
+                // could not keep each partition in order.
                 for (index, chat) in chats.iter_mut().enumerate() {
-                    for _ in 0..BATCH_FRAMES {
+                    loop {
                         match chat.live.try_recv() {
                             Ok(frame) => taken.push((index, frame)),
                             Err(TryRecvError::Lagged(_)) => {
                                 lagged.push(index);
                                 break;
                             }
-                            Err(_) => break,
+                            Err(TryRecvError::Closed) => {
+                                closed = true;
+                                break;
+                            }
+                            Err(TryRecvError::Empty) => break,
                         }
                     }
                 }
-                lagged
+                (lagged, closed)
             });
+            if closed {
+                return Ok(true);
+            }
             if lagged.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             for index in lagged {
                 self.catch_up(index, taken).await?;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Chat `index` fell further behind than its live channel holds: takes
