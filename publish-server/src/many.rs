@@ -12,7 +12,6 @@
 //! (a partition not read here, an offset past the end read so far) resets
 //! every chat at once, with nothing read from Redis.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,7 +48,19 @@ struct Followed {
     live: broadcast::Receiver<Arc<Frame>>,
     /// The offset of this chat's last event sent, or where it started:
     /// none of its events at or before it goes out.
-    last_sent: Option<i64>,
+    last_sent: i64,
+}
+
+/// A chat to replay: its index, the hub's recent frames and how far back
+/// they reach (taken with its live receiver), and the offset to replay
+/// after.
+type ToReplay = (usize, Vec<Arc<Frame>>, Option<i64>, i64);
+
+/// What a stream does before going live: the chats to replay and the chats
+/// to reset.
+struct Prepared {
+    replays: Vec<ToReplay>,
+    resets: Vec<(usize, &'static str)>,
 }
 
 struct Many {
@@ -79,9 +90,8 @@ pub(crate) async fn run(
         slots,
         ..
     } = admitted;
-    let joined: Vec<Arc<Hub>> = hubs.iter().map(|(hub, _)| hub.clone()).collect();
     let wake = Arc::new(tokio::sync::Notify::new());
-    for hub in &joined {
+    for (hub, _) in &hubs {
         hub.watch(&wake);
     }
     let mut many = Many {
@@ -92,14 +102,17 @@ pub(crate) async fn run(
         position: Position::default(),
         delivered: metrics::counter!("publish_frames_delivered_total"),
     };
+    // Every chat subscribed, and held by the stream, before anything
+    // can end it: each hub is left once, below.
+    let prepared = many.prepare(hubs, last_seen);
     tokio::select! {
-        _ = many.stream(hubs, last_seen, &shutdown) => {}
+        _ = many.stream(prepared, &shutdown) => {}
         () = client_gone(&mut input) => {}
         () = token_expiry(expires_at) => {}
     }
-    for hub in &joined {
-        hub.unwatch(&wake);
-        state.hubs().leave(hub);
+    for chat in &many.chats {
+        chat.hub.unwatch(&wake);
+        state.hubs().leave(&chat.hub);
     }
     drop(counted);
     drop(slots);
@@ -118,12 +131,11 @@ fn after_offset(partition: i32, offset: i64) -> EventId {
 type Taken = (usize, Arc<Frame>);
 
 impl Many {
-    async fn stream(
-        &mut self,
-        hubs: Vec<(Arc<Hub>, Option<EventId>)>,
-        last_seen: LastSeen,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Gone> {
+    /// Subscribes every chat and finds where each starts: the stream's
+    /// position for its partition (for a chat with a cursor, only on a
+    /// reconnect of the same set); else its cursor; else live. Takes no
+    /// time: the replays come in `stream`.
+    fn prepare(&mut self, hubs: Vec<(Arc<Hub>, Option<EventId>)>, last_seen: LastSeen) -> Prepared {
         let state = self.state.clone();
         let hubs_of_server = state.hubs();
         let partitions = hubs_of_server.partitions().unwrap_or(1);
@@ -141,21 +153,17 @@ impl Many {
             LastSeen::Malformed => (None, true),
             LastSeen::Nothing | LastSeen::Id(_) => (None, false),
         };
-        self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
         let set = crate::position::chat_set(hubs.iter().map(|(hub, _)| hub.chat().as_str()));
         self.position = Position::of_set(set);
         // A reconnect of the same stream: the position covers every chat.
         // A changed set: a chat given a cursor is new to the stream and
         // starts from it.
         let same_set = given.as_ref().is_some_and(|given| given.set() == Some(set));
-
-        // Where each chat starts: the stream's position for its partition
-        // (for a chat with a cursor, only on a reconnect of the same set);
-        // else its cursor; else live. Subscribed before anything is
-        // replayed.
-        let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut resets: Vec<(usize, &'static str)> = Vec::new();
-        let mut taken: Vec<Taken> = Vec::new();
+        let mut prepared = Prepared {
+            replays: Vec::new(),
+            resets: Vec::new(),
+        };
+        self.chats.reserve_exact(hubs.len());
         for (index, (hub, cursor)) in hubs.into_iter().enumerate() {
             let partition = chat_core::names::partition_of(hub.chat().as_str(), partitions);
             let cursor = cursor.filter(|c| {
@@ -170,33 +178,61 @@ impl Many {
             let (live, start_at) = match from {
                 Some(after) => {
                     let start = hub.start(Some(partition));
-                    match replay(&state, &hub, &start, after_offset(partition, after)).await {
-                        Replayed::Frames(frames) => {
-                            taken.extend(frames.into_iter().map(|frame| (index, frame)));
-                        }
-                        Replayed::Reset(reason) => resets.push((index, reason)),
-                    }
+                    prepared
+                        .replays
+                        .push((index, start.recent, start.covers_after, after));
                     (start.live, after)
                 }
                 None => {
                     let (start, at) = hubs_of_server.start_live(&hub, partition);
                     if malformed {
-                        resets.push((index, "malformed Last-Event-ID"));
+                        prepared.resets.push((index, "malformed Last-Event-ID"));
                     }
                     (start.live, at)
                 }
             };
-            let at = starts.entry(partition).or_insert(start_at);
-            *at = (*at).min(start_at);
             self.chats.push(Followed {
                 hub,
                 partition,
                 live,
-                last_sent: Some(start_at),
+                last_sent: start_at,
             });
         }
-        for (partition, offset) in starts {
-            self.position.advance(partition, offset);
+        // The position starts where the first chat of each partition does.
+        for chat in &self.chats {
+            let at = self.position.get(chat.partition);
+            if at.is_none_or(|at| chat.last_sent < at) {
+                self.position.put(chat.partition, chat.last_sent);
+            }
+        }
+        prepared
+    }
+
+    async fn stream(
+        &mut self,
+        prepared: Prepared,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Gone> {
+        let state = self.state.clone();
+        self.send(Bytes::from_static(sse::RETRY.as_bytes())).await?;
+        let Prepared {
+            replays,
+            mut resets,
+        } = prepared;
+        let mut taken: Vec<Taken> = Vec::new();
+        for (index, recent, covers_after, after) in replays {
+            let hub = self.chats[index].hub.clone();
+            let partition = self.chats[index].partition;
+            let memory = crate::stream::Memory {
+                recent: &recent,
+                covers_after,
+            };
+            match replay(&state, &hub, &memory, after_offset(partition, after)).await {
+                Replayed::Frames(frames) => {
+                    taken.extend(frames.into_iter().map(|frame| (index, frame)));
+                }
+                Replayed::Reset(reason) => resets.push((index, reason)),
+            }
         }
         let names: Vec<&str> = self.chats.iter().map(|c| c.hub.chat().as_str()).collect();
         let hello = sse::subscribed(&self.position.to_string(), &names);
@@ -283,11 +319,11 @@ impl Many {
         metrics::counter!("publish_slow_subscriber_catchups_total").increment(1);
         let chat = &mut self.chats[index];
         let start = chat.hub.start(Some(chat.partition));
-        let after = chat.last_sent.unwrap_or(-1);
+        let after = chat.last_sent;
         let replayed = replay(
             &self.state,
             &chat.hub,
-            &start,
+            &start.memory(),
             after_offset(chat.partition, after),
         )
         .await;
@@ -315,10 +351,10 @@ impl Many {
         for (index, frame) in &taken {
             let chat = &mut self.chats[*index];
             if frame.ordered {
-                if chat.last_sent.is_some_and(|last| frame.id.offset <= last) {
+                if frame.id.offset <= chat.last_sent {
                     continue;
                 }
-                chat.last_sent = Some(frame.id.offset);
+                chat.last_sent = frame.id.offset;
                 self.position.advance(frame.id.partition, frame.id.offset);
                 // The frame's own `id:` line gives way to the position.
                 let body = frame

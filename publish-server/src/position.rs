@@ -21,7 +21,8 @@ use std::str::FromStr;
 /// stream started from).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Position {
-    offsets: BTreeMap<i32, i64>,
+    /// (partition, offset), partitions ascending: a stream names a few.
+    offsets: Vec<(i32, i64)>,
     /// The chat set of the stream the position is of.
     set: Option<u32>,
 }
@@ -54,7 +55,7 @@ impl Position {
     /// The position of a stream of the chat set `set`, at nothing yet.
     pub(crate) fn of_set(set: u32) -> Self {
         Self {
-            offsets: BTreeMap::new(),
+            offsets: Vec::new(),
             set: Some(set),
         }
     }
@@ -66,18 +67,31 @@ impl Position {
 
     /// The offset of `partition`, if the position names it.
     pub(crate) fn get(&self, partition: i32) -> Option<i64> {
-        self.offsets.get(&partition).copied()
+        self.offsets
+            .binary_search_by_key(&partition, |(p, _)| *p)
+            .ok()
+            .map(|i| self.offsets[i].1)
+    }
+
+    /// Puts `partition` at `offset`.
+    pub(crate) fn put(&mut self, partition: i32, offset: i64) {
+        match self.offsets.binary_search_by_key(&partition, |(p, _)| *p) {
+            Ok(i) => self.offsets[i].1 = offset,
+            Err(i) => self.offsets.insert(i, (partition, offset)),
+        }
     }
 
     /// Moves `partition` to `offset` unless it is past it already.
     pub(crate) fn advance(&mut self, partition: i32, offset: i64) {
-        let at = self.offsets.entry(partition).or_insert(offset);
-        *at = (*at).max(offset);
+        match self.offsets.binary_search_by_key(&partition, |(p, _)| *p) {
+            Ok(i) => self.offsets[i].1 = self.offsets[i].1.max(offset),
+            Err(i) => self.offsets.insert(i, (partition, offset)),
+        }
     }
 
     /// Every (partition, offset) pair.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
-        self.offsets.iter().map(|(p, o)| (*p, *o))
+        self.offsets.iter().copied()
     }
 }
 
@@ -107,6 +121,7 @@ impl FromStr for Position {
 
     fn from_str(text: &str) -> Result<Self, Malformed> {
         let mut map = BTreeMap::new();
+        // Read into a map (duplicates refused), kept as a sorted list.
         let (text, set) = match text.split_once('~') {
             Some((offsets, set)) => {
                 let valid = set.len() == 8
@@ -147,7 +162,10 @@ impl FromStr for Position {
                 return Err(Malformed("a partition named twice"));
             }
         }
-        Ok(Self { offsets: map, set })
+        Ok(Self {
+            offsets: map.into_iter().collect(),
+            set,
+        })
     }
 }
 

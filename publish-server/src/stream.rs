@@ -255,7 +255,7 @@ impl Connection {
     async fn resume(&mut self, after: EventId) -> Result<broadcast::Receiver<Arc<Frame>>, Gone> {
         let start = self.hub.start(Some(after.partition));
         self.last_sent = Some(after);
-        match replay(&self.state, &self.hub, &start, after).await {
+        match replay(&self.state, &self.hub, &start.memory(), after).await {
             Replayed::Frames(frames) => {
                 for frame in &frames {
                     self.forward(frame).await?;
@@ -264,6 +264,23 @@ impl Connection {
             Replayed::Reset(reason) => self.reset(reason).await?,
         }
         Ok(start.live)
+    }
+}
+
+/// What a hub held when a subscriber's live receiver was made: its recent
+/// frames and how far back they reach (from `Start`).
+pub(crate) struct Memory<'a> {
+    pub(crate) recent: &'a [Arc<Frame>],
+    pub(crate) covers_after: Option<i64>,
+}
+
+impl Start {
+    /// The memory part of a start, for `replay`.
+    pub(crate) fn memory(&self) -> Memory<'_> {
+        Memory {
+            recent: &self.recent,
+            covers_after: self.covers_after,
+        }
     }
 }
 
@@ -279,7 +296,12 @@ pub(crate) enum Replayed {
 /// The frames of `hub`'s chat after `after`: from memory (`start`, taken
 /// with the live receiver), else from the replay log in Redis once the
 /// projector has reached the point from which memory takes over.
-pub(crate) async fn replay(state: &AppState, hub: &Hub, start: &Start, after: EventId) -> Replayed {
+pub(crate) async fn replay(
+    state: &AppState,
+    hub: &Hub,
+    start: &Memory<'_>,
+    after: EventId,
+) -> Replayed {
     let recent = || {
         start
             .recent
