@@ -41,7 +41,7 @@ bench-post:
 bench-fetch:
 	scripts/bench-fetch.sh
 
-## Measure SSE fan-out: 50,000 subscribers, deliveries/s, post-to-receipt latency, losses, RSS per connection.
+## Measure SSE fan-out: 50,000 subscribers, deliveries/s, post-to-receipt latency, losses, RSS per connection; then 10,000 people on 10 chats each, one stream against ten.
 bench-sse:
 	scripts/bench-sse.sh
 

@@ -293,6 +293,7 @@ mod tests {
             ],
             subscribers: 12,
             chats: 3,
+            chats_per_stream: 1,
             chat_prefix: "b".into(),
             workers: 2,
             worker: 0,
@@ -306,5 +307,16 @@ mod tests {
         }
         assert_eq!(placed.iter().filter(|p| p.1 == 1).count(), 6);
         assert_eq!(placed[5].2, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(subscribe_url(&shared, 4, 1), "http://127.0.0.1:2/b-1");
+        let many = Shared {
+            subscribe_urls: vec!["http://127.0.0.1:1/api/events?{chats}".into()],
+            chats_per_stream: 2,
+            ..shared
+        };
+        assert_eq!(
+            subscribe_url(&many, 2, 0),
+            "http://127.0.0.1:1/api/events?chat=b-2&chat=b-0",
+            "the next chats, wrapping round"
+        );
     }
 }
