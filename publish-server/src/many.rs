@@ -44,7 +44,6 @@ struct Gone;
 /// One chat of the stream.
 struct Followed {
     hub: Arc<Hub>,
-    partition: i32,
     live: broadcast::Receiver<Arc<Frame>>,
     /// The offset of this chat's last event sent, or where it started:
     /// none of its events at or before it goes out.
@@ -65,6 +64,9 @@ struct Prepared {
 
 struct Many {
     state: AppState,
+    /// The partitions of the log: a chat's is computed from its id when
+    /// needed, not kept per chat.
+    partitions: usize,
     /// Woken by every new frame of the stream's chats.
     wake: Arc<tokio::sync::Notify>,
     out: OwnedWriteHalf,
@@ -95,6 +97,7 @@ pub(crate) async fn run(
         hub.watch(&wake);
     }
     let mut many = Many {
+        partitions: state.hubs().partitions().unwrap_or(1),
         state: state.clone(),
         wake: wake.clone(),
         out,
@@ -138,7 +141,7 @@ impl Many {
     fn prepare(&mut self, hubs: Vec<(Arc<Hub>, Option<EventId>)>, last_seen: LastSeen) -> Prepared {
         let state = self.state.clone();
         let hubs_of_server = state.hubs();
-        let partitions = hubs_of_server.partitions().unwrap_or(1);
+        let partitions = self.partitions;
         let (given, malformed) = match last_seen {
             LastSeen::Position(position) => {
                 let plausible = position
@@ -191,19 +194,16 @@ impl Many {
                     (start.live, at)
                 }
             };
+            // The position starts where the first chat of each partition
+            // does.
+            if self.position.get(partition).is_none_or(|at| start_at < at) {
+                self.position.put(partition, start_at);
+            }
             self.chats.push(Followed {
                 hub,
-                partition,
                 live,
                 last_sent: start_at,
             });
-        }
-        // The position starts where the first chat of each partition does.
-        for chat in &self.chats {
-            let at = self.position.get(chat.partition);
-            if at.is_none_or(|at| chat.last_sent < at) {
-                self.position.put(chat.partition, chat.last_sent);
-            }
         }
         prepared
     }
@@ -222,7 +222,7 @@ impl Many {
         let mut taken: Vec<Taken> = Vec::new();
         for (index, recent, covers_after, after) in replays {
             let hub = self.chats[index].hub.clone();
-            let partition = self.chats[index].partition;
+            let partition = self.partition(index);
             let memory = crate::stream::Memory {
                 recent: &recent,
                 covers_after,
@@ -317,14 +317,15 @@ impl Many {
     /// what it missed from memory or the replay log, or resets it.
     async fn catch_up(&mut self, index: usize, taken: &mut Vec<Taken>) -> Result<(), Gone> {
         metrics::counter!("publish_slow_subscriber_catchups_total").increment(1);
+        let partition = self.partition(index);
         let chat = &mut self.chats[index];
-        let start = chat.hub.start(Some(chat.partition));
+        let start = chat.hub.start(Some(partition));
         let after = chat.last_sent;
         let replayed = replay(
             &self.state,
             &chat.hub,
             &start.memory(),
-            after_offset(chat.partition, after),
+            after_offset(partition, after),
         )
         .await;
         chat.live = start.live;
@@ -339,6 +340,11 @@ impl Many {
                 self.send(Bytes::from(reset)).await
             }
         }
+    }
+
+    /// The partition of chat `index`.
+    fn partition(&self, index: usize) -> i32 {
+        chat_core::names::partition_of(self.chats[index].hub.chat().as_str(), self.partitions)
     }
 
     /// Writes the frames not sent yet, each partition's in log order, each

@@ -38,12 +38,23 @@ pub fn unique(name: &str) -> String {
     )
 }
 
-/// A port free at the time of asking.
+/// A port free at the time of asking, and never handed out before in this
+/// process: tests running side by side start servers that bind their port
+/// a moment later (a Python S3 server takes seconds), and must not be given
+/// the same one meanwhile.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !handed.contains(&port) {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// A test's own corner of the shared broker and Redis: its topic and its

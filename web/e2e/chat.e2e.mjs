@@ -247,6 +247,29 @@ try {
           throw new Error(`${chat} holds ${JSON.stringify(await texts(fay))}, expected ${JSON.stringify(want)}`);
         });
       }
+      // Joining a chat reconnects once: the new chat streams live, the kept
+      // ones resume from the stream's position, still one connection.
+      const added = `${room}-k8`;
+      await fay.getByLabel('chat', { exact: true }).fill(added);
+      await fay.getByRole('button', { name: 'Join', exact: true }).click();
+      await fay.locator(`[data-chat="${added}"]`).waitFor({ timeout: 2000 });
+      await fay.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+      await post(added, 'in the new chat');
+      await post(rooms[0], 'after joining');
+      await fay.locator('article .text', { hasText: 'in the new chat' }).waitFor({ timeout: 3000 });
+      await fay.locator(`[data-chat="${rooms[0]}"] .last`, { hasText: 'after joining' }).waitFor({ timeout: 3000 });
+      // Leaving one: the others go on.
+      await fay.getByRole('button', { name: `leave ${rooms[1]}` }).click();
+      await fay.locator(`[data-chat="${rooms[1]}"]`).waitFor({ state: 'detached', timeout: 2000 });
+      await fay.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+      await post(rooms[2], 'after leaving');
+      await fay.locator(`[data-chat="${rooms[2]}"] .last`, { hasText: 'after leaving' }).waitFor({ timeout: 3000 });
+      await until('one connection again', async () => (await connections()) === opened, 5000);
+      await fay.locator(`[data-chat="${rooms[0]}"] .open`).click();
+      const want = ['first in 0', 'while down in 0', 'after the restart in 0', 'after joining'];
+      await until(`${rooms[0]} whole after the reconnects`, async () => JSON.stringify(await texts(fay)) === JSON.stringify(want), 5000).catch(async () => {
+        throw new Error(`${rooms[0]} holds ${JSON.stringify(await texts(fay))}, expected ${JSON.stringify(want)}`);
+      });
       mkdirSync(artifacts, { recursive: true });
       await fay.screenshot({ path: path.join(artifacts, 'many-chats.png') });
       await fay.setViewportSize({ width: 390, height: 800 });
