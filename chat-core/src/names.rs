@@ -13,8 +13,14 @@ pub const CHAT_EVENTS_TOPIC: &str = "chat-events";
 /// id modulo the partition count, as the producer's `consistent_random`
 /// partitioner places a record keyed by the chat id.
 pub fn partition_of(chat: &str, partitions: usize) -> i32 {
+    (crc32(chat.as_bytes()) as usize % partitions.max(1)) as i32
+}
+
+/// CRC-32 (IEEE 802.3, the checksum of zip and of librdkafka's
+/// partitioners), bit by bit: it runs on short keys.
+pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc: u32 = 0xffff_ffff;
-    for byte in chat.bytes() {
+    for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
             crc = if crc & 1 == 1 {
@@ -24,7 +30,7 @@ pub fn partition_of(chat: &str, partitions: usize) -> i32 {
             };
         }
     }
-    ((!crc) as usize % partitions.max(1)) as i32
+    !crc
 }
 
 /// The default prefix of every Redis key.

@@ -15,19 +15,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Flags `chat` hot in the Redis at `url`, as the scheduler does, and
 /// waits for `server` to know it (it resyncs the flags every second).
 async fn flag_hot(server: &TestServer, url: &str, chat: &str) {
-    let client = redis::Client::open(url).expect("Redis URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
-    let until = chat_core::hot::now_millis() + 600_000;
-    redis::cmd("ZADD")
-        .arg(server.config.redis.keys().hot_chats())
-        .arg(until)
-        .arg(chat)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("ZADD");
+    test_support::flag_hot_in(url, &server.config.redis.keys(), chat).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 

@@ -29,7 +29,7 @@ use crate::admission::Admitted;
 use crate::fanout::FANOUT_DELAY;
 use crate::hub::{Frame, Hub};
 use crate::position::Position;
-use crate::stream::{LastSeen, Replayed, client_gone, replay, token_expiry};
+use crate::stream::{LastSeen, Replayed, replay, until_ended};
 
 /// Bytes written at once at most: a stream's buffer stays this size
 /// whatever its chats (the frames themselves are shared with the hubs).
@@ -108,11 +108,7 @@ pub(crate) async fn run(
     // Every chat subscribed, and held by the stream, before anything
     // can end it: each hub is left once, below.
     let prepared = many.prepare(hubs, last_seen);
-    tokio::select! {
-        _ = many.stream(prepared, &shutdown) => {}
-        () = client_gone(&mut input) => {}
-        () = token_expiry(expires_at) => {}
-    }
+    until_ended(many.stream(prepared, &shutdown), &mut input, expires_at).await;
     for chat in &many.chats {
         chat.hub.unwatch(&wake);
         state.hubs().leave(&chat.hub);

@@ -27,29 +27,15 @@ pub(crate) struct Position {
     set: Option<u32>,
 }
 
+/// Most partitions a position names.
+const MAX_PARTITIONS: usize = 1024;
+
 /// The CRC-32 of `chats`, sorted and joined by `,`: a stream's chat set.
 pub(crate) fn chat_set<'a>(chats: impl IntoIterator<Item = &'a str>) -> u32 {
     let mut chats: Vec<&str> = chats.into_iter().collect();
     chats.sort_unstable();
-    let mut crc: u32 = 0xffff_ffff;
-    for (n, chat) in chats.iter().enumerate() {
-        let sep: &[u8] = if n > 0 { b"," } else { b"" };
-        for &byte in sep.iter().chain(chat.as_bytes()) {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-    }
-    !crc
+    chat_core::names::crc32(chats.join(",").as_bytes())
 }
-
-/// Most partitions a position names.
-const MAX_PARTITIONS: usize = 1024;
 
 impl Position {
     /// The position of a stream of the chat set `set`, at nothing yet.

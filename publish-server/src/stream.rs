@@ -72,19 +72,33 @@ pub(crate) async fn run(
         last_sent: None,
         delivered: metrics::counter!("publish_frames_delivered_total"),
     };
-    tokio::select! {
-        _ = connection.stream(last_seen, &shutdown) => {}
-        () = client_gone(&mut input) => {}
-        () = token_expiry(expires_at) => {}
-    }
+    until_ended(
+        connection.stream(last_seen, &shutdown),
+        &mut input,
+        expires_at,
+    )
+    .await;
     state.hubs().leave(&hub);
     drop(counted);
     drop(slots);
 }
 
+/// Runs `stream` until it ends, the client leaves, or its token expires.
+pub(crate) async fn until_ended<T>(
+    stream: impl Future<Output = T>,
+    input: &mut OwnedReadHalf,
+    expires_at: Option<i64>,
+) {
+    tokio::select! {
+        _ = stream => {}
+        () = client_gone(input) => {}
+        () = token_expiry(expires_at) => {}
+    }
+}
+
 /// Returns when the token expires (never without one): the stream ends
 /// then, and the client reconnects with a fresh token.
-pub(crate) async fn token_expiry(expires_at: Option<i64>) {
+async fn token_expiry(expires_at: Option<i64>) {
     match expires_at {
         Some(at) => {
             let left = (at - chrono::Utc::now().timestamp()).max(0) as u64;
@@ -96,7 +110,7 @@ pub(crate) async fn token_expiry(expires_at: Option<i64>) {
 
 /// Returns when the client closes its side (or the connection fails);
 /// anything it sends after its request is ignored.
-pub(crate) async fn client_gone(input: &mut OwnedReadHalf) {
+async fn client_gone(input: &mut OwnedReadHalf) {
     let mut sink = [0u8; 64];
     while let Ok(n) = input.read(&mut sink).await {
         if n == 0 {

@@ -319,7 +319,13 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 /// the flags set, scored by its expiry, in the Redis of `REDIS_URL`. The
 /// servers learn of it at their next resync, within a second.
 pub async fn flag_hot(keys: &chat_core::names::Keys, chat: &str) {
-    let client = redis::Client::open(redis_url()).expect("Redis URL");
+    flag_hot_in(&redis_url(), keys, chat).await;
+}
+
+/// Flags `chat` hot for ten minutes in the Redis at `url`, as the
+/// scheduler does.
+pub async fn flag_hot_in(url: &str, keys: &chat_core::names::Keys, chat: &str) {
+    let client = redis::Client::open(url).expect("Redis URL");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
