@@ -261,6 +261,18 @@ impl TokenSource {
         }
     }
 
+    /// The `Authorization` header alone: for a write API, which must not
+    /// take a cookie a browser sends by itself (cross-site requests).
+    pub fn header_only(headers: &HeaderMap) -> Self {
+        Self {
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec()),
+            cookies: Vec::new(),
+            query: None,
+        }
+    }
+
     /// The token: `Authorization: Bearer`, else the `chat_token` cookie,
     /// else `?token=`. 401 when there is none.
     pub fn token(&self) -> Result<&str, AuthError> {

@@ -356,3 +356,33 @@ fn the_token_command_prints_a_token_the_servers_accept() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("AUTH_HMAC_KEY"));
 }
+
+/// chat-server takes the token from the `Authorization` header only: a
+/// `chat_token` cookie, which a browser sends by itself on a cross-site
+/// request, authenticates nothing here (publish-server's streams take it).
+#[tokio::test]
+async fn the_chat_token_cookie_authenticates_nothing() {
+    let server = start(|_| {}).await;
+    let alice = token("alice", None, Duration::from_secs(600));
+    let cookie = format!("chat_token={alice}");
+    let posted = server
+        .http
+        .post(server.url("/api/chats/lobby/messages"))
+        .header("cookie", &cookie)
+        .json(&json!({"text": "by cookie"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status(), 401);
+    let fetched = server
+        .http
+        .get(server.url("/api/chats/lobby/messages"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(fetched.status(), 401);
+    let (status, _) = post(&server, "lobby", Some(&alice), json!({"text": "by header"})).await;
+    assert_eq!(status, 201, "the same token in the header is taken");
+    server.stop().await;
+}

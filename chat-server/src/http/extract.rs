@@ -113,7 +113,9 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let auth = state.0.auth.as_ref().map(|auth| {
-            TokenSource::from_headers(&parts.headers, None)
+            // The header only: a cookie would ride along on a cross-site
+            // request to this write API (CSRF).
+            TokenSource::header_only(&parts.headers)
                 .token()
                 .and_then(|token| auth.verify(token))
         });
