@@ -265,11 +265,8 @@ impl TokenSource {
     /// take a cookie a browser sends by itself (cross-site requests).
     pub fn header_only(headers: &HeaderMap) -> Self {
         Self {
-            authorization: headers
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes().to_vec()),
             cookies: Vec::new(),
-            query: None,
+            ..Self::from_headers(headers, None)
         }
     }
 

@@ -18,7 +18,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use chat_core::id::EventId;
 use chat_core::sse;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -29,7 +28,7 @@ use crate::admission::Admitted;
 use crate::fanout::FANOUT_DELAY;
 use crate::hub::{Frame, Hub};
 use crate::position::Position;
-use crate::stream::{LastSeen, Replayed, replay, until_ended};
+use crate::stream::{Gone, LastSeen, Replayed, replay, until_ended, write_within};
 
 /// Bytes written at once at most: a stream's buffer stays this size
 /// whatever its chats (the frames themselves are shared with the hubs).
@@ -37,9 +36,6 @@ const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Most times a cut is retaken because a chat fell behind meanwhile.
 const MAX_RECUTS: usize = 4;
-
-/// The client went away or stopped reading for longer than allowed.
-struct Gone;
 
 /// One chat of the stream.
 struct Followed {
@@ -389,9 +385,6 @@ impl Many {
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), Gone> {
-        match tokio::time::timeout(self.state.send_timeout(), self.out.write_all(&bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Gone),
-        }
+        write_within(&mut self.out, &bytes, self.state.send_timeout()).await
     }
 }

@@ -33,7 +33,20 @@ pub(crate) enum LastSeen {
 const BATCH_FRAMES: usize = 64;
 
 /// The client went away or stopped reading for longer than allowed.
-struct Gone;
+pub(crate) struct Gone;
+
+/// Writes `bytes` to `out` within `timeout`; a client that takes none of
+/// them for that long, or is gone, ends its stream.
+pub(crate) async fn write_within(
+    out: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), Gone> {
+    match tokio::time::timeout(timeout, out.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Gone),
+    }
+}
 
 struct Connection {
     state: AppState,
@@ -252,10 +265,7 @@ impl Connection {
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), Gone> {
-        match tokio::time::timeout(self.state.send_timeout(), self.out.write_all(&bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Gone),
-        }
+        write_within(&mut self.out, &bytes, self.state.send_timeout()).await
     }
 
     async fn reset(&mut self, reason: &'static str) -> Result<(), Gone> {
