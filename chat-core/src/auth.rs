@@ -2,8 +2,10 @@
 //! every request carries a JWT whose `sub` is the user id, `exp` its expiry
 //! and, optionally, `chats` the chats its holder may read and write.
 //! Tokens are verified with a shared HMAC secret (HS256) or a public key
-//! (RS256 or ES256, PEM), with no leeway on `exp`; `alg: none` and every
-//! algorithm but the configured one are refused.
+//! (RS256 or ES256, PEM), with no leeway on `exp` and `nbf`; `alg: none`
+//! and every algorithm but the configured one are refused. With a public
+//! key, the token must also name this service's issuer (`iss`) and audience
+//! (`aud`): the identity provider signs tokens for other services too.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +28,12 @@ pub enum AuthError {
     NotBearer,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the token was issued by another issuer (iss)")]
+    WrongIssuer,
+    #[error("the token is meant for another audience (aud)")]
+    WrongAudience,
     #[error("the token's signature is not valid")]
     BadSignature,
     #[error("the token is not signed with the accepted algorithm")]
@@ -47,8 +55,12 @@ pub enum AuthError {
 pub enum AuthSetupError {
     #[error("give --auth-hmac-key or --auth-public-key-file, not both")]
     BothKeys,
-    #[error("--auth-hmac-key must be at least 16 bytes")]
+    #[error("--auth-hmac-key must be at least {MIN_HMAC_KEY_BYTES} bytes")]
     ShortKey,
+    #[error(
+        "with --auth-public-key-file, give --auth-issuer and --auth-audience too: the key's owner signs tokens for other services as well"
+    )]
+    PublicKeyUnscoped,
     #[error("cannot read {path}: {source}")]
     ReadKey {
         path: PathBuf,
@@ -71,6 +83,9 @@ pub enum AuthSetupError {
     Lifetime(String),
 }
 
+/// The shortest HMAC secret accepted: 256 bits, the size of HS256's hash.
+pub const MIN_HMAC_KEY_BYTES: usize = 32;
+
 /// How tokens are checked.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AuthConfig {
@@ -82,6 +97,18 @@ pub struct AuthConfig {
     /// elsewhere; setting it turns authentication on.
     #[arg(long = "auth-public-key-file", env = "AUTH_PUBLIC_KEY_FILE")]
     pub auth_public_key_file: Option<PathBuf>,
+
+    /// The `iss` every token must carry (required with
+    /// `--auth-public-key-file`; optional with an HMAC key, whose tokens then
+    /// carry it).
+    #[arg(long = "auth-issuer", env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// The `aud` every token must name (required with
+    /// `--auth-public-key-file`; optional with an HMAC key, whose tokens then
+    /// carry it).
+    #[arg(long = "auth-audience", env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
 }
 
 /// What a token says.
@@ -94,6 +121,14 @@ pub struct Claims {
     /// The chats the holder may read and write; absent means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chats: Option<Vec<String>>,
+    /// The issuer, written into issued tokens when configured (checked by
+    /// the validation, not read here).
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub iss: Option<String>,
+    /// The audience, written into issued tokens when configured (checked
+    /// by the validation, not read here: it may be a list).
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub aud: Option<String>,
 }
 
 /// Who a verified token speaks for.
@@ -135,6 +170,9 @@ pub struct Auth {
     validation: Validation,
     /// Only with a shared secret: tokens for local testing.
     encoding: Option<EncodingKey>,
+    /// What issued tokens say of their issuer and audience.
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -153,7 +191,7 @@ impl Auth {
                 (None, None) => return Ok(None),
                 (Some(_), Some(_)) => return Err(AuthSetupError::BothKeys),
                 (Some(secret), None) => {
-                    if secret.len() < 16 {
+                    if secret.len() < MIN_HMAC_KEY_BYTES {
                         return Err(AuthSetupError::ShortKey);
                     }
                     (
@@ -163,6 +201,9 @@ impl Auth {
                     )
                 }
                 (None, Some(path)) => {
+                    if config.auth_issuer.is_none() || config.auth_audience.is_none() {
+                        return Err(AuthSetupError::PublicKeyUnscoped);
+                    }
                     let pem = std::fs::read(path).map_err(|source| AuthSetupError::ReadKey {
                         path: path.clone(),
                         source,
@@ -182,11 +223,25 @@ impl Auth {
             };
         let mut validation = Validation::new(algorithm);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &config.auth_issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        // Without a configured audience, a token that names one is refused:
+        // it is meant for another service.
+        if let Some(audience) = &config.auth_audience {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         Ok(Some(Self {
             decoding,
             validation,
             encoding,
+            issuer: config.auth_issuer.clone(),
+            audience: config.auth_audience.clone(),
         }))
     }
 
@@ -198,6 +253,9 @@ impl Auth {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
                 ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
                 _ => AuthError::Malformed(e.to_string()),
             })?;
         let claims = data.claims;
@@ -222,6 +280,8 @@ impl Auth {
             sub: user.as_str().to_owned(),
             exp,
             chats,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map(|token| (token, exp))
@@ -319,8 +379,8 @@ mod tests {
 
     fn auth() -> Auth {
         Auth::from_config(&AuthConfig {
-            auth_hmac_key: Some("a-test-secret-of-some-length".into()),
-            auth_public_key_file: None,
+            auth_hmac_key: Some("a-test-secret-of-thirty-two-bytes".into()),
+            ..AuthConfig::default()
         })
         .expect("config")
         .expect("on")
@@ -389,6 +449,8 @@ mod tests {
             sub: "alice".into(),
             exp: chrono::Utc::now().timestamp() + 600,
             chats: None,
+            iss: Some("https://id.example".into()),
+            aud: Some("chat".into()),
         };
         let read = |name: &str| std::fs::read(dir.join(name)).expect("key file");
         let rsa_token = jsonwebtoken::encode(
@@ -403,14 +465,33 @@ mod tests {
             &EncodingKey::from_ec_pem(&read("ec.pem")).expect("EC key"),
         )
         .expect("ES256");
-        let verifier = |file: &str| {
-            Auth::from_config(&AuthConfig {
-                auth_hmac_key: None,
-                auth_public_key_file: Some(dir.join(file)),
-            })
-            .expect("config")
-            .expect("on")
+        let scoped = |file: &str| AuthConfig {
+            auth_public_key_file: Some(dir.join(file)),
+            auth_issuer: Some("https://id.example".into()),
+            auth_audience: Some("chat".into()),
+            ..AuthConfig::default()
         };
+        let verifier = |file: &str| {
+            Auth::from_config(&scoped(file))
+                .expect("config")
+                .expect("on")
+        };
+        // A public key alone would take any token its owner signs.
+        for unscoped in [
+            AuthConfig {
+                auth_issuer: None,
+                ..scoped("rsa.pub.pem")
+            },
+            AuthConfig {
+                auth_audience: None,
+                ..scoped("rsa.pub.pem")
+            },
+        ] {
+            assert!(matches!(
+                Auth::from_config(&unscoped),
+                Err(AuthSetupError::PublicKeyUnscoped)
+            ));
+        }
         let (rsa, ec) = (verifier("rsa.pub.pem"), verifier("ec.pub.pem"));
         assert_eq!(
             rsa.verify(&rsa_token).expect("RS256 passes").user.as_str(),
@@ -443,6 +524,96 @@ mod tests {
             .is_err()
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Signs `claims` (JSON) with the test secret.
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"a-test-secret-of-thirty-two-bytes"),
+        )
+        .expect("HS256")
+    }
+
+    #[test]
+    fn issuer_audience_and_not_before_are_checked() {
+        let scoped = Auth::from_config(&AuthConfig {
+            auth_hmac_key: Some("a-test-secret-of-thirty-two-bytes".into()),
+            auth_issuer: Some("https://id.example".into()),
+            auth_audience: Some("chat".into()),
+            ..AuthConfig::default()
+        })
+        .expect("config")
+        .expect("on");
+        let now = chrono::Utc::now().timestamp();
+        let token = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"sub": "alice", "exp": now + 600,
+                "iss": "https://id.example", "aud": "chat"});
+            for (k, v) in extra.as_object().expect("object") {
+                claims[k] = v.clone();
+            }
+            signed(claims)
+        };
+        assert!(scoped.verify(&token(serde_json::json!({}))).is_ok());
+        assert!(
+            scoped
+                .verify(&token(serde_json::json!({"aud": ["other", "chat"]})))
+                .is_ok()
+        );
+        for (claims, why) in [
+            (
+                serde_json::json!({"aud": "billing"}),
+                AuthError::WrongAudience,
+            ),
+            (
+                serde_json::json!({"aud": ["billing"]}),
+                AuthError::WrongAudience,
+            ),
+            (
+                serde_json::json!({"iss": "https://evil.example"}),
+                AuthError::WrongIssuer,
+            ),
+            (
+                serde_json::json!({"nbf": now + 600}),
+                AuthError::NotYetValid,
+            ),
+        ] {
+            assert_eq!(scoped.verify(&token(claims.clone())), Err(why), "{claims}");
+        }
+        let bare = signed(serde_json::json!({"sub": "alice", "exp": now + 600}));
+        assert!(scoped.verify(&bare).is_err(), "no iss and aud");
+        // Tokens it issues carry both.
+        let (issued, _) = scoped
+            .issue(
+                &"alice".parse().expect("user"),
+                None,
+                Duration::from_secs(60),
+            )
+            .expect("token");
+        assert!(scoped.verify(&issued).is_ok());
+
+        // Without a configured audience, a token meant for another service
+        // is refused, and nbf still counts.
+        let plain = auth();
+        let foreign =
+            signed(serde_json::json!({"sub": "alice", "exp": now + 600, "aud": "billing"}));
+        assert_eq!(plain.verify(&foreign), Err(AuthError::WrongAudience));
+        let early = signed(serde_json::json!({"sub": "alice", "exp": now + 600, "nbf": now + 600}));
+        assert_eq!(plain.verify(&early), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn short_hmac_keys_are_refused() {
+        let config = |key: &str| AuthConfig {
+            auth_hmac_key: Some(key.into()),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(
+            Auth::from_config(&config(&"k".repeat(MIN_HMAC_KEY_BYTES - 1))),
+            Err(AuthSetupError::ShortKey)
+        ));
+        assert!(Auth::from_config(&config(&"k".repeat(MIN_HMAC_KEY_BYTES))).is_ok());
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum ApiError {
     /// 401 or 403: no valid token, or one that does not allow this.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// 403: not for this client, whoever it is.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
@@ -98,6 +101,12 @@ pub enum ApiError {
     /// 409: a `clientMessageId` used again for another text.
     #[error("clientMessageId {id:?} was already used for message {message} with a different text")]
     ClientMessageIdReused { id: String, message: String },
+    /// 409: a new emoji on a message that already holds the most distinct
+    /// emojis.
+    #[error(
+        "message {message} already holds {max} distinct emojis, the most it may; react with one of them"
+    )]
+    TooManyEmojis { message: String, max: u32 },
     /// 413.
     #[error("the request body must be at most {0} bytes")]
     BodyTooLarge(usize),
@@ -164,6 +173,7 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, "user-mismatch", "Forbidden")
             }
             Self::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "no-route", "Not found"),
             Self::MethodNotAllowed { .. } => (
@@ -196,6 +206,7 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
+            Self::TooManyEmojis { .. } => (StatusCode::CONFLICT, "too-many-emojis", "Conflict"),
             Self::HeadTooLarge(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "head-too-large",

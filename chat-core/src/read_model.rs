@@ -18,9 +18,12 @@ use crate::redis_conn::RedisConn;
 
 /// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
 /// head, reactions, events. ARGV: counts prefix, users prefix, retention,
-/// replay log length, the field separator, then 8 values per event: kind (`m`/`r`), id, offset,
+/// replay log length, the field separator, the most distinct emojis a
+/// message may hold, then 8 values per event: kind (`m`/`r`), id, offset,
 /// for a message userId, clientMessageId (or empty), body, unused; for a
 /// reaction message id, userId, emoji, action; then its SSE frame.
+/// Answers how many adds were refused because their message already held
+/// the most distinct emojis.
 const APPLY: &str = include_str!("lua/apply.lua");
 
 /// Moves a partition's projected offset forward, never back.
@@ -107,10 +110,18 @@ pub struct FetchPage {
     pub has_older: bool,
 }
 
+/// The distinct emojis a message may hold unless told otherwise.
+pub const DEFAULT_MAX_EMOJIS_PER_MESSAGE: u32 = 50;
+
 /// What a lookup of a message found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    Found,
+    /// The message is there, holding this many distinct emojis, among them
+    /// (or not) the emoji asked about.
+    Found {
+        distinct_emojis: usize,
+        holds_emoji: bool,
+    },
     /// The projector has passed the message's position: it does not exist
     /// (or was trimmed by retention).
     Missing,
@@ -127,6 +138,8 @@ pub struct ReadModel {
     retention: u32,
     /// Events kept per chat for replay to reconnecting SSE clients.
     replay_events: u32,
+    /// The most distinct emojis one message may hold.
+    max_emojis: u32,
     apply: Script,
     advance: Script,
     fetch: Script,
@@ -141,6 +154,7 @@ impl ReadModel {
             topic: topic.to_owned(),
             retention,
             replay_events,
+            max_emojis: DEFAULT_MAX_EMOJIS_PER_MESSAGE,
             apply: Script::new(APPLY),
             advance: Script::new(ADVANCE),
             fetch: Script::new(FETCH),
@@ -149,15 +163,28 @@ impl ReadModel {
         }
     }
 
+    /// Caps the distinct emojis one message may hold: an add of another
+    /// emoji is refused once a message holds `max`.
+    pub fn with_max_emojis(mut self, max: u32) -> Self {
+        self.max_emojis = max;
+        self
+    }
+
+    /// The most distinct emojis one message may hold.
+    pub fn max_emojis(&self) -> u32 {
+        self.max_emojis
+    }
+
     /// Applies events (in log order per partition) in one round trip, then
     /// records the partitions' progress in a second. Safe to repeat.
+    /// Answers how many reaction adds were refused by the emoji cap.
     pub async fn apply(
         &self,
         redis: &RedisConn,
         events: &[(EventId, ChatEvent)],
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<u64> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         // One script call per chat, its events in log order.
         let mut by_chat: Vec<(&ChatId, Vec<&(EventId, ChatEvent)>)> = Vec::new();
@@ -189,13 +216,14 @@ impl ReadModel {
                 .arg(&keys.users_prefix)
                 .arg(self.retention)
                 .arg(self.replay_events)
-                .arg(names::FIELD_SEPARATOR);
+                .arg(names::FIELD_SEPARATOR)
+                .arg(self.max_emojis);
             for (id, event) in chat_events {
                 encode(&mut call, *id, event);
             }
-            pipe.invoke_script(&call).ignore();
+            pipe.invoke_script(&call);
         }
-        pipe.query_async::<()>(&mut conn).await?;
+        let refused: Vec<u64> = pipe.query_async(&mut conn).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(ADVANCE).ignore();
         for (partition, offset) in progress {
@@ -206,7 +234,8 @@ impl ReadModel {
             )
             .ignore();
         }
-        pipe.query_async::<()>(&mut conn).await
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(refused.iter().sum())
     }
 
     /// Reads one page of `chat`, up to `limit` messages, in one round trip.
@@ -322,11 +351,21 @@ impl ReadModel {
         redis: &RedisConn,
         chat: &ChatId,
         message: EventId,
+        emoji: &str,
     ) -> redis::RedisResult<Lookup> {
         let keys = self.keys.chat(chat);
         let mut conn = redis.get().await?;
-        let (exists, head, projected): (bool, Option<String>, Option<i64>) = redis::pipe()
+        let counts = format!("{}{message}", keys.counts_prefix);
+        let (exists, distinct_emojis, holds_emoji, head, projected): (
+            bool,
+            usize,
+            bool,
+            Option<String>,
+            Option<i64>,
+        ) = redis::pipe()
             .hexists(&keys.bodies, message.to_string())
+            .hlen(&counts)
+            .hexists(&counts, emoji)
             .hget(&keys.head, "id")
             .get(self.keys.projected(&self.topic, message.partition))
             .query_async(&mut conn)
@@ -336,7 +375,10 @@ impl ReadModel {
             .and_then(|id| id.parse::<EventId>().ok())
             .is_some_and(|head| head.partition != message.partition);
         Ok(if exists {
-            Lookup::Found
+            Lookup::Found {
+                distinct_emojis,
+                holds_emoji,
+            }
         } else if other_partition || projected.is_some_and(|p| p >= message.offset) {
             Lookup::Missing
         } else {

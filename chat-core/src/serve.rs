@@ -172,17 +172,20 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz` from the checks of the services a server needs, each
 /// named (`kafka`, `redis`) with what failed, if anything: 200 with each
-/// `ok`, or 503 saying what is not ready.
+/// `ok`, or 503 naming what is not ready. What failed is logged, not
+/// answered: an error of a client library tells a caller about the inside
+/// of the system.
 pub fn ready(checks: &[(&str, Option<String>)]) -> Result<Json<serde_json::Value>, ApiError> {
     let failures: Vec<String> = checks
         .iter()
         .filter_map(|(name, failure)| {
             let failure = failure.as_ref()?;
+            tracing::warn!(service = name, %failure, "not ready");
             let mut label = name.to_string();
             if let Some(first) = label.get_mut(..1) {
                 first.make_ascii_uppercase();
             }
-            Some(format!("{label}: {failure}"))
+            Some(format!("{label} is not ready"))
         })
         .collect();
     if !failures.is_empty() {

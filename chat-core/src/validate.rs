@@ -186,16 +186,32 @@ fn is_pictograph(c: char) -> bool {
         | 0x25C0 | 0x25FB..=0x25FE | 0x2600..=0x27BF | 0x2934..=0x2935
         | 0x2B05..=0x2B07 | 0x2B1B..=0x2B1C | 0x2B50 | 0x2B55 | 0x3030 | 0x303D
         | 0x3297 | 0x3299 | 0x1F000..=0x1FAFF)
+        && !is_regional_indicator(c)
+        && !is_skin_tone(c)
+}
+
+/// The letters of a flag: two of them make one flag.
+fn is_regional_indicator(c: char) -> bool {
+    matches!(u32::from(c), 0x1F1E6..=0x1F1FF)
+}
+
+/// Fitzpatrick skin tones: they modify the pictograph before them.
+fn is_skin_tone(c: char) -> bool {
+    matches!(u32::from(c), 0x1F3FB..=0x1F3FF)
 }
 
 const ZWJ: char = '\u{200D}';
 const KEYCAP: char = '\u{20E3}';
 
-/// Code points that only modify the pictograph before them.
+/// Code points that only modify the pictograph before them: variation
+/// selectors, the keycap, skin tones and tags.
 fn is_modifier(c: char) -> bool {
-    matches!(u32::from(c), 0xFE0E | 0xFE0F | 0x20E3 | 0xE0020..=0xE007F)
+    matches!(u32::from(c), 0xFE0E | 0xFE0F | 0x20E3 | 0xE0020..=0xE007F) || is_skin_tone(c)
 }
 
+/// One emoji grapheme: a keycap, a flag (two regional indicators), or a
+/// pictograph with its modifiers, optionally joined to more of them by
+/// zero-width joiners. Two emojis side by side are two graphemes.
 fn check_emoji(s: &str) -> Result<(), Invalid> {
     let invalid = |reason: &str| Err(Invalid::new("emoji", reason));
     if s.is_empty() {
@@ -213,22 +229,30 @@ fn check_emoji(s: &str) -> Result<(), Invalid> {
             _ => invalid("must be one emoji, not text"),
         };
     }
-    let mut previous: Option<char> = None;
-    for &c in &chars {
-        let fits = if is_pictograph(c) {
-            true
-        } else if c == ZWJ || is_modifier(c) {
-            // A joiner or a modifier follows a pictograph or a modifier.
-            previous.is_some_and(|p| p != ZWJ)
-        } else {
-            false
+    if is_regional_indicator(chars[0]) {
+        return match chars[1..] {
+            [second] if is_regional_indicator(second) => Ok(()),
+            _ => invalid("must be one emoji: a flag is two regional indicators"),
         };
-        if !fits {
+    }
+    // Where the sequence stands: a pictograph is expected at the start and
+    // after a joiner; modifiers and a joiner may follow a pictograph.
+    let mut expect_pictograph = true;
+    for &c in &chars {
+        if expect_pictograph {
+            if !is_pictograph(c) {
+                return invalid("must be one emoji sequence, not text");
+            }
+            expect_pictograph = false;
+        } else if c == ZWJ {
+            expect_pictograph = true;
+        } else if is_pictograph(c) {
+            return invalid("must be one emoji, not several side by side");
+        } else if !is_modifier(c) {
             return invalid("must be one emoji sequence, not text");
         }
-        previous = Some(c);
     }
-    if previous == Some(ZWJ) {
+    if expect_pictograph {
         return invalid("must not end with a zero-width joiner");
     }
     Ok(())
@@ -335,6 +359,9 @@ mod tests {
             "🏴\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}",
             "🧑‍💻",
             "☕",
+            "🏳️‍🌈",
+            "👩🏽‍🚀",
+            "❤️‍🔥",
         ] {
             assert!(ok.parse::<Emoji>().is_ok(), "{ok:?} should be valid");
         }
@@ -354,6 +381,14 @@ mod tests {
             "\u{FE0F}",
             "<script>",
             &"👍".repeat(11),
+            "👍👍",
+            "😀🚀",
+            &"👍".repeat(10),
+            "🇫🇷🇫🇷",
+            "🇫",
+            "👍\u{200D}\u{200D}🚀",
+            "🏽",
+            "👍a",
         ] {
             assert!(bad.parse::<Emoji>().is_err(), "{bad:?} should be refused");
         }

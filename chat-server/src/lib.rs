@@ -113,6 +113,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub reaction_wait_ms: u64,
 
+    /// The most distinct emojis one message may hold: a reaction with
+    /// another emoji is refused with 409 (and dropped by the projector, for
+    /// adds that raced past that check).
+    #[arg(long, env = "MAX_EMOJIS_PER_MESSAGE",
+          default_value_t = chat_core::read_model::DEFAULT_MAX_EMOJIS_PER_MESSAGE,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_emojis_per_message: u32,
+
     #[command(flatten)]
     pub hot_store: HotStoreConfig,
 
@@ -176,6 +184,11 @@ pub struct Config {
     #[arg(long, env = "DEV_TOKENS", default_value_t = false, action = clap::ArgAction::Set)]
     pub dev_tokens: bool,
 
+    /// Give development tokens to clients on any address, not only to
+    /// loopback ones (never in production: anyone may then be anyone).
+    #[arg(long, env = "DEV_TOKENS_FROM_ANYWHERE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dev_tokens_from_anywhere: bool,
+
     /// Messages per second one user may post (burst: twice that); 0: no limit.
     #[arg(long, env = "USER_MESSAGES_PER_SEC", default_value_t = 5)]
     pub user_messages_per_sec: u32,
@@ -223,12 +236,15 @@ impl Server {
         let listener = chat_core::serve::bind(config.listen).await?;
         let producer = producer::EventProducer::new(&config.kafka)?;
         let redis = Arc::new(chat_core::redis_conn::RedisConn::new(&config.redis)?);
-        let read_model = Arc::new(chat_core::read_model::ReadModel::new(
-            config.redis.keys(),
-            &config.kafka.topic,
-            config.retention_messages,
-            config.replay_events,
-        ));
+        let read_model = Arc::new(
+            chat_core::read_model::ReadModel::new(
+                config.redis.keys(),
+                &config.kafka.topic,
+                config.retention_messages,
+                config.replay_events,
+            )
+            .with_max_emojis(config.max_emojis_per_message),
+        );
         let delivery_timeout = config.kafka.delivery_timeout();
         let claim_wait = delivery_timeout + Duration::from_secs(2);
         let client_messages = client_messages::ClientMessages::new(
@@ -282,6 +298,7 @@ impl Server {
             stream_url: config.public_stream_url.clone(),
             auth,
             dev_tokens: config.dev_tokens,
+            dev_tokens_from_anywhere: config.dev_tokens_from_anywhere,
             write_limits: limits::WriteLimits::new(
                 config.user_messages_per_sec,
                 config.user_reactions_per_sec,
@@ -297,6 +314,27 @@ impl Server {
             config,
             hot_redis,
         })
+    }
+
+    /// Development tokens let anyone be anyone: say so loudly.
+    fn warn_of_dev_tokens(&self) {
+        if !self.config.dev_tokens {
+            return;
+        }
+        if self.config.auth.auth_hmac_key.is_none() {
+            warn!("--dev-tokens is set but has no effect: it needs --auth-hmac-key");
+            return;
+        }
+        let whom = if self.config.dev_tokens_from_anywhere {
+            "ANY client on ANY address"
+        } else {
+            "any client on a loopback address"
+        };
+        warn!(
+            "DEVELOPMENT TOKENS ARE ON: POST /api/dev/token signs a token for any user to {whom}; \
+             anyone who reaches it may act as anyone. Never run this in production \
+             (unset DEV_TOKENS)."
+        );
     }
 
     /// The address the server listens on.
@@ -338,6 +376,7 @@ impl Server {
             tokio::spawn(prune_local_limits(self.state.clone(), shutdown.clone())),
         ];
         info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
+        self.warn_of_dev_tokens();
         let app = http::app(self.state.clone());
         chat_core::serve::serve(self.listener, app, shutdown.clone()).await;
         self.state

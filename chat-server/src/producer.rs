@@ -13,11 +13,20 @@ use std::time::{Duration, Instant};
 use chat_core::config::KafkaConfig;
 use chat_core::event::ChatEvent;
 use chat_core::id::EventId;
+use chat_core::names;
+use chat_core::validate::ChatId;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::{info, warn};
+
+/// How far past the end a partition reports an offset must be to be called
+/// made up. Kafka reports the end exactly; Tansu 0.6.0, the test broker,
+/// reports the first offset of the partition's last record batch plus one,
+/// so an offset inside that batch looks past the end. A batch holds fewer
+/// records than librdkafka's `batch.num.messages` (10,000).
+const END_SLACK: i64 = 10_000;
 
 /// Why an event was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +168,38 @@ impl EventProducer {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
             _ => Err(CheckError::NoTopic(self.config.topic.clone())),
         }
+    }
+
+    /// Whether `message` can be an event of `chat`'s log: its partition is
+    /// the chat's, and its offset is not far past that partition's end (see
+    /// `END_SLACK`). False means no projector will ever find it; an error,
+    /// that Kafka did not say.
+    pub(crate) async fn may_hold(
+        &self,
+        chat: &ChatId,
+        message: EventId,
+    ) -> Result<bool, CheckError> {
+        let producer = self.current();
+        let topic = self.config.topic.clone();
+        let chat = chat.as_str().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let limit = Duration::from_secs(2);
+            let metadata = client.fetch_metadata(Some(&topic), limit)?;
+            let partitions = match metadata.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    t.partitions().len()
+                }
+                _ => return Err(CheckError::NoTopic(topic)),
+            };
+            if names::partition_of(&chat, partitions) != message.partition {
+                return Ok(false);
+            }
+            let (_, end) = client.fetch_watermarks(&topic, message.partition, limit)?;
+            Ok(message.offset < end.saturating_add(END_SLACK))
+        })
+        .await
+        .map_err(|_| CheckError::Panicked)?
     }
 
     /// Creates the topic unless it exists.

@@ -263,7 +263,18 @@ async fn apply_until_stored(
     let mut backoff = Duration::from_millis(100);
     loop {
         match read_model.apply(redis, batch).await {
-            Ok(()) => return true,
+            Ok(refused) => {
+                if refused > 0 {
+                    metrics::counter!("projector_reactions_refused_total", "reason" => "emoji_cap")
+                        .increment(refused);
+                    warn!(
+                        refused,
+                        max = read_model.max_emojis(),
+                        "reaction adds dropped: their message already holds the most distinct emojis"
+                    );
+                }
+                return true;
+            }
             Err(error) => {
                 metrics::counter!("projector_redis_errors_total").increment(1);
                 warn!(%error, retry_in = ?backoff, events = batch.len(), "projector cannot write to Redis");

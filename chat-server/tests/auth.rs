@@ -10,12 +10,12 @@ use chat_core::auth::{Auth, AuthConfig};
 use common::TestServer;
 use serde_json::{Value, json};
 
-const KEY: &str = "a-test-secret-of-enough-length";
+const KEY: &str = "a-test-secret-of-enough-length-32b";
 
 fn signer(key: &str) -> Auth {
     Auth::from_config(&AuthConfig {
         auth_hmac_key: Some(key.into()),
-        auth_public_key_file: None,
+        ..AuthConfig::default()
     })
     .expect("config")
     .expect("on")
@@ -69,7 +69,7 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
     // Missing, forged, alg none, expired: 401, nothing written.
     let (status, problem) = post(&server, "lobby", None, json!({"text": "no token"})).await;
     assert_eq!(status, 401, "{problem}");
-    let forged = signer("another-secret-of-enough-length")
+    let forged = signer("another-secret-of-enough-length-32b")
         .issue(
             &"alice".parse().expect("user"),
             None,
@@ -269,6 +269,36 @@ async fn development_tokens_only_when_asked_for() {
 }
 
 #[tokio::test]
+async fn development_tokens_are_announced_loudly_at_start() {
+    let server = test_support::LoggedProcess::start(
+        env!("CARGO_BIN_EXE_chat-server"),
+        "CHAT_SERVER_LISTEN",
+        &[
+            ("KAFKA_BROKERS", common::kafka_brokers()),
+            ("KAFKA_TOPIC", common::unique("dev-log-events")),
+            ("REDIS_URL", common::redis_url()),
+            ("REDIS_KEY_PREFIX", common::unique("dev-log")),
+            ("AUTH_HMAC_KEY", KEY.to_owned()),
+            ("DEV_TOKENS", "true".to_owned()),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let issued = http
+        .post(format!("{}/api/dev/token", server.base))
+        .json(&json!({"userId": "alice"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(issued.status(), 200, "a loopback client gets a token");
+    let logs = server.stop();
+    assert!(
+        logs.contains("DEVELOPMENT TOKENS ARE ON") && logs.contains("loopback"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
 async fn tokens_never_reach_the_logs() {
     let server = test_support::LoggedProcess::start(
         env!("CARGO_BIN_EXE_chat-server"),
@@ -286,7 +316,7 @@ async fn tokens_never_reach_the_logs() {
     let http = reqwest::Client::new();
     let base = server.base.clone();
     let good = token("alice", None, Duration::from_secs(600));
-    let forged = signer("another-secret-of-enough-length")
+    let forged = signer("another-secret-of-enough-length-32b")
         .issue(
             &"alice".parse().expect("user"),
             None,

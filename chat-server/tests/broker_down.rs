@@ -94,3 +94,39 @@ async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
     );
     server.stop().await;
 }
+
+/// What a client library says about a failure (addresses, errno, the
+/// library's own codes) is logged, not answered.
+#[tokio::test]
+async fn answers_say_what_is_down_in_words_not_in_library_errors() {
+    let mut config = common::config();
+    config.kafka.brokers = format!("127.0.0.1:{}", common::free_port());
+    config.kafka.delivery_timeout_ms = 1000;
+    config.redis.url = format!("redis://127.0.0.1:{}", common::free_port());
+    let server = TestServer::start_with(config).await;
+    let leaks = [
+        "os error",
+        "refused (",
+        "Local:",
+        "BrokerTransport",
+        "Meta data",
+        "IoError",
+        "127.0.0.1",
+    ];
+    let fetch = server.get("/api/chats/lobby/messages").await.expect("GET");
+    let post = server.post_text("lobby", "alice", "hello?").await;
+    let ready = server.get("/readyz").await.expect("readyz");
+    for (what, response) in [("fetch", fetch), ("post", post), ("readyz", ready)] {
+        assert_eq!(response.status(), 503, "{what}");
+        let problem: Value = response.json().await.expect("problem JSON");
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("Redis") || detail.contains("Kafka"),
+            "{what} names the service: {detail}"
+        );
+        for leak in leaks {
+            assert!(!detail.contains(leak), "{what} answers {leak:?}: {detail}");
+        }
+    }
+    server.stop().await;
+}

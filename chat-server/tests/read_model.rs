@@ -263,6 +263,143 @@ async fn a_reaction_on_a_message_that_does_not_exist_is_404_and_writes_nothing()
     server.stop().await;
 }
 
+#[tokio::test]
+async fn an_id_the_chats_log_cannot_hold_is_404_at_once_not_after_the_wait() {
+    let mut config = common::config();
+    // Long enough that a 404 within it cannot come from the wait.
+    config.reaction_wait_ms = 10_000;
+    let server = TestServer::start_with(config).await;
+    let empty = common::unique("empty");
+    let own = chat_core::names::partition_of(&empty, 3);
+    let mut made_up: Vec<(String, String)> = (0..3)
+        .filter(|p| *p != own)
+        .map(|p| (empty.clone(), format!("{p}-0000000000000000")))
+        .collect();
+    made_up.push((empty.clone(), "7-0000000000000000".to_owned()));
+    made_up.push((empty.clone(), format!("{own}-0000ffffffffffff")));
+    // A chat with messages: its own partition, past the log's end.
+    let id = server.post_message("busy", "alice", "real").await;
+    let partition = id.split('-').next().expect("partition");
+    made_up.push(("busy".to_owned(), format!("{partition}-0000ffffffffffff")));
+    let before = server.records().await.len();
+    for (chat, message) in &made_up {
+        let started = Instant::now();
+        let response = server
+            .post_json(
+                &format!("/api/chats/{chat}/messages/{message}/reactions"),
+                json!({"userId": "bob", "emoji": "👍"}),
+            )
+            .await;
+        assert_eq!(response.status(), 404, "{chat} {message}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{chat} {message}: answered after {:?}, not at once",
+            started.elapsed()
+        );
+    }
+    assert_eq!(server.records().await.len(), before, "404s wrote nothing");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_holds_at_most_the_distinct_emojis_allowed() {
+    let mut config = common::config();
+    config.max_emojis_per_message = 3;
+    let server = TestServer::start_with(config).await;
+    let chat = common::unique("emojis");
+    let id = server.post_message(&chat, "alice", "react").await;
+    let reactions = format!("/api/chats/{chat}/messages/{id}/reactions");
+    let react = |user: &'static str, emoji: &'static str| {
+        let (server, reactions) = (&server, &reactions);
+        async move {
+            server
+                .post_json(reactions, json!({"userId": user, "emoji": emoji}))
+                .await
+        }
+    };
+    let counts = || {
+        let (server, chat) = (&server, &chat);
+        async move {
+            let (_, page) = server
+                .get_json(&format!("/api/chats/{chat}/messages"))
+                .await;
+            page["messages"][0]["reactions"].clone()
+        }
+    };
+    for emoji in ["👍", "🎉", "😂"] {
+        assert_eq!(react("alice", emoji).await.status(), 201, "{emoji}");
+    }
+    eventually(PATIENCE, "three emojis applied", || async {
+        (counts().await.as_object().map(|c| c.len()) == Some(3)).then_some(())
+    })
+    .await;
+    let refused = react("bob", "🚀").await;
+    assert_eq!(refused.status(), 409);
+    let problem: Value = refused.json().await.expect("problem JSON");
+    assert_eq!(problem["type"], "urn:chat:problem:too-many-emojis");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains('3')),
+        "{problem}"
+    );
+    // An emoji the message holds is still welcome.
+    assert_eq!(react("bob", "👍").await.status(), 201);
+    let response = server
+        .delete(&format!("{reactions}/%F0%9F%8E%89?userId=alice"))
+        .await;
+    assert_eq!(response.status(), 200);
+    eventually(PATIENCE, "a freed place takes a new emoji", || async {
+        (react("bob", "🚀").await.status() == 201).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, "counts", || async {
+        (counts().await == json!({"👍": 2, "😂": 1, "🚀": 1})).then_some(())
+    })
+    .await;
+
+    // Adds that race past the handler's check are dropped by the projector.
+    let raced = server.post_message(&chat, "alice", "race").await;
+    let raced_path = format!("/api/chats/{chat}/messages/{raced}/reactions");
+    let emojis = ["👍", "🎉", "😂", "🚀", "🔥", "👀", "🙏", "💯", "✅", "🤔"];
+    let answers = futures::future::join_all(emojis.iter().enumerate().map(|(n, emoji)| {
+        let (server, path) = (&server, &raced_path);
+        async move {
+            server
+                .post_json(path, json!({"userId": format!("u{n}"), "emoji": emoji}))
+                .await
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert!(
+        answers.iter().all(|s| *s == 201 || *s == 409),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().filter(|s| **s == 201).count() >= 3,
+        "{answers:?}"
+    );
+    // The projector applies a partition in order: once a later message is
+    // fetchable, every raced reaction has been applied (or dropped).
+    let after = server.post_message(&chat, "alice", "after").await;
+    let held = eventually(PATIENCE, "the raced reactions applied", || async {
+        let (_, page) = server
+            .get_json(&format!("/api/chats/{chat}/messages"))
+            .await;
+        let messages = page["messages"].as_array()?;
+        messages.iter().find(|m| m["id"] == after.as_str())?;
+        let raced = messages.iter().find(|m| m["id"] == raced.as_str())?;
+        Some(raced["reactions"].as_object()?.len())
+    })
+    .await;
+    assert_eq!(held, 3);
+    server.stop().await;
+}
+
 /// Everything a user can see of a chat: messages, counts and the cursor.
 async fn snapshot(server: &TestServer, chat: &str) -> (Vec<Value>, Value) {
     let messages = server.all_messages(chat, 100).await;

@@ -20,6 +20,18 @@ async fn the_ui_is_served_beside_the_api() {
     for path in ["/", "/some/page"] {
         let response = server.get(path).await.expect("GET");
         assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .expect("text");
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "connect-src 'self' http://streams.example:8081",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(policy.contains(directive), "{directive} in {policy}");
+        }
         assert!(
             response.headers()["content-type"]
                 .to_str()
@@ -36,6 +48,7 @@ async fn the_ui_is_served_beside_the_api() {
     }
     let asset = server.get("/assets/app.js").await.expect("GET");
     assert_eq!(asset.status(), 200);
+    assert_eq!(asset.headers()["x-content-type-options"], "nosniff");
     assert_eq!(asset.text().await.expect("body"), "console.log(1)");
 
     let (status, ui) = server.get_json("/api/config").await;

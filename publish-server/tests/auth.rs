@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use chat_core::auth::{Auth, AuthConfig};
 use common::{Subscriber, World};
 
-const KEY: &str = "a-test-secret-of-enough-length";
+const KEY: &str = "a-test-secret-of-enough-length-32b";
 
 fn token(key: &str, user: &str, chats: Option<&[&str]>, ttl: Duration) -> String {
     let auth = Auth::from_config(&AuthConfig {
         auth_hmac_key: Some(key.into()),
-        auth_public_key_file: None,
+        ..AuthConfig::default()
     })
     .expect("config")
     .expect("on");
@@ -58,7 +58,7 @@ async fn streams_need_a_valid_token_for_their_chat_and_end_when_it_expires() {
         (401, problem.clone())
     );
     let forged = token(
-        "another-secret-of-enough-length",
+        "another-secret-of-enough-length-32b",
         "alice",
         None,
         Duration::from_secs(600),
@@ -190,7 +190,7 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
     .await;
     let base = server.base.clone();
     let forged = token(
-        "another-secret-of-enough-length",
+        "another-secret-of-enough-length-32b",
         "bob",
         None,
         Duration::from_secs(600),

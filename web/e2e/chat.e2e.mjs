@@ -16,6 +16,8 @@ const artifacts = path.join(root, 'web', 'test-results');
 const run = `${process.pid}-${Date.now()}`;
 const children = new Map();
 let failures = 0;
+// What the pages' Content-Security-Policy refused: the UI must need none of it.
+const violations = [];
 
 function freePort() {
   return new Promise((resolve) => {
@@ -120,6 +122,9 @@ try {
     );
     const page = await context.newPage();
     page.on('pageerror', (error) => console.log(`[${user}] page error: ${error}`));
+    page.on('console', (message) => {
+      if (message.text().includes('Content Security Policy')) violations.push(`[${user}] ${message.text()}`);
+    });
     await page.goto(`${chatUrl}/`);
     await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
     return page;
@@ -321,7 +326,7 @@ try {
   });
 
   await check('with authentication on, the UI signs in with a token and chats', async () => {
-    const key = 'e2e-secret-of-enough-length';
+    const key = 'e2e-secret-of-enough-length-for-hs256';
     const auth = { chat: await freePort(), publish: await freePort() };
     const authUrl = `http://127.0.0.1:${auth.chat}`;
     start(
@@ -368,6 +373,14 @@ try {
     await pages[1].locator('article .text', { hasText: 'signed in and talking' }).waitFor({ timeout: 2000 });
     const author = await article(pages[1], 'signed in and talking').locator('.meta b').textContent();
     if (author !== 'dora') throw new Error(`posted as ${author}, expected dora (the token's user)`);
+  });
+
+  await check('the UI runs under its Content-Security-Policy with nothing refused', async () => {
+    const page = await (await browser.newContext()).newPage();
+    const response = await page.goto(`${chatUrl}/`);
+    const policy = response.headers()['content-security-policy'] ?? '';
+    if (!policy.includes("frame-ancestors 'none'")) throw new Error(`policy: ${policy}`);
+    if (violations.length) throw new Error(`refused by the policy:\n${violations.join('\n')}`);
   });
 } catch (error) {
   failures += 1;

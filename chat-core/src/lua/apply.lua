@@ -1,5 +1,6 @@
 local messages, bodies, client_ids, head_key, reactions, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local counts_prefix, users_prefix, retention, log_length, sep = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local max_emojis = tonumber(ARGV[6])
 local function publish_counts(message)
   local flat = redis.call('HGETALL', counts_prefix .. message)
   if #flat == 0 then
@@ -11,8 +12,8 @@ local function publish_counts(message)
   end
 end
 local head = tonumber(redis.call('HGET', head_key, 'offset') or '-1')
-local applied = 0
-for i = 6, #ARGV, 8 do
+local refused = 0
+for i = 7, #ARGV, 8 do
   local kind, id, offset = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if offset > head then
     if kind == 'm' then
@@ -47,7 +48,10 @@ for i = 6, #ARGV, 8 do
         local users, counts = users_prefix .. message, counts_prefix .. message
         local field = emoji .. sep .. user
         if action == 'add' then
-          if redis.call('HSETNX', users, field, '1') == 1 then
+          if redis.call('HEXISTS', counts, emoji) == 0 and redis.call('HLEN', counts) >= max_emojis then
+            -- One emoji more than a message may hold: the add is dropped.
+            refused = refused + 1
+          elseif redis.call('HSETNX', users, field, '1') == 1 then
             redis.call('HINCRBY', counts, emoji, 1)
             publish_counts(message)
           end
@@ -60,7 +64,6 @@ for i = 6, #ARGV, 8 do
     redis.call('ZADD', events, offset, ARGV[i + 7])
     head = offset
     redis.call('HSET', head_key, 'offset', ARGV[i + 2], 'id', id)
-    applied = applied + 1
   end
 end
 local extra = redis.call('ZCARD', events) - log_length
@@ -69,4 +72,4 @@ if extra > 0 then
   redis.call('ZREMRANGEBYRANK', events, 0, extra - 1)
   redis.call('HSET', head_key, 'trimmed', cut[2])
 end
-return applied
+return refused

@@ -319,6 +319,12 @@ fn server_command(
     if let Some(path) = &config.auth.auth_public_key_file {
         command.env("AUTH_PUBLIC_KEY_FILE", path);
     }
+    if let Some(issuer) = &config.auth.auth_issuer {
+        command.env("AUTH_ISSUER", issuer);
+    }
+    if let Some(audience) = &config.auth.auth_audience {
+        command.env("AUTH_AUDIENCE", audience);
+    }
     die_with_parent(&mut command);
     Ok(command)
 }

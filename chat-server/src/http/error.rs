@@ -8,13 +8,20 @@ use tracing::warn;
 use crate::producer::ProduceError;
 
 impl From<ProduceError> for ApiError {
+    /// Says why in the API's words; Kafka's own error is logged where the
+    /// write failed.
     fn from(error: ProduceError) -> Self {
-        ApiError::unavailable(format!("the event was not stored: {error}"))
+        let why = match error {
+            ProduceError::QueueFull | ProduceError::Timeout(_) => error.to_string(),
+            ProduceError::Kafka(_) => "Kafka refused it; retry".to_owned(),
+        };
+        ApiError::unavailable(format!("the event was not stored: {why}"))
     }
 }
 
-/// 503 for a Redis failure while using `what`.
+/// 503 for a Redis failure while using `what`: the error is logged, not
+/// answered.
 pub(super) fn redis_unavailable(what: &str, error: &redis::RedisError) -> ApiError {
     warn!(%error, "Redis unavailable");
-    ApiError::unavailable(format!("{what} (Redis) is unavailable; retry: {error}"))
+    ApiError::unavailable(format!("{what} (Redis) is unavailable; retry"))
 }

@@ -128,6 +128,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// The peer's address, when the connection has one.
+    pub(super) fn address(&self) -> Option<IpAddr> {
+        self.address
+    }
+
     /// The verified identity (401 when the token is missing or not
     /// valid); `None` with authentication off.
     fn identity(&self) -> Result<Option<&Identity>, ApiError> {

@@ -129,7 +129,7 @@ async fn fetch_gated(
     if let Some(snapshots) = &inner.snapshots {
         let (snapshot, source) = snapshots.get(&chat_id).await.map_err(|e| {
             tracing::warn!(error = %e, "no snapshot of a hot chat");
-            ApiError::unavailable(format!("the read model (Redis) is unavailable; retry: {e}"))
+            ApiError::unavailable("the read model (Redis) is unavailable; retry")
         })?;
         metrics::counter!("hot_snapshot_fetches_total", "source" => source.label()).increment(1);
         if let Some(body) = snapshot.answer(fetch.page, fetch.limit) {

@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) auth: Option<Auth>,
     /// Serve `POST /api/dev/token` (development only).
     pub(crate) dev_tokens: bool,
+    /// ... to clients on any address, not only loopback ones.
+    pub(crate) dev_tokens_from_anywhere: bool,
     /// Per-user limits on writes.
     pub(crate) write_limits: crate::limits::WriteLimits,
 }

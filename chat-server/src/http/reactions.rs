@@ -94,25 +94,58 @@ async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Rea
 
 /// A reaction needs its message in the read model. A message posted a
 /// moment ago may not be there yet: wait (boundedly) for the projector to
-/// pass its position before calling it missing.
+/// pass its position before calling it missing. An id the chat's log cannot
+/// hold (another partition, or past the log's end) is missing at once. A new
+/// emoji on a message that holds the most distinct emojis is refused.
 async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Result<(), ApiError> {
     let inner = &state.0;
     let give_up = Instant::now() + inner.reaction_wait;
+    let missing = || {
+        ApiError::NotFound(format!(
+            "chat {} has no message {}",
+            change.chat_id, change.message_id
+        ))
+    };
+    let mut asked_kafka = false;
     loop {
         let found = inner
             .read_model
-            .lookup(&inner.redis, &change.chat_id, change.message_id)
+            .lookup(
+                &inner.redis,
+                &change.chat_id,
+                change.message_id,
+                change.emoji.as_str(),
+            )
             .await
             .map_err(|e| {
                 redis_unavailable("the read model, so the reaction was not stored,", &e)
             })?;
         match found {
-            Lookup::Found => return Ok(()),
-            Lookup::Missing => {
-                return Err(ApiError::NotFound(format!(
-                    "chat {} has no message {}",
-                    change.chat_id, change.message_id
-                )));
+            Lookup::Found {
+                distinct_emojis,
+                holds_emoji,
+            } => {
+                let max = inner.read_model.max_emojis();
+                let adds_one = change.action == ReactionAction::Add && !holds_emoji;
+                if adds_one && distinct_emojis >= max as usize {
+                    return Err(ApiError::TooManyEmojis {
+                        message: change.message_id.to_string(),
+                        max,
+                    });
+                }
+                return Ok(());
+            }
+            Lookup::Missing => return Err(missing()),
+            Lookup::NotYetProjected if !asked_kafka => {
+                asked_kafka = true;
+                // Kafka unreachable: wait for the projector as before.
+                if let Ok(false) = inner
+                    .producer
+                    .may_hold(&change.chat_id, change.message_id)
+                    .await
+                {
+                    return Err(missing());
+                }
             }
             Lookup::NotYetProjected if Instant::now() >= give_up => {
                 return Err(ApiError::unavailable(format!(
