@@ -43,6 +43,21 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         Kind::Histogram,
         "Time to answer an HTTP request (to the head of a stream), by route and method.",
     ),
+    (
+        "http_open_connections",
+        Kind::Gauge,
+        "HTTP connections open (chat-server and scheduler; publish-server counts its streams in publish_connections).",
+    ),
+    (
+        "http_connections_refused_total",
+        Kind::Counter,
+        "Connections answered 503 and closed because the server held --max-connections.",
+    ),
+    (
+        "http_write_timeouts_total",
+        Kind::Counter,
+        "Connections closed because the client took no bytes of an answer for --write-timeout-ms.",
+    ),
     // chat-server: writes.
     (
         "kafka_produce_duration_seconds",
@@ -120,6 +135,11 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "projector_events_applied_total",
         Kind::Counter,
         "Events the projector applied to the read model.",
+    ),
+    (
+        "projector_reactions_refused_total",
+        Kind::Counter,
+        "Reaction adds the projector dropped, by reason (emoji_cap: the message held --max-emojis-per-message).",
     ),
     (
         "projector_malformed_records_total",

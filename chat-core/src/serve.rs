@@ -3,14 +3,21 @@
 //!
 //! hyper directly rather than `axum::serve`, which sets no timer, so a
 //! client dribbling its request head would hold a connection for ever:
-//! here the head must arrive within `HEAD_TIMEOUT`.
+//! here the head must arrive within `HEAD_TIMEOUT`, fit in `HEAD_LIMIT`
+//! bytes, an answer the client stops reading is cut after the write
+//! timeout, and a server holds at most its connection cap.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::{Json, Router};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +28,10 @@ use crate::problem::ApiError;
 /// Time a client has to send a request head, the first one or the next
 /// on a kept-alive connection.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (request line and headers) taken; a larger one
+/// is answered 431. It is also the size of hyper's read buffer, the
+/// least hyper allows.
+pub const HEAD_LIMIT: usize = 8 * 1024;
 /// Time requests in flight get to finish after shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,10 +114,158 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
-/// Serves `app` on one connection over HTTP/1.1, with the head deadline;
-/// at `shutdown` the request in flight finishes and the connection closes.
-/// `keep_alive` false: one request, then close. Each request carries the
-/// client's address as `ConnectInfo<SocketAddr>` when `peer` is known.
+/// How many connections a server holds and how long it waits for a client
+/// to take its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections held at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client may take no bytes of an answer before the connection
+    /// is closed.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connection's transport, closed with an error when a write makes no
+/// progress for `timeout`: a client that stops reading cannot hold the
+/// connection's task and buffers for ever.
+#[derive(Debug)]
+pub struct WriteDeadline<I> {
+    inner: I,
+    timeout: Duration,
+    /// Set while a write waits for the client to take bytes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> WriteDeadline<I> {
+    pub fn new(inner: I, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// `progress` as the write's outcome: done clears the deadline; pending
+    /// starts it, or fails once it has passed.
+    fn watch<T>(
+        &mut self,
+        progress: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        if progress.is_ready() {
+            self.stalled = None;
+            return progress;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            metrics::counter!("http_write_timeouts_total").increment(1);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no bytes of the answer within the write timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let progress = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(progress, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let progress = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(progress, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let progress = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(progress, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let progress = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(progress, cx)
+    }
+}
+
+/// One of a server's open connections, given back when dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    /// A place among `max`, or `None` when all are taken.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let now = open.fetch_add(1, Ordering::AcqRel) + 1;
+        let place = Self(Arc::clone(open));
+        if now > max {
+            return None;
+        }
+        metrics::gauge!("http_open_connections").set(now as f64);
+        Some(place)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let now = self.0.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("http_open_connections").set(now as f64);
+    }
+}
+
+/// Answers 503 on a connection over the cap, and closes it.
+async fn refuse(mut socket: TcpStream, max: usize) {
+    metrics::counter!("http_connections_refused_total").increment(1);
+    let error = ApiError::unavailable(format!(
+        "this server holds {max} connections, its limit; retry shortly"
+    ));
+    let response = error.to_http1(&[]);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        socket.write_all(&response).await?;
+        socket.shutdown().await
+    })
+    .await;
+}
+
+/// Serves `app` on one connection over HTTP/1.1, with the head deadline
+/// and size limit; at `shutdown` the request in flight finishes and the
+/// connection closes. `keep_alive` false: one request, then close. Each
+/// request carries the client's address as `ConnectInfo<SocketAddr>` when
+/// `peer` is known.
 pub async fn http1<I>(
     io: I,
     app: Router,
@@ -114,7 +273,7 @@ pub async fn http1<I>(
     keep_alive: bool,
     shutdown: CancellationToken,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let tower = hyper_util::service::TowerToHyperService::new(app);
     let service =
@@ -130,6 +289,7 @@ pub async fn http1<I>(
         .keep_alive(keep_alive)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(HEAD_LIMIT)
         .serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {
@@ -141,13 +301,27 @@ pub async fn http1<I>(
     }
 }
 
-/// Serves `app` until `shutdown` fires; then lets the requests in flight
-/// finish (for `DRAIN_TIMEOUT` at most) and returns.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+/// Serves `app` within `limits` until `shutdown` fires; then lets the
+/// requests in flight finish (for `DRAIN_TIMEOUT` at most) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
+    let open = Arc::new(AtomicUsize::new(0));
     accept_loop(&listener, &connections, &shutdown, |socket| {
         let peer = socket.peer_addr().ok();
-        http1(socket, app.clone(), peer, true, shutdown.clone())
+        let place = Open::take(&open, limits.max_connections);
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        async move {
+            let Some(_place) = place else {
+                return refuse(socket, limits.max_connections).await;
+            };
+            let io = WriteDeadline::new(socket, limits.write_timeout);
+            http1(io, app, peer, true, shutdown).await;
+        }
     })
     .await;
     drop(listener);

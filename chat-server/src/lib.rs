@@ -75,6 +75,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_text_chars: u32,
 
+    /// Connections held at once; one more is answered 503 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// How long a client may take no bytes of an answer before its
+    /// connection is closed, in milliseconds.
+    #[arg(long, env = "WRITE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub write_timeout_ms: u64,
+
     /// How long a client may take to send a request body, in milliseconds.
     #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -378,7 +389,11 @@ impl Server {
         info!(%addr, brokers = %self.config.kafka.brokers, topic = %self.config.kafka.topic, "chat-server listening");
         self.warn_of_dev_tokens();
         let app = http::app(self.state.clone());
-        chat_core::serve::serve(self.listener, app, shutdown.clone()).await;
+        let limits = chat_core::serve::Limits {
+            max_connections: self.config.max_connections as usize,
+            write_timeout: Duration::from_millis(self.config.write_timeout_ms),
+        };
+        chat_core::serve::serve(self.listener, app, limits, shutdown.clone()).await;
         self.state
             .producer()
             .flush(Duration::from_millis(self.config.shutdown_timeout_ms))

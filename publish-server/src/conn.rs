@@ -27,8 +27,7 @@ use crate::AppState;
 use crate::admission::{EventsRequest, Subscription, admit};
 use crate::stream::LastSeen;
 
-/// The largest request head taken.
-const HEAD_LIMIT: usize = 8 * 1024;
+use chat_core::serve::HEAD_LIMIT;
 const EVENTS_ROUTE: &str = "/api/chats/{chat_id}/events";
 const MANY_ROUTE: &str = "/api/events";
 
@@ -80,6 +79,10 @@ async fn connection(
                 at: 0,
                 inner: socket,
             };
+            let io = chat_core::serve::WriteDeadline::new(
+                io,
+                chat_core::serve::Limits::default().write_timeout,
+            );
             chat_core::serve::http1(io, router, peer, false, shutdown).await;
         }
     }

@@ -206,7 +206,12 @@ impl Scheduler {
         // Joined, not spawned: should this future be dropped (the task
         // aborted), the loops stop with it, as in a crash.
         tokio::join!(
-            chat_core::serve::serve(self.listener, app(state.clone()), shutdown.clone()),
+            chat_core::serve::serve(
+                self.listener,
+                app(state.clone()),
+                chat_core::serve::Limits::default(),
+                shutdown.clone(),
+            ),
             lead(state.clone(), shutdown.clone()),
             tick_loop(state.clone(), shutdown.clone()),
         );
