@@ -4,6 +4,7 @@
 // REDIS_URL (`make test` starts them), then drives two browser contexts.
 
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -327,8 +328,9 @@ try {
 
   await check('with authentication on, the UI signs in with a token and chats', async () => {
     const key = 'e2e-secret-of-enough-length-for-hs256';
-    const auth = { chat: await freePort(), publish: await freePort() };
+    const auth = { chat: await freePort(), paste: await freePort(), publish: await freePort() };
     const authUrl = `http://127.0.0.1:${auth.chat}`;
+    const pasteUrl = `http://127.0.0.1:${auth.paste}`;
     start(
       'chat-server-auth',
       {
@@ -344,7 +346,12 @@ try {
     );
     start(
       'publish-server-auth',
-      { ...shared, PUBLISH_SERVER_LISTEN: `127.0.0.1:${auth.publish}`, CORS_ORIGINS: authUrl, AUTH_HMAC_KEY: key },
+      {
+        ...shared,
+        PUBLISH_SERVER_LISTEN: `127.0.0.1:${auth.publish}`,
+        CORS_ORIGINS: `${authUrl},${pasteUrl}`,
+        AUTH_HMAC_KEY: key,
+      },
       'publish-server',
     );
     await until('the servers with authentication', async () =>
@@ -373,6 +380,44 @@ try {
     await pages[1].locator('article .text', { hasText: 'signed in and talking' }).waitFor({ timeout: 2000 });
     const author = await article(pages[1], 'signed in and talking').locator('.meta b').textContent();
     if (author !== 'dora') throw new Error(`posted as ${author}, expected dora (the token's user)`);
+
+    // Without development tokens, a person pastes a token their identity
+    // provider gave them: the UI is the token's user, whatever name it had.
+    start(
+      'chat-server-paste',
+      {
+        ...shared,
+        CHAT_SERVER_LISTEN: `127.0.0.1:${auth.paste}`,
+        WEB_DIR: path.join(root, 'web', 'dist'),
+        PUBLIC_STREAM_URL: `http://127.0.0.1:${auth.publish}`,
+        AUTH_HMAC_KEY: key,
+        PROJECTOR: 'false',
+      },
+      'chat-server',
+    );
+    await until('the server without development tokens', async () => (await fetch(`${pasteUrl}/readyz`)).ok);
+    const b64url = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const unsigned = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub: 'fern', exp: Math.floor(Date.now() / 1000) + 600 })}`;
+    const pasted = `${unsigned}.${createHmac('sha256', key).update(unsigned).digest('base64url')}`;
+    const context = await browser.newContext();
+    await context.addInitScript(
+      ([c]) => {
+        localStorage.setItem('chat.user', 'guest-4242');
+        localStorage.setItem('chat.chat', c);
+      },
+      [room],
+    );
+    const fern = await context.newPage();
+    await fern.goto(`${pasteUrl}/`);
+    await fern.getByLabel('token').fill(pasted);
+    await fern.getByRole('button', { name: 'Sign in' }).click();
+    await fern.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
+    await fern.locator('article .text', { hasText: 'signed in and talking' }).waitFor({ timeout: 5000 });
+    await say(fern, 'pasted my token');
+    const fernAuthor = await article(pages[0], 'pasted my token').locator('.meta b').textContent({ timeout: 5000 });
+    if (fernAuthor !== 'fern') throw new Error(`posted as ${fernAuthor}, expected fern (the pasted token's sub)`);
+    const heading = await fern.locator('h1 small').textContent();
+    if (heading !== 'as fern') throw new Error(`the page says "${heading}", expected "as fern"`);
   });
 
   await check('the UI runs under its Content-Security-Policy with nothing refused', async () => {

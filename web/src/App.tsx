@@ -59,7 +59,9 @@ export function App() {
   const showError = useCallback((e: unknown) => setError(words(e)), []);
 
   const session = useSession(me, showError);
-  const history = useHistory(me, dispatch, showError);
+  // Who speaks: with tokens, the token's user, and requests name no one.
+  const { user, named } = session;
+  const history = useHistory(named, dispatch, showError);
   const { load } = history;
 
   useEffect(() => {
@@ -77,7 +79,7 @@ export function App() {
         void load(id, last ? { after: last } : {}, false);
       }
     } else if (action.kind !== 'subscribed') {
-      dispatch({ kind: 'stream', action, me });
+      dispatch({ kind: 'stream', action, me: user });
     }
   };
   const status = useStream(session.streamUrl, joined, session.token?.token ?? null, onStreamAction);
@@ -87,7 +89,7 @@ export function App() {
   const loaded = useRef(new Set<string>());
   useEffect(() => {
     loaded.current.clear();
-  }, [me]);
+  }, [user]);
   useEffect(() => {
     if (!ready) return;
     for (const id of joined) {
@@ -95,7 +97,7 @@ export function App() {
       loaded.current.add(id);
       void load(id, {}, false);
     }
-  }, [joined, me, ready, load]);
+  }, [joined, user, ready, load]);
 
   const hotSeconds = useCountdown(history.hotUntil);
 
@@ -122,7 +124,7 @@ export function App() {
 
   const send = async (text: string) => {
     try {
-      const message = await postMessage(chatId, me, text, randomId());
+      const message = await postMessage(chatId, named, text, randomId());
       dispatch({ kind: 'posted', message });
       requestAnimationFrame(() => list.current?.scrollTo({ top: list.current.scrollHeight }));
       return true;
@@ -135,8 +137,8 @@ export function App() {
   const toggle = async (messageId: string, emoji: string, held: boolean) => {
     const on = chatId;
     try {
-      if (held) await removeReaction(on, messageId, me, emoji);
-      else await addReaction(on, messageId, me, emoji);
+      if (held) await removeReaction(on, messageId, named, emoji);
+      else await addReaction(on, messageId, named, emoji);
       dispatch({ kind: 'mine', chatId: on, messageId, emoji, held: !held });
     } catch (e) {
       showError(e);
@@ -171,14 +173,14 @@ export function App() {
         />
         <main className="chat">
           <h1>
-            #{chatId} <small>as {me}</small>
+            #{chatId} <small>as {user}</small>
           </h1>
           {history.hotUntil !== null && <HotBanner seconds={hotSeconds} />}
           {error && <ErrorBanner error={error} onDismiss={() => setError(null)} />}
           <MessageList
             messages={chat.messages}
             hasOlder={chat.hasOlder}
-            me={me}
+            me={user}
             list={list}
             onOlder={loadOlder}
             onToggle={(messageId, emoji, held) => void toggle(messageId, emoji, held)}

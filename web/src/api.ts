@@ -72,7 +72,32 @@ export interface Token {
   token: string;
   /** Unix seconds. */
   expiresAt: number;
+  /** The user the token speaks for (its `sub`). */
+  userId: string;
 }
+
+/**
+ * What a pasted token says of its user and expiry (its payload, unverified:
+ * the server checks the signature). Null for anything that is not a JWT
+ * with a `sub`.
+ */
+export function readToken(token: string): Token | null {
+  const payload = token.split('.')[1];
+  if (!payload) return null;
+  try {
+    const base64 = payload.replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes)) as { sub?: unknown; exp?: unknown };
+    if (typeof claims.sub !== 'string' || claims.sub === '') return null;
+    const expiresAt = typeof claims.exp === 'number' ? claims.exp : Number.MAX_SAFE_INTEGER;
+    return { token, expiresAt, userId: claims.sub };
+  } catch {
+    return null;
+  }
+}
+
+/** The query or body field naming the user: none where a token says who. */
+const named = (userId: string | null): Record<string, string> => (userId === null ? {} : { userId });
 
 /** A development token for `userId` (servers started with --dev-tokens). */
 export function devToken(userId: string): Promise<Token> {
@@ -83,13 +108,14 @@ export function devToken(userId: string): Promise<Token> {
   });
 }
 
+/** `userId` null: the token's user (authentication on). */
 export function fetchPage(
   chatId: string,
-  userId: string,
+  userId: string | null,
   where: { before?: string; after?: string } = {},
   limit = 50,
 ): Promise<Page> {
-  const query = new URLSearchParams({ limit: String(limit), userId });
+  const query = new URLSearchParams({ limit: String(limit), ...named(userId) });
   if (where.before) query.set('before', where.before);
   if (where.after) query.set('after', where.after);
   return call(`${chat(chatId)}/messages?${query}`);
@@ -101,16 +127,21 @@ const json = (body: unknown): RequestInit => ({
   body: JSON.stringify(body),
 });
 
-export function postMessage(chatId: string, userId: string, text: string, clientMessageId: string): Promise<ApiMessage> {
-  return call(`${chat(chatId)}/messages`, json({ userId, text, clientMessageId }));
+export function postMessage(
+  chatId: string,
+  userId: string | null,
+  text: string,
+  clientMessageId: string,
+): Promise<ApiMessage> {
+  return call(`${chat(chatId)}/messages`, json({ ...named(userId), text, clientMessageId }));
 }
 
-export function addReaction(chatId: string, messageId: string, userId: string, emoji: string): Promise<unknown> {
-  return call(`${chat(chatId)}/messages/${messageId}/reactions`, json({ userId, emoji }));
+export function addReaction(chatId: string, messageId: string, userId: string | null, emoji: string): Promise<unknown> {
+  return call(`${chat(chatId)}/messages/${messageId}/reactions`, json({ ...named(userId), emoji }));
 }
 
-export function removeReaction(chatId: string, messageId: string, userId: string, emoji: string): Promise<unknown> {
-  const query = new URLSearchParams({ userId });
+export function removeReaction(chatId: string, messageId: string, userId: string | null, emoji: string): Promise<unknown> {
+  const query = new URLSearchParams(named(userId));
   return call(`${chat(chatId)}/messages/${messageId}/reactions/${encodeURIComponent(emoji)}?${query}`, {
     method: 'DELETE',
   });

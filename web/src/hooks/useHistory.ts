@@ -14,7 +14,8 @@ export interface History {
   hotUntil: number | null;
 }
 
-export function useHistory(me: string, dispatch: Dispatch<Action>, onError: (error: unknown) => void): History {
+/** `named`: the `userId` to send, or null where the token says who. */
+export function useHistory(named: string | null, dispatch: Dispatch<Action>, onError: (error: unknown) => void): History {
   const [hotUntil, setHotUntil] = useState<number | null>(null);
   const retries = useRef(new Map<string, ReturnType<typeof setTimeout>>());
   const loading = useRef(new Set<string>());
@@ -26,7 +27,7 @@ export function useHistory(me: string, dispatch: Dispatch<Action>, onError: (err
       loading.current.add(key);
       clearTimeout(retries.current.get(key));
       try {
-        const page = await fetchPage(chatId, me, where);
+        const page = await fetchPage(chatId, named, where);
         dispatch({ kind: 'page', page, older });
         setHotUntil(null);
       } catch (e) {
@@ -44,7 +45,7 @@ export function useHistory(me: string, dispatch: Dispatch<Action>, onError: (err
         loading.current.delete(key);
       }
     },
-    [me, dispatch, onError],
+    [named, dispatch, onError],
   );
 
   useEffect(() => {
@@ -53,6 +54,6 @@ export function useHistory(me: string, dispatch: Dispatch<Action>, onError: (err
       for (const timer of pending.values()) clearTimeout(timer);
       pending.clear();
     };
-  }, [me]);
+  }, [named]);
   return { load, hotUntil };
 }

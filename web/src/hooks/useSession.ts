@@ -3,7 +3,7 @@
 // expires, or one the user pasted.
 
 import { useEffect, useState } from 'react';
-import { type Token, type UiConfig, devToken, fetchConfig, setToken } from '../api';
+import { type Token, type UiConfig, devToken, fetchConfig, readToken, setToken } from '../api';
 
 export interface Session {
   config: UiConfig | null;
@@ -12,6 +12,13 @@ export interface Session {
   streamUrl: string | null;
   /** Signs in with a token the user has. */
   signIn: (token: string) => void;
+  /**
+   * The user who speaks: the token's, where the server wants tokens, else
+   * the name given.
+   */
+  user: string;
+  /** The `userId` to name in requests: none where a token says who. */
+  named: string | null;
 }
 
 export function useSession(me: string, onError: (error: unknown) => void): Session {
@@ -42,9 +49,16 @@ export function useSession(me: string, onError: (error: unknown) => void): Sessi
   }, [config, me, onError]);
 
   const signIn = (pasted: string) => {
+    const read = readToken(pasted);
+    if (!read) {
+      onError(new Error('that is not a token: a JWT has three parts, and its payload names the user (sub)'));
+      return;
+    }
     setToken(pasted);
-    setTokenState({ token: pasted, expiresAt: Number.MAX_SAFE_INTEGER });
+    setTokenState(read);
   };
   const streamUrl = config && (!config.auth || token) ? config.streamUrl : null;
-  return { config, token, streamUrl, signIn };
+  const user = config?.auth && token ? token.userId : me;
+  const named = config?.auth ? null : me;
+  return { config, token, streamUrl, signIn, user, named };
 }
