@@ -16,10 +16,10 @@ run_id="nginx-test-$$-$(date +%s)"
 export KAFKA_TOPIC="$run_id" REDIS_KEY_PREFIX="$run_id" PROJECTOR_GROUP="$run_id" RUST_LOG=warn
 front="$(free_port)"; chat="$(free_port)"; publish="$(free_port)"
 origin="https://127.0.0.1:$front"
-CHAT_SERVER_LISTEN="127.0.0.1:$chat" PUBLIC_STREAM_URL="$origin" WEB_DIR="$root/web/dist" \
+CHAT_SERVER_LISTEN="127.0.0.1:$chat" PUBLIC_STREAM_URL="$origin" WEB_DIR="$root/web/dist" TRUSTED_PROXIES=127.0.0.1 \
   "$target/chat-server" >"$work/chat-server.log" 2>&1 &
 pids+=($!)
-PUBLISH_SERVER_LISTEN="127.0.0.1:$publish" CORS_ORIGINS="$origin" \
+PUBLISH_SERVER_LISTEN="127.0.0.1:$publish" CORS_ORIGINS="$origin" TRUSTED_PROXIES=127.0.0.1 \
   "$target/publish-server" >"$work/publish-server.log" 2>&1 &
 pids+=($!)
 wait_ready "$chat"

@@ -6,6 +6,7 @@
 //! HTTP library: the fuzz targets use that.
 
 pub mod api;
+pub mod client_ip;
 pub mod event;
 pub mod id;
 pub mod sse;

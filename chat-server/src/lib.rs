@@ -75,6 +75,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_text_chars: u32,
 
+    /// Proxies (addresses or networks, comma-separated) whose
+    /// `X-Forwarded-For` names the client, for per-client budgets; from any
+    /// other peer the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<chat_core::client_ip::Network>,
+
     /// Connections held at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -310,6 +316,7 @@ impl Server {
             auth,
             dev_tokens: config.dev_tokens,
             dev_tokens_from_anywhere: config.dev_tokens_from_anywhere,
+            trusted_proxies: config.trusted_proxies.clone().into(),
             write_limits: limits::WriteLimits::new(
                 config.user_messages_per_sec,
                 config.user_reactions_per_sec,

@@ -151,7 +151,7 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
         .map(|peer| {
             Slot::take(
                 &inner.per_address,
-                peer,
+                chat_core::client_ip::limit_key(peer),
                 config.max_streams_per_address,
                 "this address",
             )

@@ -41,10 +41,16 @@ pub struct Config {
     #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 10)]
     pub max_streams_per_user: usize,
 
-    /// Most open streams from one client address; one more answers 429.
-    /// 0: no limit.
-    #[arg(long, env = "MAX_STREAMS_PER_ADDRESS", default_value_t = 5000)]
+    /// Most open streams from one client address (an IPv6 client: its
+    /// /64); one more answers 429. 0: no limit.
+    #[arg(long, env = "MAX_STREAMS_PER_ADDRESS", default_value_t = 256)]
     pub max_streams_per_address: usize,
+
+    /// Proxies (addresses or networks, comma-separated) whose
+    /// `X-Forwarded-For` names the client, for the per-address limit; from
+    /// any other peer the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<chat_core::client_ip::Network>,
 
     /// Origins allowed to open streams from a browser (CORS), comma-separated.
     #[arg(

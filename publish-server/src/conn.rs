@@ -67,7 +67,11 @@ async fn connection(
     match events_head(&head) {
         Some(events) => {
             drop(head);
-            let peer = socket.peer_addr().ok().map(|a| a.ip());
+            // The client behind a listed proxy, else the peer itself.
+            let peer = socket.peer_addr().ok().map(|a| {
+                let forwarded_for = events.forwarded_for.iter().map(String::as_str);
+                state.trusted_proxies().client(a.ip(), forwarded_for)
+            });
             serve_events(socket, events, peer, state, shutdown).await;
         }
         None => {
@@ -125,6 +129,7 @@ struct EventsHead {
     origin: Option<String>,
     authorization: Option<Vec<u8>>,
     cookies: Vec<String>,
+    forwarded_for: Vec<String>,
 }
 
 /// The request in `head` if it is a `GET` of `/api/chats/{chatId}/events`.
@@ -163,6 +168,7 @@ fn events_head(head: &[u8]) -> Option<EventsHead> {
         origin: values("origin").next().and_then(text),
         authorization: values("authorization").next().map(<[u8]>::to_vec),
         cookies: values("cookie").filter_map(text).collect(),
+        forwarded_for: values("x-forwarded-for").filter_map(text).collect(),
     })
 }
 

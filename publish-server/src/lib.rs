@@ -61,6 +61,8 @@ struct Inner {
     /// Open streams per user and per client address.
     per_user: admission::Counts<String>,
     per_address: admission::Counts<std::net::IpAddr>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: chat_core::client_ip::TrustedProxies,
     /// Origins allowed to open streams from a browser.
     origins: Vec<String>,
     connections: Arc<AtomicUsize>,
@@ -77,6 +79,9 @@ pub(crate) struct AppState(Arc<Inner>);
 impl AppState {
     pub(crate) fn hubs(&self) -> &hub::Hubs {
         &self.0.hubs
+    }
+    pub(crate) fn trusted_proxies(&self) -> &chat_core::client_ip::TrustedProxies {
+        &self.0.trusted_proxies
     }
     pub(crate) fn redis(&self) -> &RedisConn {
         &self.0.redis
@@ -193,7 +198,9 @@ impl Server {
             .iter()
             .map(|o| o.trim().to_owned())
             .collect();
+        let trusted_proxies = config.trusted_proxies.clone().into();
         let state = AppState(Arc::new(Inner {
+            trusted_proxies,
             origins,
             config,
             hubs,

@@ -265,3 +265,65 @@ async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
     publish.stop().await;
     chat.stop().await;
 }
+
+/// With authentication off, streams are capped per client address: an
+/// IPv6 client by its /64, and a client behind a listed proxy by the
+/// address the proxy forwarded for (from anyone else the header counts for
+/// nothing).
+#[tokio::test]
+async fn the_per_address_limit_groups_ipv6_by_64_and_believes_only_listed_proxies() {
+    let world = World::new();
+    let _chat = world.chat_server().await;
+    let mut settings = world.publish_config();
+    settings.max_streams_per_address = 2;
+    settings.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
+    let publish = world.publish_server(settings).await;
+    let url = publish.url("/api/chats/room/events");
+    let open = |client: &'static str| {
+        let (http, url) = (&world.http, &url);
+        async move {
+            http.get(url)
+                .header("x-forwarded-for", client)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let mut held = Vec::new();
+    for client in ["2001:db8:0:7::1", "2001:db8:0:7:ffff::2"] {
+        let response = open(client).await;
+        assert_eq!(response.status(), 200, "{client}");
+        held.push(response);
+    }
+    let third = open("2001:db8:0:7::3").await;
+    assert_eq!(third.status(), 429, "a third address of the same /64");
+    for other in ["2001:db8:0:8::1", "203.0.113.5"] {
+        let response = open(other).await;
+        assert_eq!(response.status(), 200, "{other}: another client");
+        held.push(response);
+    }
+    // A spoofed chain: only the hop the proxy wrote counts.
+    let spoofed = open("198.51.100.1, 2001:db8:0:7::9").await;
+    assert_eq!(spoofed.status(), 429);
+    drop(held);
+
+    // Not behind a listed proxy: the header is ignored and every stream is
+    // the peer's own.
+    let mut settings = world.publish_config();
+    settings.max_streams_per_address = 2;
+    let direct = world.publish_server(settings).await;
+    let url = direct.url("/api/chats/room/events");
+    let mut held = Vec::new();
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        let response = world
+            .http
+            .get(&url)
+            .header("x-forwarded-for", client)
+            .send()
+            .await
+            .expect("request");
+        held.push(response);
+    }
+    let statuses: Vec<u16> = held.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+}

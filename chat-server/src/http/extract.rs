@@ -119,16 +119,23 @@ impl FromRequestParts<AppState> for Caller {
                 .token()
                 .and_then(|token| auth.verify(token))
         });
+        // The client behind a listed proxy, else the peer itself.
+        let forwarded_for = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
+            .map(|ConnectInfo(peer)| state.0.trusted_proxies.client(peer.ip(), forwarded_for));
         Ok(Self { auth, address })
     }
 }
 
 impl Caller {
-    /// The peer's address, when the connection has one.
+    /// The client's address (behind a trusted proxy, the one it forwarded
+    /// for), when the request came over a socket.
     pub(super) fn address(&self) -> Option<IpAddr> {
         self.address
     }
@@ -200,7 +207,7 @@ impl Caller {
     pub(super) fn client(&self, user: Option<&UserId>) -> Client {
         match (user, self.address) {
             (Some(user), _) => Client::User(user.clone()),
-            (None, Some(address)) => Client::Address(address),
+            (None, Some(address)) => Client::Address(chat_core::client_ip::limit_key(address)),
             (None, None) => Client::Unknown,
         }
     }

@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) dev_tokens: bool,
     /// ... to clients on any address, not only loopback ones.
     pub(crate) dev_tokens_from_anywhere: bool,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: chat_core::client_ip::TrustedProxies,
     /// Per-user limits on writes.
     pub(crate) write_limits: crate::limits::WriteLimits,
 }
