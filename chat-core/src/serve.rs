@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -344,6 +344,20 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Whether a "not ready" may be logged as a warning now: at most once every
+/// 10 s, however often the probe asks.
+fn warn_now() -> bool {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// `GET /readyz` from the checks of the services a server needs, each
 /// named (`kafka`, `redis`) with what failed, if anything: 200 with each
 /// `ok`, or 503 naming what is not ready. What failed is logged, not
@@ -354,7 +368,11 @@ pub fn ready(checks: &[(&str, Option<String>)]) -> Result<Json<serde_json::Value
         .iter()
         .filter_map(|(name, failure)| {
             let failure = failure.as_ref()?;
-            tracing::warn!(service = name, %failure, "not ready");
+            if warn_now() {
+                tracing::warn!(service = name, %failure, "not ready");
+            } else {
+                tracing::debug!(service = name, %failure, "not ready");
+            }
             let mut label = name.to_string();
             if let Some(first) = label.get_mut(..1) {
                 first.make_ascii_uppercase();

@@ -317,6 +317,8 @@ impl Server {
             dev_tokens: config.dev_tokens,
             dev_tokens_from_anywhere: config.dev_tokens_from_anywhere,
             trusted_proxies: config.trusted_proxies.clone().into(),
+            // Without a projector here, there is nothing to wait for.
+            projector_settled: Arc::new(std::sync::atomic::AtomicBool::new(!config.projector)),
             write_limits: limits::WriteLimits::new(
                 config.user_messages_per_sec,
                 config.user_reactions_per_sec,
@@ -373,6 +375,7 @@ impl Server {
                 self.config.projector_group.clone(),
                 self.state.read_model().clone(),
                 self.state.redis().clone(),
+                self.state.projector_settled().clone(),
                 shutdown.clone(),
             ))
         });

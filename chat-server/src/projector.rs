@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chat_core::config::KafkaConfig;
@@ -26,19 +27,33 @@ const MAX_BATCH: usize = 500;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the lag in records is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// How often a member that has not settled in its group looks again.
+const SETTLE_EVERY: Duration = Duration::from_millis(250);
 
-/// Runs the projector until `shutdown` fires.
+/// Runs the projector until `shutdown` fires. `settled` is set once the
+/// member's group has settled (see `Settling`), and cleared while it
+/// rejoins: until then the instance is not ready.
 pub(crate) async fn run(
     kafka: KafkaConfig,
     group: String,
     read_model: Arc<ReadModel>,
     redis: Arc<RedisConn>,
+    settled: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     loop {
+        settled.store(false, Ordering::Release);
         let consumer = Arc::new(member(&kafka, &group)?);
         info!(topic = %kafka.topic, %group, "projector joined its group");
-        let outcome = project(&consumer, &kafka.topic, &read_model, &redis, &shutdown).await;
+        let outcome = project(
+            &consumer,
+            &kafka.topic,
+            &read_model,
+            &redis,
+            &settled,
+            &shutdown,
+        )
+        .await;
         match outcome {
             Outcome::Stopped => break,
             Outcome::Stalled => {
@@ -79,6 +94,7 @@ async fn project(
     topic: &str,
     read_model: &ReadModel,
     redis: &RedisConn,
+    settled: &AtomicBool,
     shutdown: &CancellationToken,
 ) -> Outcome {
     let lag = tokio::spawn(measure_lag(
@@ -88,9 +104,19 @@ async fn project(
     ));
     let mut watch = tokio::time::interval(LAG_EVERY);
     let mut stall = StallWatch::default();
+    let mut settle = tokio::time::interval(SETTLE_EVERY);
+    let settling = Settling::new(std::time::Instant::now());
     let outcome = loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break Outcome::Stopped,
+            _ = settle.tick(), if !settled.load(Ordering::Acquire) => {
+                let owns = owns_partitions(consumer).await;
+                if settling.observe(owns, std::time::Instant::now()) {
+                    info!("projector settled in its group");
+                    settled.store(true, Ordering::Release);
+                }
+                continue;
+            }
             _ = watch.tick() => {
                 let sample = group_progress(consumer, topic).await;
                 if stall.observe(sample, std::time::Instant::now()) {
@@ -130,6 +156,15 @@ struct Progress {
     owns_partitions: bool,
     committed: i64,
     end: i64,
+}
+
+/// Whether this member owns partitions; `None` when librdkafka cannot say.
+async fn owns_partitions(consumer: &Arc<StreamConsumer>) -> Option<bool> {
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || Some(consumer.assignment().ok()?.count() > 0))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Reads the group's progress; `None` when the broker did not answer.
@@ -175,6 +210,30 @@ async fn group_progress(consumer: &Arc<StreamConsumer>, topic: &str) -> Option<P
     .await
     .ok()
     .flatten()
+}
+
+/// Tells when a member has settled in its group, so that what is posted
+/// is applied: once it owns partitions. A member that owns none for
+/// `SPARE_AFTER` since it joined is taken for a spare (more members than
+/// partitions), and is ready too: it serves the API, and the stall watch
+/// rejoins it should the group have left the log unread.
+#[derive(Debug)]
+struct Settling {
+    joined: std::time::Instant,
+}
+
+/// How long a member that owns no partition waits before it is called a
+/// spare: a rebalance that gives it partitions ends well within this.
+const SPARE_AFTER: Duration = Duration::from_secs(10);
+
+impl Settling {
+    fn new(joined: std::time::Instant) -> Self {
+        Self { joined }
+    }
+
+    fn observe(&self, owns_partitions: Option<bool>, now: std::time::Instant) -> bool {
+        owns_partitions == Some(true) || now.duration_since(self.joined) >= SPARE_AFTER
+    }
 }
 
 /// The longest a group may leave the log unread with this member idle.
@@ -348,6 +407,19 @@ async fn measure_lag(consumer: Arc<StreamConsumer>, topic: String, shutdown: Can
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_member_settles_once_it_owns_partitions_or_is_taken_for_a_spare() {
+        let joined = std::time::Instant::now();
+        let settling = Settling::new(joined);
+        assert!(settling.observe(Some(true), joined));
+        assert!(!settling.observe(Some(false), joined + Duration::from_secs(3)));
+        assert!(!settling.observe(None, joined + Duration::from_secs(3)));
+        assert!(
+            settling.observe(Some(false), joined + SPARE_AFTER),
+            "a spare"
+        );
+    }
 
     fn idle(committed: i64, end: i64) -> Option<Progress> {
         Some(Progress {

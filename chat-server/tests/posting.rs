@@ -233,11 +233,15 @@ async fn health_readiness_and_metrics_answer() {
     let server = TestServer::start().await;
     let health = server.get("/healthz").await.expect("healthz");
     assert_eq!(health.status(), 200);
-    let ready = server.get("/readyz").await.expect("readyz");
-    assert_eq!(ready.status(), 200);
+    // Ready once the projector owns its partitions, a moment after start.
+    let ready = common::eventually(Duration::from_secs(60), "ready", || async {
+        let response = server.get("/readyz").await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await;
     assert_eq!(
         ready.json::<Value>().await.expect("JSON"),
-        json!({"status": "ready", "kafka": "ok", "redis": "ok"})
+        json!({"status": "ready", "kafka": "ok", "redis": "ok", "projector": "ok"})
     );
     let posted = server.post_text("metrics", "a", "count me").await;
     assert_eq!(posted.status(), 201);

@@ -400,6 +400,52 @@ async fn a_message_holds_at_most_the_distinct_emojis_allowed() {
     server.stop().await;
 }
 
+/// Polls `/readyz` until it answers 200; how long that took.
+async fn until_ready(server: &TestServer, started: Instant) -> Duration {
+    eventually(Duration::from_secs(60), "/readyz 200", || async {
+        let response = server.get("/readyz").await.ok()?;
+        (response.status() == 200).then(|| started.elapsed())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn once_ready_a_post_is_fetchable_at_once_and_takes_reactions() {
+    let started = Instant::now();
+    let config = common::config();
+    let server = TestServer::start_with(config.clone()).await;
+    let took = until_ready(&server, started).await;
+    let chat = common::unique("ready");
+    let id = server.post_message(&chat, "alice", "first words").await;
+    let posted = Instant::now();
+    let fetchable = eventually(PATIENCE, "the post fetchable", || async {
+        let (_, page) = server
+            .get_json(&format!("/api/chats/{chat}/messages"))
+            .await;
+        (page["messages"][0]["id"] == id.as_str()).then(|| posted.elapsed())
+    })
+    .await;
+    assert!(
+        fetchable < Duration::from_millis(1500),
+        "fetchable {fetchable:?} after its 201, though the server was ready"
+    );
+    let reaction = server
+        .post_json(
+            &format!("/api/chats/{chat}/messages/{id}/reactions"),
+            json!({"userId": "bob", "emoji": "👍"}),
+        )
+        .await;
+    assert_eq!(reaction.status(), 201);
+
+    // A second member joining the running group.
+    let joined = Instant::now();
+    let second = TestServer::start_with(config).await;
+    let second_took = until_ready(&second, joined).await;
+    println!("ready after {took:?}; a member joining the running group after {second_took:?}");
+    second.stop().await;
+    server.stop().await;
+}
+
 /// Everything a user can see of a chat: messages, counts and the cursor.
 async fn snapshot(server: &TestServer, chat: &str) -> (Vec<Value>, Value) {
     let messages = server.all_messages(chat, 100).await;

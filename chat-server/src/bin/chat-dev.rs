@@ -189,6 +189,22 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
             return Err(error);
         }
     };
+    // The banner comes once chat-server is ready: Kafka and Redis answer and
+    // its projector owns its partitions, so what is posted is fetchable.
+    let serving = tokio::spawn(server.run(shutdown.clone()));
+    let waited = tokio::time::Instant::now();
+    let mut told = false;
+    while !ready(addr).await {
+        if waited.elapsed() >= Duration::from_secs(60) {
+            warn!(%addr, "chat-server is still not ready after 60 s (see its /readyz); going on");
+            break;
+        }
+        if !told && waited.elapsed() >= Duration::from_secs(2) {
+            info!("waiting for chat-server to be ready (its projector joins its group)");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let kafka_note = if kafka_given {
         ""
     } else {
@@ -217,8 +233,6 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         },
     );
     let _ = std::io::stderr().write_all(banner.as_bytes());
-
-    let serving = tokio::spawn(server.run(shutdown.clone()));
     let mut publish = Some(publish);
     let mut scheduler = Some(scheduler);
     if let (Some(publish_child), Some(scheduler_child)) = (publish.as_mut(), scheduler.as_mut()) {

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) dev_tokens_from_anywhere: bool,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub(crate) trusted_proxies: chat_core::client_ip::TrustedProxies,
+    /// The projector has settled in its group (true without a projector).
+    pub(crate) projector_settled: Arc<std::sync::atomic::AtomicBool>,
     /// Per-user limits on writes.
     pub(crate) write_limits: crate::limits::WriteLimits,
 }
@@ -98,6 +100,10 @@ impl AppState {
 
     pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
         &self.0.read_model
+    }
+
+    pub(crate) fn projector_settled(&self) -> &Arc<std::sync::atomic::AtomicBool> {
+        &self.0.projector_settled
     }
 
     pub(crate) fn fetch_counter(&self) -> &Arc<FetchCounter> {

@@ -149,9 +149,17 @@ pub(super) async fn readyz(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (kafka, redis) = tokio::join!(state.0.producer.check(), state.0.redis.ping());
+    let settled = state
+        .0
+        .projector_settled
+        .load(std::sync::atomic::Ordering::Acquire);
     chat_core::serve::ready(&[
         ("kafka", kafka.err().map(|e| e.to_string())),
         ("redis", redis.err().map(|e| e.to_string())),
+        (
+            "projector",
+            (!settled).then(|| "its group has not settled: it owns no partition yet".to_owned()),
+        ),
     ])
 }
 
