@@ -441,7 +441,7 @@ async fn once_ready_a_post_is_fetchable_at_once_and_takes_reactions() {
     let joined = Instant::now();
     let second = TestServer::start_with(config).await;
     let second_took = until_ready(&second, joined).await;
-    println!("ready after {took:?}; a member joining the running group after {second_took:?}");
+    eprintln!("ready after {took:?}; a member joining the running group after {second_took:?}");
     second.stop().await;
     server.stop().await;
 }
