@@ -174,6 +174,11 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Chats with a hub (streamed or recently streamed).",
     ),
     (
+        "publish_hub_buffer_bytes",
+        Kind::Gauge,
+        "Bytes of recent events all hubs keep in memory (at most --hub-buffer-total-bytes).",
+    ),
+    (
         "publish_events_in_total",
         Kind::Counter,
         "Records read from Kafka.",

@@ -39,8 +39,9 @@ const ADVANCE: &str = include_str!("lua/advance.lua");
 const FETCH: &str = include_str!("lua/fetch.lua");
 
 /// Reads the replay log after an offset. KEYS: events, head. ARGV: offset,
-/// most frames. Answers the highest offset trimmed from the log (or
-/// false), then offset/frame pairs.
+/// most frames, most bytes. Answers the highest offset trimmed from the log
+/// (or false), then frame/offset pairs (within the bytes), then 1 when
+/// there were more bytes than that.
 const REPLAY: &str = include_str!("lua/replay.lua");
 
 /// Reads some messages' counts with the chat's head, atomically. KEYS:
@@ -65,6 +66,8 @@ pub struct Replay {
     pub trimmed: Option<i64>,
     /// Offsets and SSE frames, oldest first.
     pub frames: Vec<(i64, String)>,
+    /// More frames followed than fit in the bytes asked for.
+    pub over_bytes: bool,
     /// The projector has applied the whole partition up to this offset, so
     /// the log holds every event of the chat up to it.
     pub projected: Option<i64>,
@@ -279,6 +282,7 @@ impl ReadModel {
         chat: &ChatId,
         after: EventId,
         most: u32,
+        most_bytes: u64,
     ) -> redis::RedisResult<Replay> {
         use redis::FromRedisValue as _;
         let keys = self.keys.chat(chat);
@@ -290,12 +294,13 @@ impl ReadModel {
             .arg(self.keys.projected(&self.topic, after.partition))
             .query_async(&mut conn)
             .await?;
-        let (trimmed, flat): (Option<i64>, Vec<redis::Value>) = self
+        let (trimmed, flat, over_bytes): (Option<i64>, Vec<redis::Value>, bool) = self
             .replay
             .key(&keys.events)
             .key(&keys.head)
             .arg(after.offset)
             .arg(most)
+            .arg(most_bytes)
             .invoke_async(&mut conn)
             .await?;
 
@@ -310,6 +315,7 @@ impl ReadModel {
         Ok(Replay {
             trimmed,
             frames,
+            over_bytes,
             projected,
         })
     }

@@ -80,11 +80,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub hub_buffer: u32,
 
+    /// Bytes of recent events kept in memory per chat (the oldest go
+    /// first), whatever `--hub-buffer` allows.
+    #[arg(long, env = "HUB_BUFFER_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 40))]
+    pub hub_buffer_bytes: u64,
+
+    /// Bytes of recent events kept in memory over all chats together; past
+    /// it, the chat that grows gives back its oldest events.
+    #[arg(long, env = "HUB_BUFFER_TOTAL_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 50))]
+    pub hub_buffer_total_bytes: u64,
+
     /// Most events replayed from Redis to a reconnecting client; a client
     /// further behind gets `reset`.
     #[arg(long, env = "REPLAY_MAX", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub replay_max: u32,
+
+    /// Most bytes of events replayed from Redis to a reconnecting client; a
+    /// client further behind gets `reset`.
+    #[arg(long, env = "REPLAY_MAX_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 40))]
+    pub replay_max_bytes: u64,
 
     /// How long a resume waits for the read model to catch up before
     /// sending `reset`, in milliseconds.

@@ -9,6 +9,7 @@
 //! so a replay is the full log.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -64,10 +65,42 @@ pub(crate) enum Refused {
     TooManyChats(usize),
 }
 
+/// How much the recent windows may hold: per hub in frames and bytes, and
+/// over all hubs in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) frames: usize,
+    pub(crate) bytes_per_hub: usize,
+    pub(crate) bytes_total: usize,
+}
+
+/// The bytes of every hub's recent window together.
+#[derive(Debug, Default)]
+struct Held(AtomicUsize);
+
+impl Held {
+    fn add(&self, n: usize) -> usize {
+        let now = self.0.fetch_add(n, Ordering::AcqRel) + n;
+        metrics::gauge!("publish_hub_buffer_bytes").set(now as f64);
+        now
+    }
+
+    fn sub(&self, n: usize) {
+        let now = self.0.fetch_sub(n, Ordering::AcqRel) - n;
+        metrics::gauge!("publish_hub_buffer_bytes").set(now as f64);
+    }
+
+    fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 #[derive(Debug)]
 struct HubState {
-    /// The latest frames, oldest first, at most `capacity`.
+    /// The latest frames, oldest first, within the budget.
     recent: VecDeque<Arc<Frame>>,
+    /// The bytes of `recent`.
+    recent_bytes: usize,
     /// Per partition: every event after this offset went through the hub
     /// (the reader's position when the hub was made).
     complete_after: HashMap<i32, i64>,
@@ -99,7 +132,9 @@ pub(crate) struct Hub {
     chat: ChatId,
     live: broadcast::Sender<Arc<Frame>>,
     state: Mutex<HubState>,
-    capacity: usize,
+    budget: Budget,
+    /// Shared by every hub of the server.
+    held: Arc<Held>,
 }
 
 /// What a subscriber starts from: live frames from `live`, and the recent
@@ -139,12 +174,26 @@ impl Hub {
     /// Answers whether the hub now owes a flush.
     fn push(&self, frame: Arc<Frame>, hot: bool) -> bool {
         let mut state = self.lock();
-        if state.recent.len() == self.capacity
-            && let Some(old) = state.recent.pop_front()
-        {
-            state.evicted_upto = Some(old.id.offset);
-        }
+        let size = frame.bytes.len();
         state.recent.push_back(frame.clone());
+        state.recent_bytes += size;
+        let mut total = self.held.add(size);
+        // The oldest frames go while the window is over its own budget, or
+        // the server's windows together are over theirs: then this hub,
+        // the one growing, gives back, down to nothing if need be (a
+        // subscriber that falls behind then replays from Redis).
+        while state.recent.len() > self.budget.frames
+            || state.recent_bytes > self.budget.bytes_per_hub
+            || total > self.budget.bytes_total
+        {
+            let Some(old) = state.recent.pop_front() else {
+                break;
+            };
+            state.recent_bytes -= old.bytes.len();
+            self.held.sub(old.bytes.len());
+            total = self.held.get();
+            state.evicted_upto = Some(state.evicted_upto.unwrap_or(-1).max(old.id.offset));
+        }
         if hot
             && let Some(message) = frame.reaction_of
             && (state.pending.len() < MAX_PENDING_MESSAGES || state.pending.contains(&message))
@@ -213,23 +262,33 @@ struct Registry {
     owing: HashSet<ChatId>,
 }
 
+impl Drop for Hub {
+    /// A hub's window stops counting toward the server's when it goes.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.held.sub(state.recent_bytes);
+    }
+}
+
 /// All hubs of this server.
 #[derive(Debug)]
 pub(crate) struct Hubs {
     registry: Mutex<Registry>,
-    /// Frames kept per chat for replay and for subscribers that fall
-    /// behind the live channel.
-    capacity: usize,
+    /// What each hub keeps for replay and for subscribers that fall behind
+    /// the live channel, and what they keep together.
+    budget: Budget,
+    held: Arc<Held>,
     max_chats: usize,
     /// Which chats are hot: their reactions are coalesced.
     hot: Arc<HotChats>,
 }
 
 impl Hubs {
-    pub(crate) fn new(capacity: usize, max_chats: usize, hot: Arc<HotChats>) -> Self {
+    pub(crate) fn new(budget: Budget, max_chats: usize, hot: Arc<HotChats>) -> Self {
         Self {
             registry: Mutex::new(Registry::default()),
-            capacity,
+            budget,
+            held: Arc::default(),
             max_chats,
             hot,
         }
@@ -344,9 +403,10 @@ impl Hubs {
                 }
                 let hub = Arc::new(Hub {
                     chat: chat.clone(),
-                    live: broadcast::channel(self.capacity.min(LIVE_CAPACITY)).0,
+                    live: broadcast::channel(self.budget.frames.clamp(1, LIVE_CAPACITY)).0,
                     state: Mutex::new(HubState {
-                        recent: VecDeque::with_capacity(self.capacity.min(64)),
+                        recent: VecDeque::with_capacity(self.budget.frames.min(64)),
+                        recent_bytes: 0,
                         complete_after: registry.positions.clone(),
                         evicted_upto: None,
                         subscribers: 0,
@@ -354,7 +414,8 @@ impl Hubs {
                         pending_upto: -1,
                         watchers: Vec::new(),
                     }),
-                    capacity: self.capacity,
+                    budget: self.budget,
+                    held: self.held.clone(),
                 });
                 registry.hubs.insert(chat.clone(), hub.clone());
                 metrics::gauge!("publish_hubs").set(registry.hubs.len() as f64);
@@ -395,9 +456,73 @@ mod tests {
         name.parse().expect("chat id")
     }
 
+    /// A budget of `n` frames per hub, with no byte limit.
+    fn frames(n: usize) -> Budget {
+        Budget {
+            frames: n,
+            bytes_per_hub: usize::MAX,
+            bytes_total: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn windows_keep_to_their_byte_budgets_each_and_together() {
+        let hubs = Hubs::new(
+            Budget {
+                frames: 1000,
+                bytes_per_hub: 100,
+                bytes_total: 150,
+            },
+            10,
+            HotChats::new(),
+        );
+        hubs.started(0, -1);
+        let (a, b) = (chat("a"), chat("b"));
+        let hub_a = hubs.join(&a).expect("join");
+        let hub_b = hubs.join(&b).expect("join");
+        let frame = |n: usize| move || "x".repeat(n);
+        // Per hub: four 30-byte frames are 120 bytes; the oldest goes.
+        for offset in 0..4 {
+            hubs.publish(EventId::new(0, offset), &a, None, frame(30));
+        }
+        let start = hub_a.start(Some(0));
+        assert_eq!(start.recent.len(), 3);
+        assert_eq!(
+            start.covers_after,
+            Some(0),
+            "what is left covers after offset 0"
+        );
+        assert_eq!(hubs.held.get(), 90);
+        // Together: b's 80 bytes take the total over 150; b gives back.
+        hubs.publish(EventId::new(0, 4), &b, None, frame(40));
+        hubs.publish(EventId::new(0, 5), &b, None, frame(40));
+        assert!(hubs.held.get() <= 150, "{} bytes held", hubs.held.get());
+        let start_b = hub_b.start(Some(0));
+        assert_eq!(
+            start_b
+                .recent
+                .iter()
+                .map(|f| f.id.offset)
+                .collect::<Vec<_>>(),
+            [5]
+        );
+        assert_eq!(start_b.covers_after, Some(4));
+        // A frame larger than a whole window is broadcast, and kept by no one.
+        let mut live = hub_a.start(Some(0)).live;
+        hubs.publish(EventId::new(0, 6), &a, None, frame(500));
+        assert_eq!(live.try_recv().expect("live").id.offset, 6);
+        assert!(hub_a.start(Some(0)).recent.is_empty());
+        // A hub that goes gives its bytes back.
+        hubs.leave(&hub_b);
+        drop((start_b, hub_b));
+        hubs.leave(&hub_a);
+        drop((start, hub_a));
+        assert_eq!(hubs.held.get(), 0);
+    }
+
     #[test]
     fn a_subscriber_sees_each_frame_once_across_recent_and_live() {
-        let hubs = Hubs::new(4, 10, HotChats::new());
+        let hubs = Hubs::new(frames(4), 10, HotChats::new());
         hubs.started(0, 9);
         let lobby = chat("lobby");
         let first = hubs.join(&lobby).expect("join");
@@ -419,7 +544,7 @@ mod tests {
 
     #[test]
     fn the_recent_window_is_bounded_and_says_what_it_dropped() {
-        let hubs = Hubs::new(2, 10, HotChats::new());
+        let hubs = Hubs::new(frames(2), 10, HotChats::new());
         hubs.started(0, -1);
         let lobby = chat("lobby");
         let hub = hubs.join(&lobby).expect("join");
@@ -435,7 +560,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_behind_the_live_channel_finds_the_rest_in_memory() {
-        let hubs = Hubs::new(1024, 10, HotChats::new());
+        let hubs = Hubs::new(frames(1024), 10, HotChats::new());
         hubs.started(0, -1);
         let lobby = chat("lobby");
         let hub = hubs.join(&lobby).expect("join");
@@ -468,7 +593,7 @@ mod tests {
             until: i64::MAX,
             second: 0,
         });
-        let hubs = Hubs::new(8, 10, hot);
+        let hubs = Hubs::new(frames(8), 10, hot);
         hubs.started(0, -1);
         let lobby = chat("lobby");
         let hub = hubs.join(&lobby).expect("join");
@@ -494,7 +619,7 @@ mod tests {
 
     #[test]
     fn hubs_are_dropped_with_their_last_subscriber_and_bounded_in_number() {
-        let hubs = Hubs::new(2, 1, HotChats::new());
+        let hubs = Hubs::new(frames(2), 1, HotChats::new());
         let a = hubs.join(&chat("a")).expect("join");
         let a2 = hubs.join(&chat("a")).expect("second join");
         assert!(matches!(

@@ -98,6 +98,9 @@ impl AppState {
     pub(crate) fn replay_max(&self) -> u32 {
         self.0.config.replay_max
     }
+    pub(crate) fn replay_max_bytes(&self) -> u64 {
+        self.0.config.replay_max_bytes
+    }
     pub(crate) fn replay_wait(&self) -> Duration {
         Duration::from_millis(self.0.config.replay_wait_ms)
     }
@@ -189,7 +192,11 @@ impl Server {
         let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
         let hot = HotChats::new();
         let hubs = Arc::new(hub::Hubs::new(
-            config.hub_buffer as usize,
+            hub::Budget {
+                frames: config.hub_buffer as usize,
+                bytes_per_hub: usize::try_from(config.hub_buffer_bytes).unwrap_or(usize::MAX),
+                bytes_total: usize::try_from(config.hub_buffer_total_bytes).unwrap_or(usize::MAX),
+            },
             config.max_chats,
             hot.clone(),
         ));

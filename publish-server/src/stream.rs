@@ -345,7 +345,13 @@ pub(crate) async fn replay(
     let (replay, reaches_memory) = loop {
         let read = state
             .read_model()
-            .replay(state.redis(), hub.chat(), after, most + 1)
+            .replay(
+                state.redis(),
+                hub.chat(),
+                after,
+                most + 1,
+                state.replay_max_bytes(),
+            )
             .await;
         let replay = match read {
             Ok(replay) => replay,
@@ -370,6 +376,9 @@ pub(crate) async fn replay(
     }
     if replay.frames.len() > most as usize {
         return Replayed::Reset("too many events missed");
+    }
+    if replay.over_bytes {
+        return Replayed::Reset("too many bytes missed");
     }
     if !reaches_memory {
         return Replayed::Reset("replay not available yet");

@@ -74,6 +74,52 @@ async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
     chat.stop().await;
 }
 
+/// A resume is replayed from Redis within `--replay-max-bytes`: a client
+/// that missed more gets `reset` (and refetches), not megabytes of frames.
+#[tokio::test]
+async fn a_resume_that_missed_more_bytes_than_the_replay_allows_gets_reset() {
+    let world = World::new();
+    let chat = world.chat_server().await;
+    let mut config = world.publish_config();
+    config.replay_max_bytes = 4096;
+    let publish = world.publish_server(config.clone()).await;
+    let url = publish.url("/api/chats/heavy/events");
+    let mut first = Subscriber::open(&world.http, &url, None).await;
+    world.post(chat.addr, "heavy", "small").await;
+    let seen = first.take(1, PATIENCE).await;
+    let last = seen[0].id.clone().expect("an id");
+    drop(first);
+    // A little more than 4 KiB missed: replayed.
+    let page = "x".repeat(1000);
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(world.post(chat.addr, "heavy", &page).await);
+    }
+    let mut again = Subscriber::open(&world.http, &url, Some(&last)).await;
+    let replayed = again.take(3, PATIENCE).await;
+    assert_eq!(
+        ids(&replayed),
+        missed,
+        "three frames, about 3.3 KiB, replayed"
+    );
+    let last = replayed[2].id.clone().expect("an id");
+    drop(again);
+    // The client comes back to another instance, with no memory of the
+    // chat: its replay comes from Redis.
+    publish.stop().await;
+    for _ in 0..5 {
+        world.post(chat.addr, "heavy", &page).await;
+    }
+    let other = world.publish_server(config).await;
+    let url = other.url("/api/chats/heavy/events");
+    let mut late = Subscriber::open(&world.http, &url, Some(&last)).await;
+    let got = late.take(1, PATIENCE).await;
+    assert_eq!(got[0].event, "reset", "{got:?}");
+    assert_eq!(got[0].data["reason"], "too many bytes missed");
+    other.stop().await;
+    chat.stop().await;
+}
+
 #[tokio::test]
 async fn after_a_restart_subscribers_resume_with_last_event_id_without_gap_or_duplicate() {
     let world = World::new();
