@@ -48,6 +48,7 @@ pub(crate) async fn run(state: AppState, every: Duration, shutdown: Cancellation
                     continue;
                 }
             };
+            hub.flushed();
             let Some(as_of) = counts.head else { continue };
             // One frame for every message's counts: however many messages
             // changed, it takes one place in the hub's live channel, so no

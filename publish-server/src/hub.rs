@@ -112,6 +112,9 @@ struct HubState {
     pending: BTreeSet<EventId>,
     /// The offset of the last reaction held back.
     pending_upto: i64,
+    /// Messages taken for a flush that has not ended: they count toward
+    /// `MAX_PENDING_MESSAGES`, since a failed flush puts them back.
+    in_flight: usize,
     /// Many-chat streams following the chat: woken by each new frame (they
     /// take frames with `try_recv`, so they hold no waiting future per
     /// chat).
@@ -196,7 +199,8 @@ impl Hub {
         }
         if hot
             && let Some(message) = frame.reaction_of
-            && (state.pending.len() < MAX_PENDING_MESSAGES || state.pending.contains(&message))
+            && (state.pending.len() + state.in_flight < MAX_PENDING_MESSAGES
+                || state.pending.contains(&message))
         {
             state.pending.insert(message);
             state.pending_upto = frame.id.offset;
@@ -226,17 +230,26 @@ impl Hub {
         if state.pending.is_empty() {
             return None;
         }
+        let messages: Vec<EventId> = std::mem::take(&mut state.pending).into_iter().collect();
+        state.in_flight = messages.len();
         Some(Pending {
-            messages: std::mem::take(&mut state.pending).into_iter().collect(),
+            messages,
             upto: state.pending_upto,
         })
     }
 
-    /// Puts owed messages back (the counts could not be read yet).
+    /// Puts owed messages back (the counts could not be read yet). With
+    /// the ones noted meanwhile they stay within `MAX_PENDING_MESSAGES`.
     pub(crate) fn restore_pending(&self, pending: Pending) {
         let mut state = self.lock();
+        state.in_flight = 0;
         state.pending.extend(pending.messages);
         state.pending_upto = state.pending_upto.max(pending.upto);
+    }
+
+    /// The messages taken were flushed (or need no flush).
+    pub(crate) fn flushed(&self) {
+        self.lock().in_flight = 0;
     }
 
     /// Sends `frame` (coalesced counts) to every live subscriber.
@@ -412,6 +425,7 @@ impl Hubs {
                         subscribers: 0,
                         pending: BTreeSet::new(),
                         pending_upto: -1,
+                        in_flight: 0,
                         watchers: Vec::new(),
                     }),
                     budget: self.budget,
@@ -581,6 +595,48 @@ mod tests {
             start.recent.iter().map(|f| f.id.offset).collect::<Vec<_>>(),
             (0..published).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn owed_messages_stay_bounded_however_often_a_flush_fails() {
+        let hot = HotChats::new();
+        hot.set_store_up(true);
+        hot.apply(&chat_core::hot::HotChange {
+            chat: "lobby".into(),
+            hot: true,
+            until: i64::MAX,
+            second: 0,
+        });
+        let hubs = Hubs::new(frames(8), 10, hot);
+        hubs.started(0, -1);
+        let lobby = chat("lobby");
+        let hub = hubs.join(&lobby).expect("join");
+        let mut offset = 0;
+        // Every second, reactions on new messages; every flush fails (the
+        // projector lags) and puts its messages back.
+        for _second in 0..5 {
+            for _ in 0..MAX_PENDING_MESSAGES {
+                let message = EventId::new(0, 1_000_000 + offset);
+                hubs.publish(EventId::new(0, offset), &lobby, Some(message), || {
+                    "r".into()
+                });
+                offset += 1;
+            }
+            let pending = hub.take_pending().expect("pending");
+            assert!(pending.messages.len() <= MAX_PENDING_MESSAGES);
+            for _ in 0..100 {
+                let message = EventId::new(0, 1_000_000 + offset);
+                hubs.publish(EventId::new(0, offset), &lobby, Some(message), || {
+                    "r".into()
+                });
+                offset += 1;
+            }
+            hub.restore_pending(pending);
+            assert!(hub.lock().pending.len() <= MAX_PENDING_MESSAGES);
+        }
+        hub.take_pending().expect("pending");
+        hub.flushed();
+        assert_eq!(hub.lock().in_flight, 0);
     }
 
     #[test]

@@ -393,3 +393,24 @@ async fn a_snapshot_page_then_its_stream_gives_every_event_once_with_matching_co
     publish.stop().await;
     chat.stop().await;
 }
+
+/// The coalescer reads the counts of every message a hot chat's reactions
+/// touched in one call. After a projector lag that can be many thousands:
+/// one call must still answer them all (Lua's `unpack` stops near 8,000).
+#[tokio::test]
+async fn the_counts_of_ten_thousand_messages_are_read_in_one_call() {
+    let world = World::new();
+    let config = world.publish_config();
+    let redis = chat_core::redis_conn::RedisConn::new(&config.redis).expect("redis");
+    let model =
+        chat_core::read_model::ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
+    let chat: chat_core::validate::ChatId = "many-counts".parse().expect("chat");
+    let messages: Vec<chat_core::id::EventId> = (0..10_000)
+        .map(|offset| chat_core::id::EventId::new(0, offset))
+        .collect();
+    let counts = model
+        .counts(&redis, &chat, &messages)
+        .await
+        .expect("one call answers every message");
+    assert_eq!(counts.counts.len(), 10_000);
+}
