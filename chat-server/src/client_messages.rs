@@ -2,15 +2,21 @@
 //! answers with the original message and writes nothing new.
 //!
 //! The first request with a given id claims it in Redis with a short-lived
-//! `pending` marker, writes to Kafka, then stores the message for the
-//! idempotency window. A concurrent retry waits for the claim to resolve.
+//! `pending` marker, writes to Kafka, then stores for the idempotency window
+//! only what a retry's answer needs beside the retry itself: the message's
+//! id and time, and a hash of its text (a retry carries the text; one whose
+//! text hashes otherwise reused the id). About 100 bytes an id, whatever the
+//! text. A concurrent retry waits for the claim to resolve.
 
 use std::time::Duration;
 
 use chat_core::event::Message;
+use chat_core::id::EventId;
 use chat_core::names::Keys;
 use chat_core::validate::{ChatId, ClientMessageId, UserId};
+use chrono::{DateTime, Utc};
 use redis::Script;
+use serde::{Deserialize, Serialize};
 
 use chat_core::redis_conn::RedisConn;
 
@@ -34,7 +40,51 @@ pub(crate) enum Claim {
     /// Another request is writing this message right now.
     Pending,
     /// The id was used for this message.
-    Stored(Message),
+    Stored(Stored),
+}
+
+/// What is kept of a message posted with a `clientMessageId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Stored {
+    pub(crate) id: EventId,
+    #[serde(with = "chat_core::event::rfc3339")]
+    pub(crate) created_at: DateTime<Utc>,
+    /// FNV-1a (64 bits) of the text, in hex.
+    text_hash: String,
+}
+
+impl Stored {
+    fn of(message: &Message) -> Self {
+        Self {
+            id: message.id,
+            created_at: message.created_at,
+            text_hash: text_hash(&message.text),
+        }
+    }
+
+    /// Whether `text` is the text this message was posted with.
+    pub(crate) fn has_text(&self, text: &str) -> bool {
+        self.text_hash == text_hash(text)
+    }
+}
+
+/// FNV-1a, 64 bits, in hex: stable across builds and releases, as a hash
+/// kept for a day must be.
+fn text_hash(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in text.as_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// A kept value: the short record, or a whole message (from the read
+/// model, for a write whose server died before recording it).
+fn parse_kept(json: &str) -> Result<Stored, serde_json::Error> {
+    serde_json::from_str::<Stored>(json)
+        .or_else(|_| serde_json::from_str::<Message>(json).map(|m| Stored::of(&m)))
 }
 
 /// The store of `clientMessageId`s, in Redis.
@@ -89,8 +139,8 @@ impl ClientMessages {
         Ok(match held {
             None => Claim::Won,
             Some(value) if value == PENDING => Claim::Pending,
-            Some(json) => match serde_json::from_str(&json) {
-                Ok(message) => Claim::Stored(message),
+            Some(json) => match parse_kept(&json) {
+                Ok(stored) => Claim::Stored(stored),
                 Err(error) => {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::UnexpectedReturnType,
@@ -110,7 +160,7 @@ impl ClientMessages {
         id: &ClientMessageId,
     ) -> redis::RedisResult<()> {
         let mut conn = redis.get().await?;
-        let json = serde_json::to_string(message).unwrap_or_default();
+        let json = serde_json::to_string(&Stored::of(message)).unwrap_or_default();
         redis::cmd("SET")
             .arg(self.key(&message.chat_id, &message.user_id, id))
             .arg(json)
@@ -135,5 +185,37 @@ impl ClientMessages {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> Message {
+        Message {
+            id: EventId::new(2, 41),
+            chat_id: "lobby".parse().expect("chat"),
+            user_id: "alice".parse().expect("user"),
+            text: text.to_owned(),
+            client_message_id: Some("c-1".parse().expect("id")),
+            created_at: chat_core::event::now(),
+        }
+    }
+
+    #[test]
+    fn a_kept_id_costs_the_same_small_record_whatever_the_text() {
+        let long = message(&"x".repeat(16_000));
+        let kept = serde_json::to_string(&Stored::of(&long)).expect("json");
+        assert!(kept.len() < 100, "{} bytes: {kept}", kept.len());
+        let back = parse_kept(&kept).expect("parses");
+        assert_eq!(back, Stored::of(&long));
+        assert!(back.has_text(&long.text));
+        assert!(!back.has_text("another text"));
+        // A whole message, as the read model holds it, reads the same.
+        let whole = serde_json::to_string(&long).expect("json");
+        assert_eq!(parse_kept(&whole).expect("parses"), Stored::of(&long));
+        // The hash is fixed: a value kept by one release is read by the next.
+        assert_eq!(text_hash("hi"), "08ba5f07b55ec3da");
     }
 }

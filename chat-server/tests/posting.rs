@@ -172,6 +172,46 @@ async fn a_retried_client_message_id_answers_the_original_and_writes_nothing_new
     assert_eq!(records[0].value["clientMessageId"], "c-1");
 }
 
+/// For its idempotency window (a day), a `clientMessageId` keeps a small
+/// record, not the message: a retry still gets the whole message back.
+#[tokio::test]
+async fn a_client_message_id_keeps_a_small_record_whatever_the_text() {
+    let server = TestServer::start().await;
+    let text = "y".repeat(4000);
+    let body = json!({"userId": "alice", "text": text, "clientMessageId": "big-1"});
+    let first = server
+        .post_json("/api/chats/lobby/messages", body.clone())
+        .await;
+    assert_eq!(first.status(), 201);
+    let original: Value = first.json().await.expect("JSON");
+    let keys = chat_core::names::Keys::new(server.config.redis.key_prefix.clone());
+    let key = keys.client_message(
+        &"lobby".parse().expect("chat"),
+        &"alice".parse().expect("user"),
+        &"big-1".parse().expect("id"),
+    );
+    let client = redis::Client::open(server.config.redis.url.as_str()).expect("redis");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let (kept, ttl): (usize, i64) = redis::pipe()
+        .strlen(&key)
+        .pttl(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("read");
+    assert!(
+        kept < 200,
+        "{kept} bytes kept for a 4,000-character message"
+    );
+    assert!(ttl > 23 * 3600 * 1000, "kept for the window: {ttl} ms left");
+    let retry = server.post_json("/api/chats/lobby/messages", body).await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.expect("JSON"), original);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn reactions_are_added_and_removed_through_kafka() {
     let server = TestServer::start().await;

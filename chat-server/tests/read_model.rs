@@ -639,3 +639,82 @@ async fn with_redis_stopped_fetch_answers_503_fast_posts_go_on_and_the_projector
     assert_eq!(ids(&messages), posted);
     server.stop().await;
 }
+
+/// Redis at its `maxmemory` with `noeviction` refuses writes: posts go on
+/// (Kafka is the log), a post with a `clientMessageId` answers 503, fetches
+/// answer what Redis holds, and once Redis has room the projector catches
+/// up with nothing lost.
+#[tokio::test]
+async fn a_full_redis_refuses_writes_and_the_projector_catches_up_when_it_has_room() {
+    let redis = OwnRedis::start();
+    let mut config = common::config();
+    config.redis.url = redis.url();
+    let server = TestServer::start_with(config).await;
+    let client = redis::Client::open(redis.url().as_str()).expect("redis");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO");
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    let set = |name: &'static str, value: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async::<()>(&mut conn)
+                .await
+                .expect("CONFIG SET");
+        }
+    };
+    set("maxmemory-policy", "noeviction".into()).await;
+    set("maxmemory", (used + 200 * 1024).to_string()).await;
+
+    // Something else fills it to the brim.
+    let filler = "f".repeat(16 * 1024);
+    let mut filling = conn.clone();
+    for n in 0.. {
+        let written: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("filler:{n}"))
+            .arg(&filler)
+            .query_async(&mut filling)
+            .await;
+        if written.is_err() {
+            break;
+        }
+    }
+    let text = "z".repeat(4000);
+    let mut posted = Vec::new();
+    for _ in 0..20 {
+        posted.push(server.post_message("full", "alice", &text).await);
+    }
+    let refused = server
+        .post_json(
+            "/api/chats/full/messages",
+            json!({"userId": "alice", "text": "kept?", "clientMessageId": "oom-1"}),
+        )
+        .await;
+    assert_eq!(refused.status(), 503);
+    let (status, page) = server.get_json("/api/chats/full/messages?limit=100").await;
+    assert_eq!(status, 200, "reads go on");
+    assert_eq!(
+        page["messages"],
+        json!([]),
+        "Redis is full: nothing projected"
+    );
+
+    set("maxmemory", "0".into()).await;
+    let messages = until_fetchable(&server, "full", &posted).await;
+    assert_eq!(ids(&messages), posted, "every message once, in order");
+    server.stop().await;
+}

@@ -16,7 +16,7 @@ use tracing::{error, warn};
 use super::AppState;
 use super::error::redis_unavailable;
 use super::extract::{Caller, ChatPath, JsonBody};
-use crate::client_messages::Claim;
+use crate::client_messages::{Claim, Stored};
 
 pub(super) async fn post_message(
     State(state): State<AppState>,
@@ -89,7 +89,7 @@ async fn post_once(
                     .await
                     .map(|m| (m, false));
             }
-            Claim::Stored(message) => return same_text(message, &event, client_id),
+            Claim::Stored(stored) => return same_text(stored, event, client_id),
             Claim::Pending if Instant::now() >= give_up => {
                 return Err(ApiError::ClientMessageIdInProgress(
                     client_id.as_str().to_owned(),
@@ -138,18 +138,26 @@ async fn send_claimed(
     }
 }
 
-/// Answers the message stored for a retried `clientMessageId`, or 409 when
-/// the id was used for a different text.
+/// Answers the message stored for a retried `clientMessageId` (its id and
+/// time, with the retry's own text, which is the same), or 409 when the id
+/// was used for a different text.
 fn same_text(
-    message: Message,
-    event: &MessagePosted,
+    stored: Stored,
+    event: MessagePosted,
     client_id: &ClientMessageId,
 ) -> Result<(Message, bool), ApiError> {
-    if message.text == event.text {
+    if stored.has_text(&event.text) {
+        let message = Message::stored(
+            stored.id,
+            MessagePosted {
+                created_at: stored.created_at,
+                ..event
+            },
+        );
         return Ok((message, true));
     }
     Err(ApiError::ClientMessageIdReused {
         id: client_id.as_str().to_owned(),
-        message: message.id.to_string(),
+        message: stored.id.to_string(),
     })
 }
