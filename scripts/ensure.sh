@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the given tools need when it is absent, and skips what is
-# there: `scripts/ensure.sh redis tansu chromium web jmeter moto wrk`.
+# there: `scripts/ensure.sh redis tansu chromium web jmeter moto schemathesis wrk`.
 #   redis     redis-server (apt)
 #   tansu     Tansu 0.6.0 with its object-store engine (cargo install, about
 #             15 minutes once; the tests use it in memory and, in the fault
@@ -10,6 +10,8 @@
 #   jmeter    Debian's JMeter 2.13 with its HTTP sampler, a Java compiler
 #             for jmeter/'s launcher, and gnuplot (the runner's chart)
 #   moto      moto's S3 server (pip; the fault suite keeps the broker's log in it)
+#   schemathesis  the property-based API tester of scripts/conformance.sh
+#             (pip, in a virtual environment of its own: .run/venv/schemathesis)
 #   wrk       the HTTP load generator of the benchmarks (apt)
 #   nginx     Debian's nginx, the HTTP/2 front of deploy/nginx (apt)
 #   nchan, pushpin, gnuplot  the peers `make bench-peers` measures beside
@@ -62,6 +64,15 @@ PY
   python3 -c 'import moto.server'
 }
 
+ensure_schemathesis() {
+  local version=4.32.5 venv=.run/venv/schemathesis
+  if "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then return 0; fi
+  echo "installing schemathesis $version with pip into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+  "$venv/bin/schemathesis" --version >/dev/null
+}
+
 ensure_web() {
   command -v npm >/dev/null 2>&1 || { echo "npm is not installed: the web UI needs Node.js and npm" >&2; exit 1; }
   (
@@ -92,8 +103,8 @@ for tool in "$@"; do
     nchan) need_apt "test -f /usr/lib/nginx/modules/ngx_nchan_module.so" nginx libnginx-mod-nchan ;;
     pushpin) need_apt "command -v pushpin" pushpin ;;
     gnuplot) need_apt "command -v gnuplot" gnuplot-nox ;;
-    tansu | moto | web) later+=("$tool") ;;
-    *) echo "scripts/ensure.sh: unknown tool $tool (redis tansu chromium web jmeter moto wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
+    tansu | moto | schemathesis | web) later+=("$tool") ;;
+    *) echo "scripts/ensure.sh: unknown tool $tool (redis tansu chromium web jmeter moto schemathesis wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
   esac
 done
 

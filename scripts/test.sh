@@ -10,7 +10,7 @@ QUICK="${QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
   scripts/ensure.sh redis tansu
 else
-  scripts/ensure.sh redis tansu chromium web jmeter moto
+  scripts/ensure.sh redis tansu chromium web jmeter moto schemathesis
 fi
 source scripts/lib.sh
 start_redis
@@ -30,6 +30,9 @@ scripts/tansu-group-stall.sh 2>&1 | tee "$work/group-stall.log"
 # Every fuzz target for a few seconds (nightly, cargo-fuzz installed when absent).
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh 2>&1 | tee "$work/fuzz.log"
 
+# The API description against the server: property-based, every operation.
+scripts/conformance.sh 2>&1 | tee "$work/conformance.log"
+
 # The web UI: unit tests (Vitest), then end to end in headless Chromium
 # against the binaries cargo test built.
 (cd web && NO_COLOR=1 npx vitest run) 2>&1 | tee "$work/web-test.log"
@@ -46,4 +49,4 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i 
      /^ *Tests +[0-9]+ passed/ { p += $2 }
      /^ok   / { p += 1 } /^FAIL / { f += 1 }
      /^fuzz .*no crash$/ { p += 1 }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/nginx-test.log" "$work/fuzz.log" "$work/group-stall.log"
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/nginx-test.log" "$work/fuzz.log" "$work/group-stall.log" "$work/conformance.log"

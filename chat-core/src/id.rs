@@ -3,7 +3,8 @@
 //! A chat is one Kafka key, so all of its events sit in one partition, in the
 //! order the broker appended them. An id is that partition and offset,
 //! written `<partition>-<offset as 16 lowercase hex digits>` (for example
-//! `2-000000000000002a`). Within a chat the partition part is constant and the
+//! `2-000000000000002a`; a partition has at most 9 digits, more than Kafka
+//! ever gives a topic). Within a chat the partition part is constant and the
 //! offset part has a fixed width, so ids increase both as numbers and as
 //! strings. Messages, reactions, the fetch API's cursor and the SSE `id:`
 //! all use this one id space.
@@ -53,7 +54,7 @@ impl FromStr for EventId {
         let (partition, offset) = s.split_once('-').ok_or_else(invalid)?;
         let digits_only = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
         if !digits_only(partition)
-            || partition.len() > 10
+            || partition.len() > 9
             || (partition.len() > 1 && partition.starts_with('0'))
         {
             return Err(invalid());
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_through_text() {
-        for (p, o) in [(0, 0), (2, 42), (11, i64::MAX), (i32::MAX, 1)] {
+        for (p, o) in [(0, 0), (2, 42), (11, i64::MAX), (999_999_999, 1)] {
             let id = EventId::new(p, o);
             assert_eq!(id.to_string().parse::<EventId>(), Ok(id));
         }
@@ -114,6 +115,19 @@ mod tests {
         assert_eq!(parsed, offsets);
     }
 
+    /// The id pattern of the OpenAPI document accepts exactly what parses.
+    #[test]
+    fn the_documented_pattern_is_the_check() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../chat-server/openapi.json")).expect("JSON");
+        let pattern = doc["components"]["schemas"]["EventId"]["pattern"]
+            .as_str()
+            .expect("pattern");
+        assert_eq!(pattern, "^(0|[1-9][0-9]{0,8})-[0-7][0-9a-f]{15}$");
+        assert!("999999999-7fffffffffffffff".parse::<EventId>().is_ok());
+        assert!("1000000000-0000000000000000".parse::<EventId>().is_err());
+    }
+
     #[test]
     fn malformed_ids_are_refused() {
         for bad in [
@@ -126,6 +140,8 @@ mod tests {
             "0-000000000000002g",
             "0-8000000000000000",
             "99999999999-0000000000000000",
+            "1000000000-0000000000000000",
+            "184005075-b109b0b9cce046b9",
             "0-000000000000002a-",
             "x-000000000000002a",
         ] {

@@ -128,8 +128,9 @@ pub enum Lookup {
     /// The projector has passed the message's position: it does not exist
     /// (or was trimmed by retention).
     Missing,
-    /// The projector has not reached the message's position yet.
-    NotYetProjected,
+    /// The projector has not reached the message's position yet; it has
+    /// applied its partition up to this offset.
+    NotYetProjected { projected: Option<i64> },
 }
 
 /// Reads and writes the read model.
@@ -388,7 +389,7 @@ impl ReadModel {
         } else if other_partition || projected.is_some_and(|p| p >= message.offset) {
             Lookup::Missing
         } else {
-            Lookup::NotYetProjected
+            Lookup::NotYetProjected { projected }
         })
     }
 }

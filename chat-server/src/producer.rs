@@ -170,15 +170,14 @@ impl EventProducer {
         }
     }
 
-    /// Whether `message` can be an event of `chat`'s log: its partition is
-    /// the chat's, and its offset is not far past that partition's end (see
-    /// `END_SLACK`). False means no projector will ever find it; an error,
-    /// that Kafka did not say.
-    pub(crate) async fn may_hold(
+    /// The end of `chat`'s partition as Kafka reports it (the offset the
+    /// next record will get), or `None` when `partition` is not the chat's.
+    /// An error: Kafka did not say.
+    pub(crate) async fn chat_log_end(
         &self,
         chat: &ChatId,
-        message: EventId,
-    ) -> Result<bool, CheckError> {
+        partition: i32,
+    ) -> Result<Option<i64>, CheckError> {
         let producer = self.current();
         let topic = self.config.topic.clone();
         let chat = chat.as_str().to_owned();
@@ -192,14 +191,23 @@ impl EventProducer {
                 }
                 _ => return Err(CheckError::NoTopic(topic)),
             };
-            if names::partition_of(&chat, partitions) != message.partition {
-                return Ok(false);
+            if names::partition_of(&chat, partitions) != partition {
+                return Ok(None);
             }
-            let (_, end) = client.fetch_watermarks(&topic, message.partition, limit)?;
-            Ok(message.offset < end.saturating_add(END_SLACK))
+            let (_, end) = client.fetch_watermarks(&topic, partition, limit)?;
+            Ok(Some(end))
         })
         .await
         .map_err(|_| CheckError::Panicked)?
+    }
+
+    /// Whether `message` can be an event of `chat`'s log: its partition is
+    /// the chat's, and its offset is not far past that partition's end (see
+    /// `END_SLACK`). False means no projector will ever find it; an error,
+    /// that Kafka did not say.
+    pub(crate) async fn may_hold(&self, chat: &ChatId, message: EventId) -> Result<bool, CheckError> {
+        let end = self.chat_log_end(chat, message.partition).await?;
+        Ok(end.is_some_and(|end| message.offset < end.saturating_add(END_SLACK)))
     }
 
     /// Creates the topic unless it exists.

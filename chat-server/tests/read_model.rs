@@ -305,6 +305,33 @@ async fn an_id_the_chats_log_cannot_hold_is_404_at_once_not_after_the_wait() {
     server.stop().await;
 }
 
+/// An id just past the end of the chat's partition: the first look cannot
+/// tell it from a record in a batch the broker reports short, so it waits;
+/// then, with the projector at the end, it is 404, not 503.
+#[tokio::test]
+async fn a_made_up_id_just_past_the_end_is_404_after_the_wait() {
+    let mut config = common::config();
+    config.reaction_wait_ms = 500;
+    let server = TestServer::start_with(config).await;
+    let id = server.post_message("edge", "alice", "last").await;
+    let (partition, offset) = id.split_once('-').expect("id");
+    let offset = i64::from_str_radix(offset, 16).expect("hex");
+    eventually(PATIENCE, "projected", || async {
+        let (_, page) = server.get_json("/api/chats/edge/messages").await;
+        (page["messages"][0]["id"] == id.as_str()).then_some(())
+    })
+    .await;
+    let past = format!("{partition}-{:016x}", offset + 3);
+    let response = server
+        .post_json(
+            &format!("/api/chats/edge/messages/{past}/reactions"),
+            json!({"userId": "bob", "emoji": "👍"}),
+        )
+        .await;
+    assert_eq!(response.status(), 404, "{past}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_message_holds_at_most_the_distinct_emojis_allowed() {
     let mut config = common::config();

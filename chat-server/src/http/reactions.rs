@@ -136,7 +136,7 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
                 return Ok(());
             }
             Lookup::Missing => return Err(missing()),
-            Lookup::NotYetProjected if !asked_kafka => {
+            Lookup::NotYetProjected { .. } if !asked_kafka => {
                 asked_kafka = true;
                 // Kafka unreachable: wait for the projector as before.
                 if let Ok(false) = inner
@@ -147,13 +147,26 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
                     return Err(missing());
                 }
             }
-            Lookup::NotYetProjected if Instant::now() >= give_up => {
+            Lookup::NotYetProjected { projected } if Instant::now() >= give_up => {
+                // Past the end of the log, with the projector at that end:
+                // made up (the first look allowed for a broker that reports
+                // the end short by a batch).
+                let end = inner
+                    .producer
+                    .chat_log_end(&change.chat_id, change.message_id.partition)
+                    .await;
+                if let Ok(Some(end)) = end
+                    && change.message_id.offset >= end
+                    && projected.unwrap_or(-1) >= end - 1
+                {
+                    return Err(missing());
+                }
                 return Err(ApiError::unavailable(format!(
                     "message {} is not in the read model yet; retry",
                     change.message_id
                 )));
             }
-            Lookup::NotYetProjected => tokio::time::sleep(Duration::from_millis(50)).await,
+            Lookup::NotYetProjected { .. } => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
