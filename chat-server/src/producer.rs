@@ -205,7 +205,11 @@ impl EventProducer {
     /// the chat's, and its offset is not far past that partition's end (see
     /// `END_SLACK`). False means no projector will ever find it; an error,
     /// that Kafka did not say.
-    pub(crate) async fn may_hold(&self, chat: &ChatId, message: EventId) -> Result<bool, CheckError> {
+    pub(crate) async fn may_hold(
+        &self,
+        chat: &ChatId,
+        message: EventId,
+    ) -> Result<bool, CheckError> {
         let end = self.chat_log_end(chat, message.partition).await?;
         Ok(end.is_some_and(|end| message.offset < end.saturating_add(END_SLACK)))
     }
