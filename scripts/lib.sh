@@ -50,6 +50,35 @@ start_redis() {
   export REDIS_URL="redis://127.0.0.1:$redis_port"
 }
 
+# Starts a Redis Cluster of 3 masters and 3 replicas (on the six given
+# ports, else on free ones), waits until every slot is served, and exports
+# REDIS_CLUSTER_NODES (the masters' addresses) and sets $cluster_ports.
+start_redis_cluster() { # [port x6]
+  cluster_ports=("$@")
+  if [ ${#cluster_ports[@]} -eq 0 ]; then
+    for _ in 1 2 3 4 5 6; do cluster_ports+=("$(free_port)"); done
+  fi
+  local nodes=()
+  for port in "${cluster_ports[@]}"; do
+    mkdir -p "$work/cluster-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file "$work/cluster-$port/nodes.conf" --cluster-node-timeout 2000 \
+      --save "" --appendonly no --dir "$work/cluster-$port" --daemonize no \
+      >"$work/cluster-$port.log" 2>&1 &
+    pids+=($!)
+    wait_for_port "cluster-$port" "$port"
+    nodes+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$work/cluster-create.log" 2>&1 \
+    || { cat "$work/cluster-create.log" >&2; return 1; }
+  for _ in $(seq 1 100); do
+    if redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; then break; fi
+    sleep 0.1
+  done
+  export REDIS_CLUSTER_NODES
+  REDIS_CLUSTER_NODES="$(IFS=,; echo "${nodes[*]:0:3}")"
+}
+
 # Starts Tansu in memory on a free port with the topic `chat-events` of
 # the given partitions (Tansu does not create topics on first use), after
 # installing it if it is absent; sets $kafka_port and exports KAFKA_BROKERS.

@@ -24,6 +24,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee "$work/cargo-test.log"
 [ "$QUICK" = 1 ] && exit 0
+# The servers' integration tests again, against a Redis Cluster of 3
+# masters and 3 replicas (the tests that kill a Redis of their own keep
+# their single one).
+start_redis_cluster
+echo "test services: Redis Cluster $REDIS_CLUSTER_NODES"
+REDIS_CLUSTER_NODES="$REDIS_CLUSTER_NODES" cargo test -p chat-server -p publish-server -p scheduler 2>&1 \
+  | tee "$work/cargo-test-cluster.log"
+unset REDIS_CLUSTER_NODES
 # A projector whose group Tansu left stalled after a member died rejoins.
 scripts/tansu-group-stall.sh 2>&1 | tee "$work/group-stall.log"
 
@@ -49,4 +57,4 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i 
      /^ *Tests +[0-9]+ passed/ { p += $2 }
      /^ok   / { p += 1 } /^FAIL / { f += 1 }
      /^fuzz .*no crash$/ { p += 1 }
-     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/nginx-test.log" "$work/fuzz.log" "$work/group-stall.log" "$work/conformance.log"
+     END { printf "%d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/cargo-test-cluster.log" "$work/web-test.log" "$work/web-e2e.log" "$work/jmeter-test.log" "$work/nginx-test.log" "$work/fuzz.log" "$work/group-stall.log" "$work/conformance.log"

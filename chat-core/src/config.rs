@@ -183,6 +183,15 @@ pub struct RedisConfig {
     )]
     pub url: String,
 
+    /// Seed nodes of a Redis Cluster (`host:port`, comma-separated): given,
+    /// the servers speak Redis Cluster to them and `--redis-url` is not used.
+    #[arg(
+        long = "redis-cluster-nodes",
+        env = "REDIS_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    pub cluster_nodes: Vec<String>,
+
     /// Prefix of every Redis key, so several deployments can share one Redis.
     #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", default_value = names::DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
@@ -206,6 +215,38 @@ impl RedisConfig {
     /// The key names under the configured prefix.
     pub fn keys(&self) -> names::Keys {
         names::Keys::new(self.key_prefix.clone())
+    }
+
+    /// The cluster's seed nodes as `redis://` URLs.
+    pub fn cluster_seed_urls(&self) -> Vec<String> {
+        self.cluster_nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .map(|node| {
+                if node.contains("://") {
+                    node.to_owned()
+                } else {
+                    format!("redis://{node}")
+                }
+            })
+            .collect()
+    }
+
+    /// Whether seed nodes of a cluster are given.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_seed_urls().is_empty()
+    }
+
+    /// Where a plain connection (pub/sub) can go: the URL, or each seed
+    /// node of the cluster in turn (a cluster carries a PUBLISH to every
+    /// node, so a subscriber may listen on any).
+    pub fn plain_urls(&self) -> Vec<String> {
+        if !self.is_cluster() {
+            vec![self.url.clone()]
+        } else {
+            self.cluster_seed_urls()
+        }
     }
 }
 

@@ -52,6 +52,12 @@ impl HotStoreConfig {
                 .hot_redis_url
                 .clone()
                 .unwrap_or_else(|| main.url.clone()),
+            // A hot store of its own is one Redis; else the main one's cluster.
+            cluster_nodes: if self.hot_redis_url.is_some() {
+                Vec::new()
+            } else {
+                main.cluster_nodes.clone()
+            },
             key_prefix: main.key_prefix.clone(),
             timeout_ms: self.hot_redis_timeout_ms,
         }
@@ -209,14 +215,21 @@ async fn resync_loop(
     }
 }
 
-/// Subscribes to the changes channel, resubscribing after failures.
+/// Subscribes to the changes channel, resubscribing after failures. On a
+/// cluster it listens on one seed node, and on the next one after that
+/// node failed: a cluster carries every PUBLISH to every node.
 async fn listen(hot: &HotChats, store: &RedisConfig, keys: &Keys, shutdown: &CancellationToken) {
     let channel = keys.hot_changes_channel();
-    let client = match redis::Client::open(store.url.as_str()) {
-        Ok(client) => client,
-        Err(_) => return,
-    };
-    loop {
+    let clients: Vec<redis::Client> = store
+        .plain_urls()
+        .iter()
+        .filter_map(|url| redis::Client::open(url.as_str()).ok())
+        .collect();
+    if clients.is_empty() {
+        return;
+    }
+    for attempt in 0.. {
+        let client = &clients[attempt % clients.len()];
         let subscribed = async {
             let mut pubsub =
                 tokio::time::timeout(store.timeout(), client.get_async_pubsub()).await??;

@@ -73,17 +73,21 @@ impl Keys {
 
     /// Sorted set of chat ids scored by the number of fetches of that chat
     /// during the wall-clock second `second` (Unix time), summed over
-    /// every instance. One key per second; scored, so the scheduler reads
-    /// only the chats at or over the threshold, however many were fetched.
-    pub fn fetch_counts(&self, second: i64) -> String {
-        format!("{}:fetches:{second}", self.prefix)
+    /// every instance, for the chats of one shard (`fetch_count_shard`).
+    /// Scored, so the scheduler reads only the chats at or over the
+    /// threshold, however many were fetched. Each shard is a hash tag of
+    /// its own, so on a Redis Cluster every chat-server's flushes spread
+    /// over the nodes instead of all landing on one.
+    pub fn fetch_counts(&self, second: i64, shard: u32) -> String {
+        format!("{}:{{hot:{shard}}}:fetches:{second}", self.prefix)
     }
 
     /// The `hotchat` flags: a sorted set of chat ids, each scored by the
     /// time (Unix milliseconds) its flag expires, its TTL. One key, so every
-    /// server resyncs all flags in one read.
+    /// server resyncs all flags in one read; in the `{hot}` slot with the
+    /// scheduler's leader lock, so the tick's script touches one slot.
     pub fn hot_chats(&self) -> String {
-        format!("{}:hotchats", self.prefix)
+        format!("{}:{{hot}}:hotchats", self.prefix)
     }
 
     /// Pub/sub channel on which the scheduler announces flag changes.
@@ -96,9 +100,9 @@ impl Keys {
         format!("{}:{{c:{}}}:throttle", self.prefix, chat.as_str())
     }
 
-    /// The scheduler's leader lock.
+    /// The scheduler's leader lock (in the `{hot}` slot, see `hot_chats`).
     pub fn scheduler_leader(&self) -> String {
-        format!("{}:scheduler:leader", self.prefix)
+        format!("{}:{{hot}}:scheduler:leader", self.prefix)
     }
 
     /// Remembers the message a user posted under a `clientMessageId`, so a
@@ -112,6 +116,15 @@ impl Keys {
             cmid.as_str()
         )
     }
+}
+
+/// The fetch counts of a second are spread over this many keys (shards),
+/// each chat always in the same one.
+pub const FETCH_COUNT_SHARDS: u32 = 16;
+
+/// The shard of `chat`'s fetch counts.
+pub fn fetch_count_shard(chat: &str) -> u32 {
+    crc32(chat.as_bytes()) % FETCH_COUNT_SHARDS
 }
 
 /// Joins the two parts of a hash field that names a pair: `userId` and
@@ -190,5 +203,76 @@ mod tests {
         ] {
             assert!(key.starts_with("t1:{c:lobby}:"), "{key}");
         }
+    }
+
+    /// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
+    /// first non-empty `{...}`), else of the whole key, mod 16384.
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let tagged = key
+            .find('{')
+            .and_then(|open| {
+                let close = key[open + 1..].find('}')? + open + 1;
+                (close > open + 1).then(|| &bytes[open + 1..close])
+            })
+            .unwrap_or(bytes);
+        let mut crc: u16 = 0;
+        for &byte in tagged {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    /// Every Lua script and pipeline touches one slot: each one's keys,
+    /// those it names and those it builds, share a hash tag.
+    #[test]
+    fn each_script_touches_one_cluster_slot() {
+        // The reference values of the Redis Cluster specification.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        let keys = Keys::new("chat");
+        let chat: ChatId = "lobby".parse().expect("chat");
+        let user: UserId = "alice".parse().expect("user");
+        let cmid: ClientMessageId = "m-1".parse().expect("id");
+        let read_model = keys.chat(&chat);
+        // apply, fetch, replay, counts, lookup, claim, release, gcra.
+        let chat_slot = slot(&read_model.messages);
+        for key in [
+            read_model.bodies.clone(),
+            read_model.client_ids.clone(),
+            read_model.head.clone(),
+            read_model.reactions.clone(),
+            read_model.events.clone(),
+            format!("{}2-000000000000002a", read_model.counts_prefix),
+            format!("{}2-000000000000002a", read_model.users_prefix),
+            keys.client_message(&chat, &user, &cmid),
+            keys.throttle(&chat),
+        ] {
+            assert_eq!(slot(&key), chat_slot, "{key}");
+        }
+        // The scheduler's lock, unlock and tick.
+        assert_eq!(slot(&keys.scheduler_leader()), slot(&keys.hot_chats()));
+        // The fetch counts of a second spread over the slots, over each
+        // third of them (a node each in a cluster of three masters).
+        let shards: std::collections::BTreeSet<u16> = (0..FETCH_COUNT_SHARDS)
+            .map(|shard| slot(&keys.fetch_counts(1_700_000_000, shard)))
+            .collect();
+        assert_eq!(shards.len(), FETCH_COUNT_SHARDS as usize, "{shards:?}");
+        for third in 0..3 {
+            let (low, high) = (third * 5462, (third + 1) * 5462);
+            assert!(shards.iter().any(|s| (low..high).contains(s)), "{shards:?}");
+        }
+        // Chats spread over the shards.
+        let used: std::collections::BTreeSet<u32> = (0..200)
+            .map(|n| fetch_count_shard(&format!("chat-{n}")))
+            .collect();
+        assert_eq!(used.len(), FETCH_COUNT_SHARDS as usize);
     }
 }

@@ -204,11 +204,11 @@ impl ReadModel {
             let seen = progress.entry(event.0.partition).or_insert(event.0.offset);
             *seen = (*seen).max(event.0.offset);
         }
-        let mut conn = redis.get().await?;
-        let mut pipe = redis::pipe();
-        // The script cache empties when Redis restarts: load it each batch.
-        pipe.cmd("SCRIPT").arg("LOAD").arg(APPLY).ignore();
-        for (chat, chat_events) in &by_chat {
+        let conn = redis.get().await?;
+        // One script call per chat, all sent together: each touches one
+        // slot of a cluster. (A script Redis no longer has, after a
+        // restart, is loaded again by the call.)
+        let applies = by_chat.iter().map(|(chat, chat_events)| {
             let keys = self.keys.chat(chat);
             let mut call = self.apply.key(&keys.messages);
             call.key(&keys.bodies)
@@ -225,20 +225,20 @@ impl ReadModel {
             for (id, event) in chat_events {
                 encode(&mut call, *id, event);
             }
-            pipe.invoke_script(&call);
-        }
-        let refused: Vec<u64> = pipe.query_async(&mut conn).await?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(ADVANCE).ignore();
-        for (partition, offset) in progress {
-            pipe.invoke_script(
-                self.advance
-                    .key(self.keys.projected(&self.topic, partition))
-                    .arg(offset),
-            )
-            .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await?;
+            let mut conn = conn.clone();
+            async move { call.invoke_async::<u64>(&mut conn).await }
+        });
+        let refused: Vec<u64> = futures::future::try_join_all(applies).await?;
+        // Then each partition's progress, once every chat holds its events.
+        let advances = progress.into_iter().map(|(partition, offset)| {
+            let mut call = self
+                .advance
+                .key(self.keys.projected(&self.topic, partition));
+            call.arg(offset);
+            let mut conn = conn.clone();
+            async move { call.invoke_async::<redis::Value>(&mut conn).await }
+        });
+        futures::future::try_join_all(advances).await?;
         Ok(refused.iter().sum())
     }
 
@@ -362,21 +362,22 @@ impl ReadModel {
     ) -> redis::RedisResult<Lookup> {
         let keys = self.keys.chat(chat);
         let mut conn = redis.get().await?;
-        let counts = format!("{}{message}", keys.counts_prefix);
-        let (exists, distinct_emojis, holds_emoji, head, projected): (
-            bool,
-            usize,
-            bool,
-            Option<String>,
-            Option<i64>,
-        ) = redis::pipe()
-            .hexists(&keys.bodies, message.to_string())
-            .hlen(&counts)
-            .hexists(&counts, emoji)
-            .hget(&keys.head, "id")
-            .get(self.keys.projected(&self.topic, message.partition))
+        // The partition's progress first, the chat's keys (one slot) after:
+        // the projector applies a chat before it advances the progress, so
+        // a message missing after the progress passed it does not exist.
+        let projected: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.projected(&self.topic, message.partition))
             .query_async(&mut conn)
             .await?;
+        let counts = format!("{}{message}", keys.counts_prefix);
+        let (exists, distinct_emojis, holds_emoji, head): (bool, usize, bool, Option<String>) =
+            redis::pipe()
+                .hexists(&keys.bodies, message.to_string())
+                .hlen(&counts)
+                .hexists(&counts, emoji)
+                .hget(&keys.head, "id")
+                .query_async(&mut conn)
+                .await?;
         // All of a chat's events share one partition.
         let other_partition = head
             .and_then(|id| id.parse::<EventId>().ok())

@@ -141,8 +141,9 @@ impl FetchCounter {
         }
     }
 
-    /// Adds the pending counts to Redis in one pipelined round trip; when
-    /// Redis cannot take them they are dropped, never retried into a pile.
+    /// Adds the pending counts to Redis, one pipeline per shard (one slot
+    /// of a cluster each), sent together; when Redis cannot take them they
+    /// are dropped, never retried into a pile.
     async fn flush(&self, redis: &RedisConn, keys: &Keys, hot: &HotChats) {
         let batch = self.take();
         if batch.is_empty() {
@@ -153,17 +154,27 @@ impl FetchCounter {
             metrics::counter!("fetch_counts_dropped_total").increment(total);
             return;
         }
-        let mut pipe = redis::pipe();
+        let mut pipes: HashMap<String, redis::Pipeline> = HashMap::new();
         for (second, chats) in &batch {
-            let key = keys.fetch_counts(*second);
             for (chat, n) in chats {
-                pipe.zincr(&key, chat, *n).ignore();
+                let key = keys.fetch_counts(*second, chat_core::names::fetch_count_shard(chat));
+                pipes
+                    .entry(key.clone())
+                    .or_insert_with(redis::pipe)
+                    .zincr(&key, chat, *n)
+                    .ignore();
             }
-            pipe.expire(&key, COUNTER_TTL_SECS).ignore();
         }
         let sent = async {
-            let mut conn = redis.get().await?;
-            pipe.query_async::<()>(&mut conn).await
+            let conn = redis.get().await?;
+            let sends = pipes.into_iter().map(|(key, mut pipe)| {
+                let mut conn = conn.clone();
+                async move {
+                    pipe.expire(&key, COUNTER_TTL_SECS).ignore();
+                    pipe.query_async::<()>(&mut conn).await
+                }
+            });
+            futures::future::try_join_all(sends).await.map(drop)
         };
         match sent.await {
             Ok(()) => metrics::counter!("fetch_counts_flushed_total").increment(total),
@@ -417,6 +428,7 @@ mod tests {
     fn throttle(budget: u32, burst: u32, instances: u32) -> Throttle {
         let config = chat_core::config::RedisConfig {
             url: "redis://127.0.0.1:1".into(),
+            cluster_nodes: Vec::new(),
             key_prefix: "unit".into(),
             timeout_ms: 10,
         };

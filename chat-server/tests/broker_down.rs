@@ -103,6 +103,7 @@ async fn answers_say_what_is_down_in_words_not_in_library_errors() {
     config.kafka.brokers = format!("127.0.0.1:{}", common::free_port());
     config.kafka.delivery_timeout_ms = 1000;
     config.redis.url = format!("redis://127.0.0.1:{}", common::free_port());
+    config.redis.cluster_nodes.clear();
     let server = TestServer::start_with(config).await;
     let leaks = [
         "os error",

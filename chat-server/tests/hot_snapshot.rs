@@ -12,10 +12,10 @@ use common::{OwnRedis, TestServer, eventually};
 /// The tests read the process's metrics: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Flags `chat` hot in the Redis at `url`, as the scheduler does, and
+/// Flags `chat` hot in `server`'s Redis, as the scheduler does, and
 /// waits for `server` to know it (it resyncs the flags every second).
-async fn flag_hot(server: &TestServer, url: &str, chat: &str) {
-    test_support::flag_hot_in(url, &server.config.redis.keys(), chat).await;
+async fn flag_hot(server: &TestServer, chat: &str) {
+    test_support::flag_hot_in(&server.config.redis, &server.config.redis.keys(), chat).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
@@ -52,7 +52,7 @@ async fn two_hundred_concurrent_fetches_of_a_hot_chat_cause_one_page_read() {
     let server = TestServer::start_with(config).await;
     let ids = server.post_messages("crowd", "ann", "crowd", 5).await;
     until_fetchable(&server, "crowd", &ids[4]).await;
-    flag_hot(&server, &common::redis_url(), "crowd").await;
+    flag_hot(&server, "crowd").await;
 
     let before = page_reads(&server).await;
     let text = test_support::get_text(&server.http, &server.url("/metrics")).await;
@@ -136,6 +136,7 @@ async fn while_redis_is_down_a_hot_chat_is_answered_from_its_snapshot_and_stays_
     let mut redis = OwnRedis::start();
     let mut config = common::config();
     config.redis.url = redis.url();
+    config.redis.cluster_nodes.clear();
     config.redis.timeout_ms = 300;
     config.hot_snapshot_ms = 200;
     config.hot_client_rate = 2;
@@ -144,7 +145,7 @@ async fn while_redis_is_down_a_hot_chat_is_answered_from_its_snapshot_and_stays_
     let ids = server.post_messages("stage", "ann", "stage", 3).await;
     until_fetchable(&server, "stage", &ids[2]).await;
     server.post_message("aside", "ann", "cold").await;
-    flag_hot(&server, &redis.url(), "stage").await;
+    flag_hot(&server, "stage").await;
     let (status, taken) = server
         .get_json("/api/chats/stage/messages?userId=first")
         .await;

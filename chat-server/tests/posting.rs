@@ -190,11 +190,7 @@ async fn a_client_message_id_keeps_a_small_record_whatever_the_text() {
         &"alice".parse().expect("user"),
         &"big-1".parse().expect("id"),
     );
-    let client = redis::Client::open(server.config.redis.url.as_str()).expect("redis");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = test_support::redis_conn(&server.config.redis).await;
     let (kept, ttl): (usize, i64) = redis::pipe()
         .strlen(&key)
         .pttl(&key)
@@ -365,11 +361,7 @@ async fn a_retry_after_a_lost_record_finds_the_message_the_projector_saw() {
         &"carol".parse().expect("user"),
         &"lost-1".parse().expect("client message id"),
     );
-    let client = redis::Client::open(server.config.redis.url.as_str()).expect("URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
+    let mut conn = test_support::redis_conn(&server.config.redis).await;
     let removed: i64 = redis::cmd("DEL")
         .arg(&record)
         .query_async(&mut conn)

@@ -638,6 +638,7 @@ async fn with_redis_stopped_fetch_answers_503_fast_posts_go_on_and_the_projector
     let mut redis = OwnRedis::start();
     let mut config = common::config();
     config.redis.url = redis.url();
+    config.redis.cluster_nodes.clear();
     config.redis.timeout_ms = 500;
     let server = TestServer::start_with(config).await;
     let mut posted = vec![server.post_message("outage", "alice", "before").await];
@@ -676,6 +677,7 @@ async fn a_full_redis_refuses_writes_and_the_projector_catches_up_when_it_has_ro
     let redis = OwnRedis::start();
     let mut config = common::config();
     config.redis.url = redis.url();
+    config.redis.cluster_nodes.clear();
     let server = TestServer::start_with(config).await;
     let client = redis::Client::open(redis.url().as_str()).expect("redis");
     let mut conn = client

@@ -30,6 +30,9 @@ pub struct Options {
     pub chat_env: Vec<(String, String)>,
     /// Extra environment for both publish-servers.
     pub publish_env: Vec<(String, String)>,
+    /// The servers speak to a Redis Cluster of 3 masters and 3 replicas
+    /// (`redis_nodes`) instead of the one redis-server.
+    pub redis_cluster: bool,
 }
 
 /// The whole system. Dropping it kills every process and removes its data.
@@ -37,6 +40,9 @@ pub struct Options {
 pub struct Cluster {
     pub dir: PathBuf,
     pub redis: Service,
+    /// With `Options::redis_cluster`: the cluster's nodes, the first three
+    /// its masters when it was made.
+    pub redis_nodes: Vec<Service>,
     /// The S3 server holding the broker's log, with `BrokerStorage::S3`.
     pub s3: Option<Service>,
     pub kafka: Service,
@@ -78,6 +84,39 @@ impl Cluster {
             dir.display().to_string(),
         ];
         redis.start().await;
+        let mut redis_nodes = Vec::new();
+        if options.redis_cluster {
+            for i in 0..6 {
+                let mut node = service(
+                    &format!("redis-node-{i}"),
+                    "redis-server".into(),
+                    Ready::Tcp,
+                );
+                let node_dir = dir.join(format!("redis-node-{i}"));
+                std::fs::create_dir_all(&node_dir).expect("node folder");
+                node.args = [
+                    "--port",
+                    &node.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &node_dir.display().to_string(),
+                ]
+                .map(String::from)
+                .to_vec();
+                node.start().await;
+                redis_nodes.push(node);
+            }
+            create_redis_cluster(&redis_nodes).await;
+        }
 
         let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
         let mut kafka = service("tansu", tansu.into(), Ready::Tcp);
@@ -126,6 +165,12 @@ impl Cluster {
 
         let brokers = format!("127.0.0.1:{}", kafka.port);
         let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+        let cluster_nodes = redis_nodes
+            .iter()
+            .take(3)
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",");
         let common = [
             ("KAFKA_BROKERS", brokers),
             (
@@ -133,6 +178,7 @@ impl Cluster {
                 chat_core::names::CHAT_EVENTS_TOPIC.to_owned(),
             ),
             ("REDIS_URL", redis_url),
+            ("REDIS_CLUSTER_NODES", cluster_nodes),
             ("REDIS_KEY_PREFIX", "faults".to_owned()),
         ];
         let mut chat = Vec::new();
@@ -193,6 +239,7 @@ impl Cluster {
         let cluster = Self {
             dir,
             redis,
+            redis_nodes,
             s3,
             kafka,
             chat,
@@ -291,6 +338,89 @@ impl Cluster {
     }
 }
 
+/// Makes a cluster of `nodes` (3 masters, then a replica each) with
+/// `redis-cli --cluster create`, and waits until every node serves every
+/// slot.
+async fn create_redis_cluster(nodes: &[Service]) {
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = tokio::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .await
+        .expect("redis-cli runs");
+    assert!(
+        created.status.success(),
+        "cluster create: {}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    for node in nodes {
+        eventually(
+            Duration::from_secs(30),
+            "the cluster's slots served",
+            || async {
+                let info = redis_cli(node.port, &["cluster", "info"]).await;
+                info.contains("cluster_state:ok").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// What `redis-cli -p port args...` prints.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Cluster {
+    /// The node serving `key`'s slot as master now, by its port.
+    pub async fn master_of(&self, key: &str) -> u16 {
+        let live = self
+            .redis_nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
+        let slot: u16 = redis_cli(live.port, &["cluster", "keyslot", key])
+            .await
+            .trim()
+            .parse()
+            .expect("slot");
+        let nodes = redis_cli(live.port, &["cluster", "nodes"]).await;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            for range in &fields[8..] {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(low), Ok(high)) = (low.parse::<u16>(), high.parse::<u16>())
+                    && (low..=high).contains(&slot)
+                {
+                    return port;
+                }
+            }
+        }
+        panic!("no master serves slot {slot}: {nodes}");
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for s in self.chat.iter_mut().chain(&mut self.publish).chain([
@@ -299,6 +429,9 @@ impl Drop for Cluster {
             &mut self.redis,
         ]) {
             s.kill();
+        }
+        for node in &mut self.redis_nodes {
+            node.kill();
         }
         if let Some(s3) = &mut self.s3 {
             s3.kill();

@@ -323,6 +323,7 @@ async fn a_position_that_cannot_be_of_the_log_resets_at_once_without_redis_reads
     let redis = test_support::OwnRedis::start();
     let mut config = world.publish_config();
     config.redis.url = redis.url();
+    config.redis.cluster_nodes.clear();
     config.hot_store.hot_redis_url = Some(redis.url());
     let chat = world.chat_server().await;
     let publish = world.publish_server(config).await;

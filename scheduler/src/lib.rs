@@ -88,10 +88,10 @@ const LOCK: &str = include_str!("lua/lock.lua");
 const UNLOCK: &str = include_str!("lua/unlock.lua");
 
 /// One tick, only while this instance holds the lock. KEYS: lock, the
-/// counters of the second, the flags. ARGV: instance id, threshold, the
-/// second, the expiry a flag set now gets, now (ms), the changes channel.
-/// Answers the chats that became hot, the chats cleared, and how many are
-/// hot; or `{-1}` when another instance leads.
+/// flags (one slot). ARGV: instance id, the second, the expiry a flag set
+/// now gets, now (ms), the changes channel, then the chats at or over the
+/// threshold in that second. Answers the chats that became hot, the chats
+/// cleared, and how many are hot; or `{-1}` when another instance leads.
 const TICK: &str = include_str!("lua/tick.lua");
 
 #[derive(Debug)]
@@ -284,26 +284,50 @@ async fn tick_loop(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Flags and clears chats from the counters of `second`, in one round trip.
+/// The chats fetched at least `threshold` times in `second`: one read per
+/// shard of the counts, all sent together.
+async fn chats_over(
+    conn: &chat_core::redis_conn::Conn,
+    keys: &Keys,
+    second: i64,
+    threshold: u64,
+) -> redis::RedisResult<Vec<String>> {
+    let reads = (0..chat_core::names::FETCH_COUNT_SHARDS).map(|shard| {
+        let mut conn = conn.clone();
+        let key = keys.fetch_counts(second, shard);
+        async move {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(threshold)
+                .arg("+inf")
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+        }
+    });
+    let shards = futures::future::try_join_all(reads).await?;
+    Ok(shards.into_iter().flatten().collect())
+}
+
+/// Flags and clears chats from the counters of `second`: the shards read
+/// together, then one script on the flags' slot.
 async fn run_tick(state: &AppState, second: i64) -> redis::RedisResult<()> {
     let inner = &state.0;
     let config = &inner.config;
+    let mut conn = inner.redis.get().await?;
+    let over = chats_over(&conn, &inner.keys, second, config.hot_threshold).await?;
     let now = now_millis();
     let expiry = (second + 1 + config.cool_down as i64) * 1000;
-    let mut conn = inner.redis.get().await?;
-    let reply: redis::Value = inner
-        .tick
-        .key(inner.keys.scheduler_leader())
-        .key(inner.keys.fetch_counts(second))
-        .key(inner.keys.hot_chats())
+    let mut call = inner.tick.key(inner.keys.scheduler_leader());
+    call.key(inner.keys.hot_chats())
         .arg(&inner.instance)
-        .arg(config.hot_threshold)
         .arg(second)
         .arg(expiry)
         .arg(now)
-        .arg(inner.keys.hot_changes_channel())
-        .invoke_async(&mut conn)
-        .await?;
+        .arg(inner.keys.hot_changes_channel());
+    for chat in &over {
+        call.arg(chat);
+    }
+    let reply: redis::Value = call.invoke_async(&mut conn).await?;
     // `{-1}`: another replica took the lock since this one last renewed it.
     if let redis::Value::Array(items) = &reply
         && matches!(items.as_slice(), [redis::Value::Int(-1)])

@@ -148,7 +148,7 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
     }
     // The scheduler removes the lapsed flag at its next tick.
     let cleared = Instant::now();
-    while !world.flags(&common::redis_url()).await.is_empty() {
+    while !world.flags().await.is_empty() {
         assert!(
             cleared.elapsed() < Duration::from_secs(3),
             "the flag is never cleared"
@@ -199,7 +199,7 @@ async fn one_client_alone_cannot_make_a_chat_hot() {
             .all(|a| a.status == 200 && !a.throttled_path()),
         "hundreds of fetches a second by one client leave the chat cold"
     );
-    assert!(world.flags(&common::redis_url()).await.is_empty());
+    assert!(world.flags().await.is_empty());
     scheduler.stop().await;
     chat.stop().await;
 }
@@ -326,15 +326,11 @@ async fn three_chat_servers_admit_one_budget_together() {
 
 /// Adds `n` fetches of `chat` to the current second's counter, as the
 /// chat-servers' flushes do.
-async fn count_fetches(
-    conn: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-    chat: &str,
-    n: u64,
-) {
+async fn count_fetches(conn: &mut chat_core::redis_conn::Conn, prefix: &str, chat: &str, n: u64) {
     let second = chat_core::hot::now_millis() / 1000;
+    let keys = chat_core::names::Keys::new(prefix);
     redis::cmd("ZINCRBY")
-        .arg(format!("{prefix}:fetches:{second}"))
+        .arg(keys.fetch_counts(second, chat_core::names::fetch_count_shard(chat)))
         .arg(n)
         .arg(chat)
         .query_async::<()>(conn)
@@ -354,11 +350,8 @@ async fn two_replicas_one_leads_and_the_other_takes_over_without_a_flap() {
     let (first, first_state) = world.scheduler(replica()).await;
     let (second, second_state) = world.scheduler(replica()).await;
 
-    let client = redis::Client::open(common::redis_url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = test_support::redis_conn(&world.redis()).await;
+    let client = world.pubsub_client();
     let mut announcements = client.get_async_pubsub().await.expect("pubsub");
     announcements
         .subscribe(format!("{}:hotchat-changes", world.prefix))
@@ -378,11 +371,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over_without_a_flap() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !world
-        .flags(&common::redis_url())
-        .await
-        .contains_key("stage")
-    {
+    while !world.flags().await.contains_key("stage") {
         assert!(Instant::now() < deadline, "the chat was never flagged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -404,7 +393,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over_without_a_flap() {
     let killed = Instant::now();
     let mut took_over = None;
     while killed.elapsed() < Duration::from_secs(5) {
-        let flags = world.flags(&common::redis_url()).await;
+        let flags = world.flags().await;
         let now = chat_core::hot::now_millis();
         assert!(
             flags.get("stage").is_some_and(|&until| until > now),
@@ -443,7 +432,7 @@ async fn the_scheduler_announces_flags_in_the_form_the_servers_read() {
     let world = World::new();
     let config = world.scheduler_config(5, 2);
     let keys = config.redis.keys();
-    let client = redis::Client::open(common::redis_url()).expect("url");
+    let client = world.pubsub_client();
     let mut pubsub = client.get_async_pubsub().await.expect("pub/sub");
     pubsub
         .subscribe(keys.hot_changes_channel())
@@ -451,16 +440,14 @@ async fn the_scheduler_announces_flags_in_the_form_the_servers_read() {
         .expect("subscribe");
     let mut messages = pubsub.into_on_message();
     let (scheduler, _) = world.scheduler(config).await;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = test_support::redis_conn(&world.redis()).await;
     // Ten fetches of `announced` in each of the coming seconds.
     let now = chat_core::hot::now_millis() / 1000;
     for second in now..now + 6 {
+        let key = keys.fetch_counts(second, chat_core::names::fetch_count_shard("announced"));
         let _: () = redis::pipe()
-            .zincr(keys.fetch_counts(second), "announced", 10)
-            .expire(keys.fetch_counts(second), 60)
+            .zincr(&key, "announced", 10)
+            .expire(&key, 60)
             .query_async(&mut conn)
             .await
             .expect("counts");

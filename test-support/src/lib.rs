@@ -24,6 +24,39 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The seed nodes of the tests' Redis Cluster (`REDIS_CLUSTER_NODES`), if
+/// they run against one: then every server of a test speaks Redis Cluster.
+pub fn redis_cluster_nodes() -> Vec<String> {
+    std::env::var("REDIS_CLUSTER_NODES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The tests' Redis settings: `REDIS_URL`, or the cluster of
+/// `REDIS_CLUSTER_NODES`.
+pub fn redis_config(prefix: &str) -> chat_core::config::RedisConfig {
+    chat_core::config::RedisConfig {
+        url: redis_url(),
+        cluster_nodes: redis_cluster_nodes(),
+        key_prefix: prefix.to_owned(),
+        timeout_ms: 2000,
+    }
+}
+
+/// A connection to the Redis (or cluster) of `config`, for a test's own
+/// reads and writes.
+pub async fn redis_conn(config: &chat_core::config::RedisConfig) -> chat_core::redis_conn::Conn {
+    chat_core::redis_conn::RedisConn::new(config)
+        .expect("Redis settings")
+        .get()
+        .await
+        .expect("Redis answers")
+}
+
 /// A name no other test (in this run or another) uses.
 pub fn unique(name: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -86,6 +119,7 @@ impl Corner {
         kafka.brokers = kafka_brokers();
         kafka.topic = self.topic.clone();
         redis.url = redis_url();
+        redis.cluster_nodes = redis_cluster_nodes();
         redis.key_prefix = self.prefix.clone();
     }
 }
@@ -316,20 +350,20 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 /// Flags `chat` hot for ten minutes the way the scheduler does: a member of
-/// the flags set, scored by its expiry, in the Redis of `REDIS_URL`. The
-/// servers learn of it at their next resync, within a second.
+/// the flags set, scored by its expiry, in the tests' Redis (or cluster).
+/// The servers learn of it at their next resync, within a second.
 pub async fn flag_hot(keys: &chat_core::names::Keys, chat: &str) {
-    flag_hot_in(&redis_url(), keys, chat).await;
+    flag_hot_in(&redis_config(""), keys, chat).await;
 }
 
-/// Flags `chat` hot for ten minutes in the Redis at `url`, as the
+/// Flags `chat` hot for ten minutes in the Redis of `redis`, as the
 /// scheduler does.
-pub async fn flag_hot_in(url: &str, keys: &chat_core::names::Keys, chat: &str) {
-    let client = redis::Client::open(url).expect("Redis URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
+pub async fn flag_hot_in(
+    redis: &chat_core::config::RedisConfig,
+    keys: &chat_core::names::Keys,
+    chat: &str,
+) {
+    let mut conn = redis_conn(redis).await;
     let until = chat_core::hot::now_millis() + 600_000;
     redis::cmd("ZADD")
         .arg(keys.hot_chats())

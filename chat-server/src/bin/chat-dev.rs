@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
     version,
     about = "Runs the chat backend locally: chat-server, publish-server and scheduler, with an embedded \
              Kafka-protocol broker (unless KAFKA_BROKERS is set) and a local redis-server \
-             (unless REDIS_URL is set)"
+             (unless REDIS_URL or REDIS_CLUSTER_NODES is set)"
 )]
 struct DevArgs {
     #[command(flatten)]
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => error.exit(),
     };
-    let given = |id: &str| matches.value_source(id) != Some(ValueSource::DefaultValue);
+    let given = |id: &str| matches!(matches.value_source(id), Some(source) if source != ValueSource::DefaultValue);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -62,7 +62,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(args, given("brokers"), given("url")));
+    let redis_given = given("url") || given("cluster_nodes");
+    let result = runtime.block_on(run(args, given("brokers"), redis_given));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -222,7 +223,11 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
         "\nchat backend running:\n  web UI          http://{addr}/{web_note}\n  chat-server     http://{addr}\n  publish-server  http://{publish_addr}\n  scheduler       http://{scheduler_addr}/metrics\n  Kafka           {brokers}  topic {topic}{kafka_note}\n  Redis           {redis}{redis_note}\n\nTry:\n  curl -N http://{publish_addr}/api/chats/lobby/events\n  curl -X POST http://{addr}/api/chats/lobby/messages -H 'content-type: application/json' -d '{{\"userId\":\"alice\",\"text\":\"hi\"}}'\n  curl http://{addr}/api/chats/lobby/messages\n  API description: http://{addr}/api/openapi.json\n\nPress Ctrl-C to stop.\n",
         brokers = config.kafka.brokers,
         topic = config.kafka.topic,
-        redis = config.redis.url,
+        redis = if config.redis.is_cluster() {
+            format!("cluster {}", config.redis.cluster_nodes.join(","))
+        } else {
+            config.redis.url.clone()
+        },
         web_note = if config.web_dir.join("index.html").is_file() {
             String::new()
         } else {
@@ -321,6 +326,7 @@ fn server_command(
         .env("KAFKA_BROKERS", &config.kafka.brokers)
         .env("KAFKA_TOPIC", &config.kafka.topic)
         .env("REDIS_URL", &config.redis.url)
+        .env("REDIS_CLUSTER_NODES", config.redis.cluster_nodes.join(","))
         .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
         .stdin(Stdio::null())
         .kill_on_drop(true);

@@ -70,8 +70,10 @@ impl World {
     pub fn scheduler_config(&self, threshold: u64, cool_down: u64) -> scheduler::Config {
         let mut config = scheduler::Config::parse_from(["scheduler"]);
         config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.redis.url = redis_url();
-        config.redis.key_prefix = self.prefix.clone();
+        let test = test_support::redis_config(&self.prefix);
+        config.redis.url = test.url;
+        config.redis.cluster_nodes = test.cluster_nodes;
+        config.redis.key_prefix = test.key_prefix;
         config.hot_threshold = threshold;
         config.cool_down = cool_down;
         config
@@ -94,22 +96,32 @@ impl World {
         (running, state)
     }
 
-    /// The hot flags held in Redis `redis`: chat id to expiry (ms).
-    pub async fn flags(&self, redis: &str) -> HashMap<String, i64> {
-        let client = redis::Client::open(redis).expect("url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
+    /// The tests' Redis settings under this world's prefix.
+    pub fn redis(&self) -> chat_core::config::RedisConfig {
+        test_support::redis_config(&self.prefix)
+    }
+
+    /// A plain client for pub/sub: a cluster carries a PUBLISH to every
+    /// node, so any seed node will do.
+    pub fn pubsub_client(&self) -> redis::Client {
+        let url = self.redis().plain_urls().remove(0);
+        redis::Client::open(url).expect("url")
+    }
+
+    /// The hot flags held in the tests' Redis: chat id to expiry (ms).
+    pub async fn flags(&self) -> HashMap<String, i64> {
+        let mut conn = test_support::redis_conn(&self.redis()).await;
         let flat: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(format!("{}:hotchats", self.prefix))
+            .arg(self.redis().keys().hot_chats())
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
             .query_async(&mut conn)
             .await
-            .expect("ZRANGE");
-        flat.into_iter().map(|(c, s)| (c, s as i64)).collect()
+            .expect("flags");
+        flat.into_iter()
+            .map(|(chat, until)| (chat, until as i64))
+            .collect()
     }
 }
 
