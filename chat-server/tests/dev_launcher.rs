@@ -36,7 +36,9 @@ impl Drop for Dev {
     }
 }
 
-async fn start() -> Dev {
+/// Starts `make run`'s launcher: on its embedded defaults, or with the
+/// seed nodes of a Redis Cluster.
+async fn start(cluster: Option<String>) -> Dev {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_chat-dev"));
     for binary in ["publish-server", "scheduler"] {
         assert!(
@@ -50,7 +52,12 @@ async fn start() -> Dev {
         free_port()
     ));
     let (chat, publish, scheduler) = (free_port(), free_port(), free_port());
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    match cluster {
+        Some(nodes) => command.env("REDIS_CLUSTER_NODES", nodes),
+        None => command.env_remove("REDIS_CLUSTER_NODES"),
+    };
+    let child = command
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")
         .env("CHAT_SERVER_LISTEN", format!("127.0.0.1:{chat}"))
@@ -122,7 +129,7 @@ fn signal(pid: u32, name: &str) {
 
 #[tokio::test]
 async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
-    let mut dev = start().await;
+    let mut dev = start(None).await;
     let helpers = children(dev.child.id());
     assert_eq!(
         helpers.len(),
@@ -196,7 +203,7 @@ async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
 
 #[tokio::test]
 async fn killing_the_launcher_outright_takes_its_children_along() {
-    let mut dev = start().await;
+    let mut dev = start(None).await;
     let helpers = children(dev.child.id());
     assert_eq!(helpers.len(), 3);
     dev.child.kill().expect("SIGKILL");
@@ -208,5 +215,54 @@ async fn killing_the_launcher_outright_takes_its_children_along() {
             "children still alive 10 s after the launcher died"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With `REDIS_CLUSTER_NODES` set, `make run` uses that cluster and starts
+/// no redis-server of its own. It runs in `make test`'s pass against a
+/// local cluster (scripts/test.sh), where that variable is set.
+#[tokio::test]
+async fn with_a_redis_cluster_make_run_starts_no_redis_server_of_its_own() {
+    let nodes = test_support::redis_cluster_nodes();
+    if nodes.is_empty() {
+        eprintln!("no REDIS_CLUSTER_NODES: this runs in make test's Redis Cluster pass");
+        return;
+    }
+    let dev = start(Some(nodes.join(","))).await;
+    assert_eq!(
+        children(dev.child.id()).len(),
+        2,
+        "publish-server and scheduler only"
+    );
+    let posted = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/api/chats/dev-cluster/messages",
+            dev.chat
+        ))
+        .json(&serde_json::json!({"userId": "alice", "text": "on the cluster"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status(), 201);
+    let id = posted.json::<serde_json::Value>().await.expect("JSON")["id"].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page: serde_json::Value = reqwest::get(format!(
+            "http://127.0.0.1:{}/api/chats/dev-cluster/messages",
+            dev.chat
+        ))
+        .await
+        .expect("fetch")
+        .json()
+        .await
+        .expect("JSON");
+        if page["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["id"] == id))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the post was not fetchable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
