@@ -387,6 +387,14 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
 impl Cluster {
     /// The node serving `key`'s slot as master now, by its port.
     pub async fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key)
+            .await
+            .unwrap_or_else(|| panic!("no master serves {key}'s slot"))
+    }
+
+    /// The node serving `key`'s slot as master now, if one does (during a
+    /// failover, none may).
+    pub async fn try_master_of(&self, key: &str) -> Option<u16> {
         let live = self
             .redis_nodes
             .iter()
@@ -413,11 +421,11 @@ impl Cluster {
                 if let (Ok(low), Ok(high)) = (low.parse::<u16>(), high.parse::<u16>())
                     && (low..=high).contains(&slot)
                 {
-                    return port;
+                    return Some(port);
                 }
             }
         }
-        panic!("no master serves slot {slot}: {nodes}");
+        None
     }
 }
 
