@@ -28,6 +28,22 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A port free on 127.0.0.1 for a Redis Cluster node: its bus port, 10,000
+# higher, must be free too and at most 65535.
+free_cluster_port() {
+  python3 -c '
+import random, socket
+while True:
+    port = random.randint(20000, 55000)
+    try:
+        for p in (port, port + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+    except OSError:
+        continue
+    print(port)
+    break'
+}
+
 # Waits until something listens on 127.0.0.1:port; prints $work/name.log if not.
 wait_for_port() { # name port
   for _ in $(seq 1 200); do
@@ -56,7 +72,7 @@ start_redis() {
 start_redis_cluster() { # [port x6]
   cluster_ports=("$@")
   if [ ${#cluster_ports[@]} -eq 0 ]; then
-    for _ in 1 2 3 4 5 6; do cluster_ports+=("$(free_port)"); done
+    for _ in 1 2 3 4 5 6; do cluster_ports+=("$(free_cluster_port)"); done
   fi
   local nodes=()
   for port in "${cluster_ports[@]}"; do
@@ -71,8 +87,22 @@ start_redis_cluster() { # [port x6]
   done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$work/cluster-create.log" 2>&1 \
     || { cat "$work/cluster-create.log" >&2; return 1; }
-  for _ in $(seq 1 100); do
-    if redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; then break; fi
+  for port in "${cluster_ports[@]}"; do
+    for _ in $(seq 1 300); do
+      if redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; then break; fi
+      sleep 0.1
+    done
+  done
+  # Every replica in sync: one that never finished its first sync cannot
+  # take over.
+  for _ in $(seq 1 600); do
+    local in_sync=0
+    for port in "${cluster_ports[@]}"; do
+      if redis-cli -p "$port" info replication 2>/dev/null | grep -q '^master_link_status:up'; then
+        in_sync=$((in_sync + 1))
+      fi
+    done
+    [ "$in_sync" -eq 3 ] && break
     sleep 0.1
   done
   export REDIS_CLUSTER_NODES

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use test_support::{SseBlock, eventually, free_port, unique};
+pub use test_support::{SseBlock, eventually, free_cluster_port, free_port, unique};
 
 mod cluster;
 mod load;

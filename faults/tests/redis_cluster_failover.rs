@@ -3,7 +3,8 @@
 //! replica takes over, posting goes on (Kafka is the log of record),
 //! fetches of the chats in the lost slots answer 503 promptly and never
 //! hang, the projector retries and catches up with nothing applied twice,
-//! and the clients find the new master by themselves. Afterwards every
+//! a hot chat stays throttled (each server's local fallback while the
+//! flags' slot is away), and the clients find the new master by themselves. Afterwards every
 //! acknowledged message is fetchable exactly once and reached every
 //! subscriber once.
 
@@ -17,17 +18,21 @@ use tokio_util::sync::CancellationToken;
 /// answer took.
 type Seen = Arc<Mutex<Vec<(Instant, u16, Duration)>>>;
 
+/// Fetches `url(n)` for its `n`th fetch, every `every`, until `stop`.
 fn fetcher(
     http: reqwest::Client,
-    url: String,
+    url: impl Fn(u64) -> String + Send + 'static,
+    every: Duration,
     stop: CancellationToken,
 ) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen: Seen = Arc::default();
     let record = seen.clone();
     let task = tokio::spawn(async move {
+        let mut n = 0;
         while !stop.is_cancelled() {
             let asked = Instant::now();
-            let status = match http.get(&url).send().await {
+            n += 1;
+            let status = match http.get(url(n)).send().await {
                 Ok(r) => r.status().as_u16(),
                 Err(_) => 0,
             };
@@ -35,47 +40,104 @@ fn fetcher(
                 .lock()
                 .expect("seen")
                 .push((asked, status, asked.elapsed()));
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(every).await;
         }
     });
     (seen, task)
 }
 
+fn statuses(seen: &Seen, from: Instant, to: Instant, status: u16) -> usize {
+    seen.lock()
+        .expect("seen")
+        .iter()
+        .filter(|(at, s, _)| *at >= from && *at < to && *s == status)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
+    let hot_env: Vec<(String, String)> = [("HOT_THRESHOLD", "20"), ("COOL_DOWN", "30")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec();
     let mut cluster = Cluster::start(Options {
         redis_cluster: true,
+        chat_env: hot_env.clone(),
         ..Options::default()
     })
     .await;
+    cluster.scheduler.terminate().await;
+    cluster.scheduler.add_env(&hot_env);
+    cluster.scheduler.start().await;
     // Posts with a clientMessageId: their claims live in the cluster too.
     let load = Load::start_with(&cluster, 6, 2, 4, Duration::from_millis(50), true).await;
 
-    // The master of the first chat's slot goes; fetch that chat, and one
-    // whose slot lives elsewhere, throughout.
-    let victim_port = cluster.master_of(&format!("{{c:{}}}", load.chats[0])).await;
-    let mut elsewhere = None;
-    for chat in &load.chats[1..] {
-        if cluster.master_of(&format!("{{c:{chat}}}")).await != victim_port {
-            elsewhere = Some(chat.clone());
+    // The master of the hot-chat flags' slot goes (and with it the
+    // scheduler's lock); a chat whose slot it also serves is fetched
+    // throughout, and one whose slot lives elsewhere.
+    let victim_port = cluster.master_of("{hot}").await;
+    let mut lost_chat = None;
+    let mut kept_chat = None;
+    for n in 0..200 {
+        let chat = format!("probe-{n}");
+        let on_victim = cluster.master_of(&format!("{{c:{chat}}}")).await == victim_port;
+        if on_victim && lost_chat.is_none() {
+            lost_chat = Some(chat);
+        } else if !on_victim && kept_chat.is_none() {
+            kept_chat = Some(chat);
+        }
+        if lost_chat.is_some() && kept_chat.is_some() {
             break;
         }
     }
-    let elsewhere = elsewhere.expect("a chat on another master");
+    let (lost_chat, kept_chat) = (
+        lost_chat.expect("a lost chat"),
+        kept_chat.expect("a kept chat"),
+    );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
     let stop = CancellationToken::new();
-    let url = |chat: &str| {
-        format!(
-            "{}/api/chats/{chat}/messages?limit=5",
-            cluster.chat[0].base()
-        )
-    };
-    let (lost, lost_task) = fetcher(http.clone(), url(&load.chats[0]), stop.clone());
-    let (kept, kept_task) = fetcher(http.clone(), url(&elsewhere), stop.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let base = cluster.chat[0].base();
+    let url = |chat: &str| format!("{base}/api/chats/{chat}/messages?limit=5");
+    let every = Duration::from_millis(50);
+    let lost_url = url(&lost_chat);
+    let (lost, lost_task) = fetcher(http.clone(), move |_| lost_url.clone(), every, stop.clone());
+    let kept_url = url(&kept_chat);
+    let (kept, kept_task) = fetcher(http.clone(), move |_| kept_url.clone(), every, stop.clone());
+    // A crowd of members makes the first chat hot; one client fetching 50
+    // times a second is its abuser.
+    let mut tasks = vec![lost_task, kept_task];
+    let mut members = Vec::new();
+    for i in 0..8 {
+        let url = format!(
+            "{}/api/chats/{}/messages?limit=5",
+            cluster.chat[i % 2].base(),
+            load.chats[0]
+        );
+        let (seen, task) = fetcher(
+            http.clone(),
+            move |n| format!("{url}&userId=member-{i}-{n}"),
+            Duration::from_millis(20),
+            stop.clone(),
+        );
+        members.push(seen);
+        tasks.push(task);
+    }
+    let abuser_url = format!("{}&userId=abuser", url(&load.chats[0]));
+    let (abuser, task) = fetcher(
+        http.clone(),
+        move |_| abuser_url.clone(),
+        Duration::from_millis(20),
+        stop.clone(),
+    );
+    tasks.push(task);
+    let started = Instant::now();
+    faults::eventually(Duration::from_secs(20), "the hot chat throttled", || {
+        let throttled = statuses(&abuser, started, Instant::now(), 429) > 0;
+        async move { throttled.then_some(()) }
+    })
+    .await;
 
     let acked_before = load.acked_count();
     let killed = Instant::now();
@@ -89,9 +151,8 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
     // (2 s) and elected it.
     let promoted = faults::eventually(Duration::from_secs(30), "a new master", || {
         let cluster = &cluster;
-        let chat = &load.chats[0];
         async move {
-            let port = cluster.try_master_of(&format!("{{c:{chat}}}")).await;
+            let port = cluster.try_master_of("{hot}").await;
             port.is_some_and(|p| p != victim_port).then(Instant::now)
         }
     })
@@ -112,8 +173,9 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
     let acked_during = load.acked_count() - acked_before;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
-    lost_task.await.expect("fetcher");
-    kept_task.await.expect("fetcher");
+    for task in tasks {
+        task.await.expect("fetcher");
+    }
     let report = load.finish(Duration::from_secs(60)).await;
     let summary = report.check(&cluster).await;
 
@@ -147,15 +209,35 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
         kept.iter().all(|(_, s, _)| *s == 200 || *s == 503),
         "the other chat answered 200 or 503"
     );
+    // The hot chat, in the outage of its flags' slot: its abuser still
+    // meets its budget, and its members are answered.
+    assert!(
+        statuses(&abuser, killed, recovered, 429) > 0,
+        "the hot chat's abuser stayed throttled"
+    );
+    let members_ok: usize = members
+        .iter()
+        .map(|m| statuses(m, killed, recovered, 200))
+        .sum();
+    assert!(members_ok > 0, "the hot chat's members were answered");
     let kept_window = window(&kept);
     let kept_ok = kept_window.iter().filter(|(s, _)| *s == 200).count();
+    // When, after the kill, the lost chat answered 503 first and last.
+    let refused: Vec<u128> = lost
+        .iter()
+        .filter(|(at, s, _)| *at >= killed && *s == 503)
+        .map(|(at, _, _)| (*at - killed).as_millis())
+        .collect();
     eprintln!(
-        "Redis Cluster master killed: {summary}; {acked_during} posts acknowledged from the kill to the first fetch after failover; new master {} ms after the kill, the lost chat fetched again {} ms after the kill; in that window the lost chat's fetches answered {} x 503 and {} x 200, slowest {} ms; the chat on another master {kept_ok} x 200 of {}",
+        "Redis Cluster master killed: {summary}; {acked_during} posts acknowledged from the kill to the first fetch after failover; new master {} ms after the kill, the lost chat fetched again {} ms after the kill; in that window the lost chat's fetches answered {} x 503 (from {} to {} ms after the kill) and {} x 200, slowest {} ms; the chat on another master {kept_ok} x 200 of {}; the hot chat's abuser {} x 429 and its members {members_ok} x 200 meanwhile",
         (promoted - killed).as_millis(),
         (recovered - killed).as_millis(),
         lost_window.iter().filter(|(s, _)| *s == 503).count(),
+        refused.first().copied().unwrap_or_default(),
+        refused.last().copied().unwrap_or_default(),
         lost_window.iter().filter(|(s, _)| *s == 200).count(),
         slowest.as_millis(),
         kept_window.len(),
+        statuses(&abuser, killed, recovered, 429),
     );
 }

@@ -90,6 +90,17 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A port for a Redis Cluster node: free, and with its cluster bus port
+/// (10,000 higher, so at most 65535) free too.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A test's own corner of the shared broker and Redis: its topic and its
 /// key prefix.
 #[derive(Debug, Clone)]
