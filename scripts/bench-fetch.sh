@@ -60,7 +60,7 @@ report "$work" \
   "GET, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $RUNS runs, release build, 2 cores shared by client and server" \
   "healthz=GET /healthz (bare HTTP)" "fetch=GET messages?limit=50 (cold)"
 report "$work" \
-  "Cold GET messages?limit=50 over $CHATS chats, one Redis and a Redis Cluster (3 masters, 3 replicas, same machine), median of $RUNS runs" \
+  "Cold GET messages?limit=50 over $CHATS chats of 10 messages, one Redis and a Redis Cluster (3 masters, 3 replicas, same machine), median of $RUNS runs" \
   "single-0=1 Redis, snapshot off" "single-250=1 Redis, snapshot on" \
   "cluster-0=Cluster, snapshot off" "cluster-250=Cluster, snapshot on"
 python3 - "$work" "$RUNS" "$DELAY_POSTS" <<'PY'
