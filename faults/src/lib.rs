@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 pub use test_support::{SseBlock, eventually, free_cluster_port, free_port, unique};
 
 mod cluster;
+mod fetch;
 mod load;
 mod report;
 mod service;
 
 pub use cluster::*;
+pub use fetch::*;
 pub use load::*;
 pub use report::*;
 pub use service::*;

@@ -4,61 +4,14 @@
 //! stays throttled (each server's per-client budget), and a cold chat is
 //! never throttled.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Load, Options};
+use faults::{Cluster, Load, Options, Seen, answers, count, fetcher};
 use tokio_util::sync::CancellationToken;
-
-/// Statuses a fetching client saw, with when, and whether the answer came
-/// from a hot chat's snapshot.
-type Seen = Arc<Mutex<Vec<(Instant, u16, bool)>>>;
-
-/// Fetches `url(n)` for its `n`th fetch, every `every`, until `stop`.
-fn fetcher(
-    http: reqwest::Client,
-    url: impl Fn(u64) -> String + Send + 'static,
-    every: Duration,
-    stop: CancellationToken,
-) -> (Seen, tokio::task::JoinHandle<()>) {
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut n = 0;
-        while !stop.is_cancelled() {
-            let (status, snapshot) = match http.get(url(n)).send().await {
-                Ok(r) => (
-                    r.status().as_u16(),
-                    r.headers().contains_key("snapshot-age-ms"),
-                ),
-                Err(_) => (0, false),
-            };
-            n += 1;
-            record
-                .lock()
-                .expect("seen")
-                .push((Instant::now(), status, snapshot));
-            tokio::time::sleep(every).await;
-        }
-    });
-    (seen, task)
-}
-
-fn count(seen: &Seen, from: Instant, to: Instant, status: u16) -> usize {
-    seen.lock()
-        .expect("seen")
-        .iter()
-        .filter(|(at, s, _)| *at >= from && *at < to && *s == status)
-        .count()
-}
 
 /// Answers 200 in the window that did not come from a snapshot.
 fn read_from_redis(seen: &Seen, from: Instant, to: Instant) -> usize {
-    seen.lock()
-        .expect("seen")
-        .iter()
-        .filter(|(at, s, snapshot)| *at >= from && *at < to && *s == 200 && !snapshot)
-        .count()
+    answers(seen, from, to, |a| a.status == 200 && !a.snapshot).len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,13 +88,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     let hot_200 = |from, to| hot.iter().map(|s| count(s, from, to, 200)).sum::<usize>();
     let hot_other = |from, to| {
         hot.iter()
-            .map(|s| {
-                s.lock()
-                    .expect("seen")
-                    .iter()
-                    .filter(|(at, status, _)| *at >= from && *at < to && *status != 200)
-                    .count()
-            })
+            .map(|s| answers(s, from, to, |a| a.status != 200).len())
             .sum::<usize>()
     };
     let started = Instant::now();
@@ -199,9 +146,14 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     );
     let fresh: usize = hot.iter().map(|s| read_from_redis(s, settle, up)).sum();
     assert_eq!(fresh, 0, "nothing read from a Redis that is down");
-    let cold_all = cold.lock().expect("seen").clone();
+    let cold_all: Vec<u16> = cold
+        .lock()
+        .expect("seen")
+        .iter()
+        .map(|a| a.status)
+        .collect();
     assert!(
-        cold_all.iter().all(|(_, s, _)| *s != 429),
+        cold_all.iter().all(|s| *s != 429),
         "the cold chat was never throttled"
     );
     assert!(
@@ -209,12 +161,9 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         "fetch answered 503 in the outage"
     );
     assert!(
-        cold_all.iter().all(|(_, s, _)| [200, 503].contains(s)),
+        cold_all.iter().all(|s| [200, 503].contains(s)),
         "the cold chat saw only 200 and 503: {:?}",
-        cold_all
-            .iter()
-            .map(|(_, s, _)| *s)
-            .collect::<std::collections::BTreeSet<_>>()
+        cold_all.iter().collect::<std::collections::BTreeSet<_>>()
     );
     eprintln!(
         "Redis killed for 5 s: {summary}; {acked_during} posts acknowledged in the outage; hot chat members {} 200s from the snapshot, abuser {} 429s in the outage; fetch answered again {} ms after Redis was back",

@@ -470,6 +470,19 @@ mod tests {
         name.parse().expect("chat id")
     }
 
+    /// Hubs of 8 frames each, with chat `lobby` hot.
+    fn hot_lobby_hubs() -> Hubs {
+        let hot = HotChats::new();
+        hot.set_store_up(true);
+        hot.apply(&chat_core::hot::HotChange {
+            chat: "lobby".into(),
+            hot: true,
+            until: i64::MAX,
+            second: 0,
+        });
+        Hubs::new(frames(8), 10, hot)
+    }
+
     /// A budget of `n` frames per hub, with no byte limit.
     fn frames(n: usize) -> Budget {
         Budget {
@@ -599,15 +612,7 @@ mod tests {
 
     #[test]
     fn owed_messages_stay_bounded_however_often_a_flush_fails() {
-        let hot = HotChats::new();
-        hot.set_store_up(true);
-        hot.apply(&chat_core::hot::HotChange {
-            chat: "lobby".into(),
-            hot: true,
-            until: i64::MAX,
-            second: 0,
-        });
-        let hubs = Hubs::new(frames(8), 10, hot);
+        let hubs = hot_lobby_hubs();
         hubs.started(0, -1);
         let lobby = chat("lobby");
         let hub = hubs.join(&lobby).expect("join");
@@ -641,15 +646,7 @@ mod tests {
 
     #[test]
     fn a_hot_chat_holds_reactions_back_and_lets_messages_through() {
-        let hot = HotChats::new();
-        hot.set_store_up(true);
-        hot.apply(&chat_core::hot::HotChange {
-            chat: "lobby".into(),
-            hot: true,
-            until: i64::MAX,
-            second: 0,
-        });
-        let hubs = Hubs::new(frames(8), 10, hot);
+        let hubs = hot_lobby_hubs();
         hubs.started(0, -1);
         let lobby = chat("lobby");
         let hub = hubs.join(&lobby).expect("join");
