@@ -74,3 +74,73 @@ pub fn answers(
 pub fn count(seen: &Seen, from: Instant, to: Instant, status: u16) -> usize {
     answers(seen, from, to, |a| a.status == status).len()
 }
+
+/// A crowd that makes a chat hot, and its abuser: 8 members fetching it
+/// every 20 ms over both chat-servers, each fetch as a new `userId` (so the
+/// chat counts many clients), and one client fetching it 50 times a second
+/// as one user.
+#[derive(Debug)]
+pub struct Crowd {
+    pub members: Vec<Seen>,
+    pub abuser: Seen,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Crowd {
+    /// Starts the crowd on `chat` of `cluster`, until `stop`; returns once
+    /// the abuser has met its first 429 (the chat is hot).
+    pub async fn start(
+        cluster: &crate::Cluster,
+        http: &reqwest::Client,
+        chat: &str,
+        stop: &CancellationToken,
+    ) -> Self {
+        let every = Duration::from_millis(20);
+        let mut members = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let url = format!(
+                "{}/api/chats/{chat}/messages?limit=5",
+                cluster.chat[i % 2].base()
+            );
+            let (seen, task) = fetcher(
+                http.clone(),
+                move |n| format!("{url}&userId=member-{i}-{n}"),
+                every,
+                stop.clone(),
+            );
+            members.push(seen);
+            tasks.push(task);
+        }
+        let url = format!(
+            "{}/api/chats/{chat}/messages?limit=5&userId=abuser",
+            cluster.chat[0].base()
+        );
+        let (abuser, task) = fetcher(http.clone(), move |_| url.clone(), every, stop.clone());
+        tasks.push(task);
+        let started = Instant::now();
+        crate::eventually(Duration::from_secs(20), "the hot chat throttled", || {
+            let throttled = count(&abuser, started, Instant::now(), 429) > 0;
+            async move { throttled.then_some(()) }
+        })
+        .await;
+        Self {
+            members,
+            abuser,
+            tasks,
+        }
+    }
+
+    /// The members' answers asked for in `from..to` that pass `keep`.
+    pub fn members(
+        &self,
+        from: Instant,
+        to: Instant,
+        keep: impl Fn(&Answer) -> bool + Copy,
+    ) -> usize {
+        self.members
+            .iter()
+            .map(|seen| answers(seen, from, to, keep).len())
+            .sum()
+    }
+}

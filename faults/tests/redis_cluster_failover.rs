@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Load, Options, answers, count, fetcher};
+use faults::{Cluster, Crowd, Load, Options, answers, count, fetcher};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,39 +64,11 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
     let (lost, lost_task) = fetcher(http.clone(), move |_| lost_url.clone(), every, stop.clone());
     let kept_url = url(&kept_chat);
     let (kept, kept_task) = fetcher(http.clone(), move |_| kept_url.clone(), every, stop.clone());
-    // A crowd of members makes the first chat hot; one client fetching 50
-    // times a second is its abuser.
-    let mut tasks = vec![lost_task, kept_task];
-    let mut members = Vec::new();
-    for i in 0..8 {
-        let url = format!(
-            "{}/api/chats/{}/messages?limit=5",
-            cluster.chat[i % 2].base(),
-            load.chats[0]
-        );
-        let (seen, task) = fetcher(
-            http.clone(),
-            move |n| format!("{url}&userId=member-{i}-{n}"),
-            Duration::from_millis(20),
-            stop.clone(),
-        );
-        members.push(seen);
-        tasks.push(task);
-    }
-    let abuser_url = format!("{}&userId=abuser", url(&load.chats[0]));
-    let (abuser, task) = fetcher(
-        http.clone(),
-        move |_| abuser_url.clone(),
-        Duration::from_millis(20),
-        stop.clone(),
-    );
-    tasks.push(task);
-    let started = Instant::now();
-    faults::eventually(Duration::from_secs(20), "the hot chat throttled", || {
-        let throttled = count(&abuser, started, Instant::now(), 429) > 0;
-        async move { throttled.then_some(()) }
-    })
-    .await;
+    // A crowd makes the first chat hot, beside its abuser.
+    let tasks = vec![lost_task, kept_task];
+    let mut crowd = Crowd::start(&cluster, &http, &load.chats[0], &stop).await;
+    let crowd_tasks = std::mem::take(&mut crowd.tasks);
+    let abuser = &crowd.abuser;
 
     let acked_before = load.acked_count();
     let killed = Instant::now();
@@ -128,7 +100,7 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
     let acked_during = load.acked_count() - acked_before;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
-    for task in tasks {
+    for task in tasks.into_iter().chain(crowd_tasks) {
         task.await.expect("fetcher");
     }
     let report = load.finish(Duration::from_secs(60)).await;
@@ -158,13 +130,10 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
     // The hot chat, in the outage of its flags' slot: its abuser still
     // meets its budget, and its members are answered.
     assert!(
-        count(&abuser, killed, recovered, 429) > 0,
+        count(abuser, killed, recovered, 429) > 0,
         "the hot chat's abuser stayed throttled"
     );
-    let members_ok: usize = members
-        .iter()
-        .map(|m| count(m, killed, recovered, 200))
-        .sum();
+    let members_ok = crowd.members(killed, recovered, |a| a.status == 200);
     assert!(members_ok > 0, "the hot chat's members were answered");
     let kept_window = answers(&kept, killed, recovered, |_| true);
     let kept_ok = count(&kept, killed, recovered, 200);
@@ -183,6 +152,6 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
         count(&lost, killed, recovered, 200),
         slowest.as_millis(),
         kept_window.len(),
-        count(&abuser, killed, recovered, 429),
+        count(abuser, killed, recovered, 429),
     );
 }

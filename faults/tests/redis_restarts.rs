@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Load, Options, Seen, answers, count, fetcher};
+use faults::{Cluster, Crowd, Load, Options, Seen, answers, count, fetcher};
 use tokio_util::sync::CancellationToken;
 
 /// Answers 200 in the window that did not come from a snapshot.
@@ -43,36 +43,6 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         .build()
         .expect("client");
     let mut tasks = Vec::new();
-    // A crowd of members, each fetching once, makes the chat hot; one
-    // client fetching 50 times a second is its abuser.
-    let mut hot = Vec::new();
-    for i in 0..8 {
-        let url = format!(
-            "{}/api/chats/{}/messages?limit=5",
-            cluster.chat[i % 2].base(),
-            load.chats[0]
-        );
-        let (seen, task) = fetcher(
-            http.clone(),
-            move |n| format!("{url}&userId=member-{i}-{n}"),
-            Duration::from_millis(20),
-            stop.clone(),
-        );
-        hot.push(seen);
-        tasks.push(task);
-    }
-    let url = format!(
-        "{}/api/chats/{}/messages?limit=5&userId=abuser",
-        cluster.chat[0].base(),
-        load.chats[0]
-    );
-    let (abuser, task) = fetcher(
-        http.clone(),
-        move |_| url.clone(),
-        Duration::from_millis(20),
-        stop.clone(),
-    );
-    tasks.push(task);
     let url = format!(
         "{}/api/chats/{}/messages?limit=5",
         cluster.chat[1].base(),
@@ -85,18 +55,12 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         stop.clone(),
     );
     tasks.push(task);
-    let hot_200 = |from, to| hot.iter().map(|s| count(s, from, to, 200)).sum::<usize>();
-    let hot_other = |from, to| {
-        hot.iter()
-            .map(|s| answers(s, from, to, |a| a.status != 200).len())
-            .sum::<usize>()
-    };
-    let started = Instant::now();
-    faults::eventually(Duration::from_secs(20), "the hot chat throttled", || {
-        let throttled = count(&abuser, started, Instant::now(), 429) > 0;
-        async move { throttled.then_some(()) }
-    })
-    .await;
+    // A crowd makes the first chat hot, beside its abuser.
+    let mut crowd = Crowd::start(&cluster, &http, &load.chats[0], &stop).await;
+    let crowd_tasks = std::mem::take(&mut crowd.tasks);
+    let hot_200 = |from, to| crowd.members(from, to, |a| a.status == 200);
+    let hot_other = |from, to| crowd.members(from, to, |a| a.status != 200);
+    let abuser = &crowd.abuser;
 
     let acked_before = load.acked_count();
     let down = Instant::now();
@@ -116,7 +80,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
-    for task in tasks {
+    for task in tasks.into_iter().chain(crowd_tasks) {
         task.await.expect("fetcher");
     }
     let report = load.finish(Duration::from_secs(60)).await;
@@ -131,7 +95,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         "posting went on: {acked_during} acknowledged in the outage"
     );
     assert!(
-        count(&abuser, settle, up, 429) > 0,
+        count(abuser, settle, up, 429) > 0,
         "the hot chat's abuser stayed throttled in the outage"
     );
     assert!(
@@ -144,7 +108,11 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
         0,
         "every member was answered in the outage"
     );
-    let fresh: usize = hot.iter().map(|s| read_from_redis(s, settle, up)).sum();
+    let fresh: usize = crowd
+        .members
+        .iter()
+        .map(|s| read_from_redis(s, settle, up))
+        .sum();
     assert_eq!(fresh, 0, "nothing read from a Redis that is down");
     let cold_all: Vec<u16> = cold
         .lock()
@@ -168,7 +136,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     eprintln!(
         "Redis killed for 5 s: {summary}; {acked_during} posts acknowledged in the outage; hot chat members {} 200s from the snapshot, abuser {} 429s in the outage; fetch answered again {} ms after Redis was back",
         hot_200(settle, up),
-        count(&abuser, settle, up, 429),
+        count(abuser, settle, up, 429),
         (recovered - up).as_millis()
     );
 }
