@@ -144,9 +144,4 @@ impl RedisConn {
             .await
             .map(drop)
     }
-
-    /// Whether this speaks to a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(_))
-    }
 }

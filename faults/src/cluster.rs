@@ -92,6 +92,8 @@ impl Cluster {
                     "redis-server".into(),
                     Ready::Tcp,
                 );
+                // Its cluster bus listens 10,000 higher.
+                node.port = free_cluster_port();
                 let node_dir = dir.join(format!("redis-node-{i}"));
                 std::fs::create_dir_all(&node_dir).expect("node folder");
                 node.args = [
@@ -370,6 +372,19 @@ async fn create_redis_cluster(nodes: &[Service]) {
         )
         .await;
     }
+    // A replica that never finished its first sync cannot take over: wait
+    // until all three have.
+    eventually(Duration::from_secs(60), "every replica in sync", || async {
+        let mut in_sync = 0;
+        for node in nodes {
+            let info = redis_cli(node.port, &["info", "replication"]).await;
+            if info.contains("role:slave") && info.contains("master_link_status:up") {
+                in_sync += 1;
+            }
+        }
+        (in_sync == nodes.len() / 2).then_some(())
+    })
+    .await;
 }
 
 /// What `redis-cli -p port args...` prints.

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let redis_given = given("url") || given("cluster_nodes");
+    let redis_given = given("url") || args.server.redis.is_cluster();
     let result = runtime.block_on(run(args, given("brokers"), redis_given));
     match result {
         Ok(()) => ExitCode::SUCCESS,
