@@ -200,3 +200,50 @@ async fn while_redis_is_down_a_hot_chat_is_answered_from_its_snapshot_and_stays_
     assert!(down.elapsed() < Duration::from_secs(10));
     server.stop().await;
 }
+
+/// A hot chat's per-client budget, for clients without a user: behind a
+/// listed proxy each forwarded address has a budget of its own; from any
+/// other peer `X-Forwarded-For` is ignored, so made-up addresses share the
+/// peer's budget.
+#[tokio::test]
+async fn behind_a_listed_proxy_each_forwarded_client_has_its_own_budget() {
+    let fetch = |server: &TestServer, forwarded_for: &'static str| {
+        let request = server
+            .http
+            .get(server.url("/api/chats/proxied/messages?limit=5"))
+            .header("x-forwarded-for", forwarded_for);
+        async move { request.send().await.expect("fetch").status().as_u16() }
+    };
+    for trusted in [true, false] {
+        let mut config = common::config();
+        config.hot_client_rate = 1;
+        config.hot_client_burst = 2;
+        config.retry_after_jitter_secs = 0;
+        if trusted {
+            config.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
+        }
+        let server = TestServer::start_with(config).await;
+        flag_hot(&server, "proxied").await;
+        let mut first = Vec::new();
+        for _ in 0..4 {
+            first.push(fetch(&server, "203.0.113.1").await);
+        }
+        assert!(
+            first.contains(&429),
+            "one client over its budget: {first:?}"
+        );
+        let second = fetch(&server, "203.0.113.2").await;
+        if trusted {
+            assert_eq!(
+                second, 200,
+                "another client behind the proxy has its own budget"
+            );
+        } else {
+            assert_eq!(
+                second, 429,
+                "a made-up address is the peer's, whose budget is spent"
+            );
+        }
+        server.stop().await;
+    }
+}
