@@ -157,17 +157,11 @@ impl EventProducer {
     pub(crate) async fn check(&self) -> Result<(), CheckError> {
         let producer = self.current();
         let topic = self.config.topic.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+        tokio::task::spawn_blocking(move || {
+            topic_partitions(producer.client(), &topic, Duration::from_secs(2)).map(drop)
         })
         .await
-        .map_err(|_| CheckError::Panicked)??;
-        match metadata.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            _ => Err(CheckError::NoTopic(self.config.topic.clone())),
-        }
+        .map_err(|_| CheckError::Panicked)?
     }
 
     /// The end of `chat`'s partition as Kafka reports it (the offset the
@@ -184,13 +178,7 @@ impl EventProducer {
         tokio::task::spawn_blocking(move || {
             let client = producer.client();
             let limit = Duration::from_secs(2);
-            let metadata = client.fetch_metadata(Some(&topic), limit)?;
-            let partitions = match metadata.topics().first() {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    t.partitions().len()
-                }
-                _ => return Err(CheckError::NoTopic(topic)),
-            };
+            let partitions = topic_partitions(client, &topic, limit)?;
             if names::partition_of(&chat, partitions) != partition {
                 return Ok(None);
             }
@@ -248,6 +236,20 @@ impl EventProducer {
         if let Ok(Err(error)) = flushed {
             warn!(%error, "writes still unacknowledged at shutdown");
         }
+    }
+}
+
+/// How many partitions `topic` has, as the broker says (blocking); an
+/// error when the broker does not answer or has no such topic.
+fn topic_partitions(
+    client: &rdkafka::client::Client<impl rdkafka::ClientContext>,
+    topic: &str,
+    limit: Duration,
+) -> Result<usize, CheckError> {
+    let metadata = client.fetch_metadata(Some(topic), limit)?;
+    match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+        _ => Err(CheckError::NoTopic(topic.to_owned())),
     }
 }
 

@@ -75,6 +75,16 @@ pub fn count(seen: &Seen, from: Instant, to: Instant, status: u16) -> usize {
     answers(seen, from, to, |a| a.status == status).len()
 }
 
+/// Waits (30 s at most) until a fetch asked at or after `from` is answered
+/// `status`; answers when that was seen.
+pub async fn until_answered(seen: &Seen, from: Instant, status: u16, what: &str) -> Instant {
+    crate::eventually(Duration::from_secs(30), what, || {
+        let ok = count(seen, from, Instant::now(), status) > 0;
+        async move { ok.then(Instant::now) }
+    })
+    .await
+}
+
 /// A crowd that makes a chat hot, and its abuser: 8 members fetching it
 /// every 20 ms over both chat-servers, each fetch as a new `userId` (so the
 /// chat counts many clients), and one client fetching it 50 times a second

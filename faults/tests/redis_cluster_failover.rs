@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Crowd, Load, Options, answers, count, fetcher};
+use faults::{Cluster, Crowd, Load, Options, answers, count, fetcher, until_answered};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,15 +88,7 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
         }
     })
     .await;
-    let recovered = faults::eventually(
-        Duration::from_secs(30),
-        "the lost chat fetched again",
-        || {
-            let ok = count(&lost, promoted, Instant::now(), 200) > 0;
-            async move { ok.then(Instant::now) }
-        },
-    )
-    .await;
+    let recovered = until_answered(&lost, promoted, 200, "the lost chat fetched again").await;
     let acked_during = load.acked_count() - acked_before;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();

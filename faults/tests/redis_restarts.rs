@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Crowd, Load, Options, Seen, answers, count, fetcher};
+use faults::{Cluster, Crowd, Load, Options, Seen, answers, count, fetcher, until_answered};
 use tokio_util::sync::CancellationToken;
 
 /// Answers 200 in the window that did not come from a snapshot.
@@ -69,15 +69,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     let acked_during = load.acked_count() - acked_before;
     let up = Instant::now();
     cluster.redis.start().await;
-    let recovered = faults::eventually(
-        Duration::from_secs(30),
-        "the cold chat fetched again",
-        || {
-            let ok = count(&cold, up, Instant::now(), 200) > 0;
-            async move { ok.then(Instant::now) }
-        },
-    )
-    .await;
+    let recovered = until_answered(&cold, up, 200, "the cold chat fetched again").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
     for task in tasks.into_iter().chain(crowd_tasks) {
