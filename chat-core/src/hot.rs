@@ -8,6 +8,12 @@
 //! While the hot-chat Redis is unreachable, the chats last known hot stay
 //! hot here (their expiry is not applied), so a hot chat is never left
 //! unthrottled because its store is down.
+//!
+//! The scheduler renews a flag every second without announcing it, and
+//! clears it, announced, at its first tick after the expiry. So a server
+//! honours a flag for [`LAPSE_GRACE_MS`] past its expiry: a renewal that
+//! comes late (a late tick, a late resync) never lets a hot chat lapse for
+//! a moment, while a scheduler that is gone still lets it lapse.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +70,10 @@ impl HotStoreConfig {
     }
 }
 
+/// How long past its expiry a server still honours a flag: a tick and a
+/// resync may each come a second late under load.
+pub const LAPSE_GRACE_MS: i64 = 2_000;
+
 /// A flag change, as the scheduler announces it on the changes channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotChange {
@@ -83,11 +93,26 @@ pub fn now_millis() -> i64 {
 /// The hot chats as this process knows them.
 #[derive(Debug, Default)]
 pub struct HotChats {
-    /// Chat id to its flag's expiry (Unix milliseconds).
-    flags: RwLock<HashMap<String, i64>>,
+    flags: RwLock<Flags>,
     /// The hot-chat Redis answered the last resync.
     store_up: AtomicBool,
 }
+
+#[derive(Debug, Default)]
+struct Flags {
+    /// Chat id to its flag's expiry (Unix milliseconds).
+    until: HashMap<String, i64>,
+    /// Announcements applied so far.
+    announced: u64,
+    /// The chats announced since the resync in flight began, each with the
+    /// number of its last announcement: that resync's read may be older
+    /// than the announcement, and must not undo it.
+    changed: HashMap<String, u64>,
+}
+
+/// Most chats remembered as announced between two resyncs; past it, an
+/// announcement may be undone by a resync's older read until the next one.
+const MAX_CHANGED: usize = 10_000;
 
 impl HotChats {
     pub fn new() -> Arc<Self> {
@@ -103,8 +128,9 @@ impl HotChats {
     fn is_hot_at(&self, chat: &str, now: i64) -> bool {
         let flags = self.flags.read().unwrap_or_else(|e| e.into_inner());
         flags
+            .until
             .get(chat)
-            .is_some_and(|&until| until > now || !self.store_up())
+            .is_some_and(|&until| until + LAPSE_GRACE_MS > now || !self.store_up())
     }
 
     /// Whether the hot-chat Redis answered the last resync.
@@ -128,23 +154,56 @@ impl HotChats {
     /// Applies an announcement; answers whether the chat just became hot.
     pub fn apply(&self, change: &HotChange) -> bool {
         let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        flags.announced += 1;
+        let number = flags.announced;
+        if flags.changed.len() < MAX_CHANGED || flags.changed.contains_key(&change.chat) {
+            flags.changed.insert(change.chat.clone(), number);
+        }
         if change.hot {
-            flags.insert(change.chat.clone(), change.until).is_none()
+            let until = flags.until.entry(change.chat.clone()).or_insert(i64::MIN);
+            let new = *until == i64::MIN;
+            *until = (*until).max(change.until);
+            new
         } else {
-            flags.remove(&change.chat);
+            flags.until.remove(&change.chat);
             false
         }
     }
 
-    /// Replaces every flag with what Redis holds.
-    fn replace(&self, current: HashMap<String, i64>) {
+    /// How many announcements were applied so far: taken before a resync
+    /// reads Redis, and given back to [`Self::replace`].
+    fn announced(&self) -> u64 {
+        self.flags
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .announced
+    }
+
+    /// Replaces every flag with `current`, what Redis held when read, once
+    /// `since` announcements had been applied; a chat announced after that
+    /// keeps what its announcement said (and the later expiry of the two).
+    fn replace(&self, mut current: HashMap<String, i64>, since: u64) {
+        let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        let flags = &mut *flags;
+        flags.changed.retain(|_, number| *number > since);
+        for chat in flags.changed.keys() {
+            match flags.until.get(chat) {
+                Some(&until) => {
+                    let read = current.entry(chat.clone()).or_insert(until);
+                    *read = (*read).max(until);
+                }
+                None => {
+                    current.remove(chat);
+                }
+            }
+        }
         let count = current.len();
-        *self.flags.write().unwrap_or_else(|e| e.into_inner()) = current;
+        flags.until = current;
         metrics::gauge!("hot_chats").set(count as f64);
     }
 }
 
-/// Reads every flag that has not expired, in one round trip.
+/// Reads every flag that has not expired by `now`, in one round trip.
 pub async fn read_flags(
     redis: &RedisConn,
     keys: &Keys,
@@ -200,9 +259,10 @@ async fn resync_loop(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match read_flags(conn, keys, now_millis()).await {
+        let since = hot.announced();
+        match read_flags(conn, keys, now_millis() - LAPSE_GRACE_MS).await {
             Ok(flags) => {
-                hot.replace(flags);
+                hot.replace(flags, since);
                 hot.set_store_up(true);
             }
             Err(error) => {
@@ -292,7 +352,11 @@ mod tests {
         assert!(hot.apply(&change), "first announcement makes it hot");
         assert!(!hot.apply(&change), "a renewal is not news");
         assert!(hot.is_hot_at("lobby", 9_999));
-        assert!(!hot.is_hot_at("lobby", 10_000), "expired");
+        assert!(
+            hot.is_hot_at("lobby", 10_000 + LAPSE_GRACE_MS - 1),
+            "a renewal may come late"
+        );
+        assert!(!hot.is_hot_at("lobby", 10_000 + LAPSE_GRACE_MS), "expired");
         assert!(!hot.is_hot_at("other", 0));
         hot.set_store_up(false);
         assert!(
@@ -304,5 +368,50 @@ mod tests {
             ..change
         });
         assert!(!hot.is_hot_at("lobby", 0));
+    }
+
+    fn announce(hot: &HotChats, chat: &str, on: bool, until: i64) -> bool {
+        hot.apply(&HotChange {
+            chat: chat.into(),
+            hot: on,
+            until,
+            second: 0,
+        })
+    }
+
+    #[test]
+    fn a_resync_read_before_an_announcement_does_not_undo_it() {
+        let hot = HotChats::default();
+        hot.set_store_up(true);
+        announce(&hot, "stage", true, 5_000);
+        hot.replace(HashMap::from([("stage".into(), 5_000)]), hot.announced());
+
+        // A resync reads Redis; meanwhile "crowd" turns hot and "stage"
+        // cools down, announced before the read's answer is applied.
+        let since = hot.announced();
+        assert!(announce(&hot, "crowd", true, 9_000));
+        announce(&hot, "stage", false, 6_000);
+        hot.replace(HashMap::from([("stage".into(), 7_000)]), since);
+        assert!(hot.is_hot_at("crowd", 8_000), "the new flag is kept");
+        assert!(!hot.is_hot_at("stage", 0), "the clear is kept");
+
+        // The next resync's read is newer than both: it decides.
+        let since = hot.announced();
+        hot.replace(HashMap::from([("stage".into(), 12_000)]), since);
+        assert!(!hot.is_hot_at("crowd", 0));
+        assert!(hot.is_hot_at("stage", 11_000));
+    }
+
+    #[test]
+    fn a_resync_keeps_the_later_expiry_of_an_announcement_and_its_read() {
+        let hot = HotChats::default();
+        hot.set_store_up(true);
+        let since = hot.announced();
+        announce(&hot, "lobby", true, 9_000);
+        hot.replace(HashMap::from([("lobby".into(), 4_000)]), since);
+        assert!(hot.is_hot_at("lobby", 8_000));
+        let since = hot.announced();
+        hot.replace(HashMap::from([("lobby".into(), 12_000)]), since);
+        assert!(hot.is_hot_at("lobby", 11_000), "a renewal read from Redis");
     }
 }
