@@ -130,7 +130,7 @@ impl HotChats {
         flags
             .until
             .get(chat)
-            .is_some_and(|&until| until + LAPSE_GRACE_MS > now || !self.store_up())
+            .is_some_and(|&until| until.saturating_add(LAPSE_GRACE_MS) > now || !self.store_up())
     }
 
     /// Whether the hot-chat Redis answered the last resync.
@@ -160,10 +160,16 @@ impl HotChats {
             flags.changed.insert(change.chat.clone(), number);
         }
         if change.hot {
-            let until = flags.until.entry(change.chat.clone()).or_insert(i64::MIN);
-            let new = *until == i64::MIN;
-            *until = (*until).max(change.until);
-            new
+            match flags.until.get_mut(&change.chat) {
+                Some(until) => {
+                    *until = (*until).max(change.until);
+                    false
+                }
+                None => {
+                    flags.until.insert(change.chat.clone(), change.until);
+                    true
+                }
+            }
         } else {
             flags.until.remove(&change.chat);
             false
