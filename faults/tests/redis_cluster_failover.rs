@@ -134,6 +134,19 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
         .iter()
         .map(|a| (a.at - killed).as_millis())
         .collect();
+    let sequence: Vec<String> = answers(&lost, killed, far_future, |_| true)
+        .iter()
+        .take_while(|a| a.at < recovered + Duration::from_secs(1))
+        .map(|a| {
+            format!(
+                "{}@{}+{}",
+                a.status,
+                (a.at - killed).as_millis(),
+                a.took.as_millis()
+            )
+        })
+        .collect();
+    eprintln!("the lost chat's answers (status@ms after the kill+ms taken): {sequence:?}");
     eprintln!(
         "Redis Cluster master killed: {summary}; {acked_during} posts acknowledged from the kill to the first fetch after failover; new master {} ms after the kill, the lost chat fetched again {} ms after the kill; in that window the lost chat's fetches answered {} x 503 (from {} to {} ms after the kill) and {} x 200, slowest {} ms; the chat on another master {kept_ok} x 200 of {}; the hot chat's abuser {} x 429 and its members {members_ok} x 200 meanwhile",
         (promoted - killed).as_millis(),
