@@ -130,15 +130,13 @@ async fn a_request_head_over_8_kib_is_431() {
     let server = TestServer::start().await;
     let addr = server.addr;
     let answer = |header_bytes: usize| async move {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!(
             "GET /healthz HTTP/1.1\r\nHost: chat\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
             "a".repeat(header_bytes)
         );
-        let _ = stream.write_all(request.as_bytes()).await;
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-        String::from_utf8_lossy(&answer).into_owned()
+        test_support::raw_exchange(addr, &request, Duration::from_secs(5))
+            .await
+            .0
     };
     assert!(answer(6 * 1024).await.starts_with("HTTP/1.1 200"));
     let refused = answer(9 * 1024).await;

@@ -3,26 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_core::serve::HEAD_TIMEOUT;
 use common::World;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-
-/// What the scheduler answers to `request`, read until it closes the
-/// connection (at most `wait`), and how long that took.
-async fn answer(addr: std::net::SocketAddr, request: &str, wait: Duration) -> (String, Duration) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let sent = Instant::now();
-    let _ = stream.write_all(request.as_bytes()).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
-    (
-        String::from_utf8_lossy(&answer).into_owned(),
-        sent.elapsed(),
-    )
-}
+use test_support::raw_exchange as answer;
 
 #[tokio::test]
 async fn a_request_head_over_8_kib_is_431_and_a_dribbled_one_is_cut_off() {

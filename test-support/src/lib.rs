@@ -385,6 +385,21 @@ pub async fn flag_hot_in(
         .expect("ZADD");
 }
 
+/// What a server answers to the raw bytes of `request`, read until it
+/// closes the connection (at most `wait`), and how long that took.
+pub async fn raw_exchange(addr: SocketAddr, request: &str, wait: Duration) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let sent = Instant::now();
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        sent.elapsed(),
+    )
+}
+
 /// `GET url`'s answer, whatever its status.
 pub async fn get(http: &reqwest::Client, url: &str) -> reqwest::Response {
     http.get(url).send().await.expect("an answer")
