@@ -16,6 +16,15 @@ stop_all() {
 
 cleanup() {
   local status=$?
+  # A failed run against a Redis Cluster says what the cluster went through:
+  # failovers, lost links, resyncs.
+  if [ "$status" -ne 0 ]; then
+    for log in "$work"/cluster-[0-9]*.log; do
+      [ -f "$log" ] || continue
+      echo "--- $(basename "$log"): failovers, lost links and resyncs" >&2
+      grep -E 'FAIL|ailover|Cluster state changed|MASTER MODE|Connection with|PSYNC|resync' "$log" | tail -n 20 >&2 || true
+    done
+  fi
   stop_all
   rm -rf "$work"
   exit "$status"

@@ -473,13 +473,10 @@ async fn once_ready_a_post_is_fetchable_at_once_and_takes_reactions() {
     server.stop().await;
 }
 
-/// Everything a user can see of a chat: messages, counts and the cursor.
+/// Everything a user can see of a chat: messages, counts and the cursor,
+/// as one walk through its pages saw them.
 async fn snapshot(server: &TestServer, chat: &str) -> (Vec<Value>, Value) {
-    let messages = server.all_messages(chat, 100).await;
-    let (_, latest) = server
-        .get_json(&format!("/api/chats/{chat}/messages?limit=1"))
-        .await;
-    (messages, latest["cursor"].clone())
+    server.walk(chat, 100).await
 }
 
 #[tokio::test]
@@ -541,7 +538,28 @@ async fn replaying_the_topic_into_an_empty_redis_reproduces_the_read_model() {
     config.redis.key_prefix = original.config.redis.key_prefix.clone();
     let replayer = TestServer::start_with(config).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(snapshot(&replayer, "replay").await, wanted);
+    let seen = snapshot(&replayer, "replay").await;
+    let mut context = String::new();
+    if seen != wanted {
+        // What Redis holds, node by node, and what a second look shows.
+        let keys = replayer
+            .config
+            .redis
+            .keys()
+            .chat(&"replay".parse().expect("chat"));
+        let held = test_support::describe_keys(
+            &replayer.config.redis,
+            &[keys.messages, keys.bodies, keys.head],
+        )
+        .await;
+        let again = snapshot(&replayer, "replay").await;
+        context = format!(
+            "a second look: {} messages, cursor {}; Redis holds:\n{held}",
+            again.0.len(),
+            again.1
+        );
+    }
+    assert_eq!(seen, wanted, "{context}");
     for server in [original, rebuilt, replayer] {
         server.stop().await;
     }

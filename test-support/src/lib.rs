@@ -57,6 +57,90 @@ pub async fn redis_conn(config: &chat_core::config::RedisConfig) -> chat_core::r
         .expect("Redis answers")
 }
 
+/// What each Redis node holds of `keys` (their type and size), asked of
+/// every node of a cluster (a replica, too, with `READONLY`) and each
+/// node's role as `CLUSTER NODES` gives it: for the message of a failing
+/// test, so that a read model that looks wrong can be told apart from a
+/// read served by the wrong node.
+pub async fn describe_keys(config: &chat_core::config::RedisConfig, keys: &[String]) -> String {
+    let mut nodes = Vec::new();
+    let mut report = String::new();
+    if config.is_cluster() {
+        let seed = format!("redis://{}", config.cluster_nodes[0]);
+        match plain_redis(&seed).await {
+            Ok(mut conn) => {
+                let listing: redis::RedisResult<String> = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut conn)
+                    .await;
+                for line in listing
+                    .unwrap_or_else(|e| format!("CLUSTER NODES failed: {e}"))
+                    .lines()
+                {
+                    report.push_str(&format!("  {line}\n"));
+                    if let Some(address) = line.split_whitespace().nth(1) {
+                        let address = address.split('@').next().unwrap_or(address);
+                        nodes.push(format!("redis://{address}"));
+                    }
+                }
+            }
+            Err(e) => report.push_str(&format!("  seed {seed}: {e}\n")),
+        }
+    } else {
+        nodes.push(config.url.clone());
+    }
+    for node in nodes {
+        report.push_str(&format!("  {node}:"));
+        let mut conn = match plain_redis(&node).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                report.push_str(&format!(" {e}\n"));
+                continue;
+            }
+        };
+        if config.is_cluster() {
+            let _: redis::RedisResult<()> = redis::cmd("READONLY").query_async(&mut conn).await;
+        }
+        for key in keys {
+            let kind: redis::RedisResult<String> =
+                redis::cmd("TYPE").arg(key).query_async(&mut conn).await;
+            let size = match kind.as_deref() {
+                Ok("zset") => {
+                    redis::cmd("ZCARD")
+                        .arg(key)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                }
+                Ok("hash") => {
+                    redis::cmd("HLEN")
+                        .arg(key)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                }
+                Ok(_) => Ok(0),
+                Err(e) => Err(e.clone()),
+            };
+            match (kind, size) {
+                (Ok(kind), Ok(size)) => report.push_str(&format!(" {key}={kind}/{size}")),
+                (Err(e), _) | (_, Err(e)) => report.push_str(&format!(" {key}: {e}")),
+            }
+        }
+        report.push('\n');
+    }
+    report
+}
+
+/// A plain connection to one Redis node, given up on after 2 s.
+async fn plain_redis(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
 /// A name no other test (in this run or another) uses.
 pub fn unique(name: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

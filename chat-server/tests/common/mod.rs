@@ -145,6 +145,16 @@ impl TestServer {
     /// Every message of `chat`, oldest first: walks back with `before` to
     /// the oldest page, then forward with `after` to the newest.
     pub async fn all_messages(&self, chat: &str, limit: u32) -> Vec<serde_json::Value> {
+        self.walk(chat, limit).await.0
+    }
+
+    /// Every message of `chat`, as `all_messages` walks them, and the
+    /// cursor of the walk's last page: what one reader saw of the chat.
+    pub async fn walk(
+        &self,
+        chat: &str,
+        limit: u32,
+    ) -> (Vec<serde_json::Value>, serde_json::Value) {
         let base = format!("/api/chats/{chat}/messages?limit={limit}");
         let (status, mut page) = self.get_json(&base).await;
         assert_eq!(status, 200, "{page}");
@@ -169,7 +179,7 @@ impl TestServer {
             );
             page = newer;
         }
-        messages
+        (messages, page["cursor"].clone())
     }
 
     pub async fn stop(self) {
