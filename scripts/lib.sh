@@ -114,6 +114,10 @@ start_redis_cluster() { # [port x6]
     [ "$in_sync" -eq 3 ] && break
     sleep 0.1
   done
+  if [ "$in_sync" -ne 3 ]; then
+    echo "Redis Cluster: only $in_sync of 3 replicas in sync with their master after 60 s" >&2
+    return 1
+  fi
   export REDIS_CLUSTER_NODES
   REDIS_CLUSTER_NODES="$(IFS=,; echo "${nodes[*]:0:3}")"
 }
