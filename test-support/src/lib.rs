@@ -102,32 +102,29 @@ pub async fn describe_keys(config: &chat_core::config::RedisConfig, keys: &[Stri
             let _: redis::RedisResult<()> = redis::cmd("READONLY").query_async(&mut conn).await;
         }
         for key in keys {
-            let kind: redis::RedisResult<String> =
-                redis::cmd("TYPE").arg(key).query_async(&mut conn).await;
-            let size = match kind.as_deref() {
-                Ok("zset") => {
-                    redis::cmd("ZCARD")
-                        .arg(key)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                }
-                Ok("hash") => {
-                    redis::cmd("HLEN")
-                        .arg(key)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                }
-                Ok(_) => Ok(0),
-                Err(e) => Err(e.clone()),
-            };
-            match (kind, size) {
-                (Ok(kind), Ok(size)) => report.push_str(&format!(" {key}={kind}/{size}")),
-                (Err(e), _) | (_, Err(e)) => report.push_str(&format!(" {key}: {e}")),
-            }
+            report.push_str(&format!(" {key}{}", describe_key(&mut conn, key).await));
         }
         report.push('\n');
     }
     report
+}
+
+/// `=type/size` of one key (`=none` when absent), or `: error` (`MOVED`,
+/// on a node that does not serve its slot).
+async fn describe_key(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
+    let kind: String = match redis::cmd("TYPE").arg(key).query_async(conn).await {
+        Ok(kind) => kind,
+        Err(e) => return format!(": {e}"),
+    };
+    let size = match kind.as_str() {
+        "zset" => "ZCARD",
+        "hash" => "HLEN",
+        _ => return format!("={kind}"),
+    };
+    match redis::cmd(size).arg(key).query_async::<i64>(conn).await {
+        Ok(n) => format!("={kind}/{n}"),
+        Err(e) => format!(": {e}"),
+    }
 }
 
 /// A plain connection to one Redis node, given up on after 2 s.
