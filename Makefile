@@ -12,11 +12,11 @@ run:
 	$(CARGO) build -p chat-server -p publish-server -p scheduler --bins
 	@exec ./target/debug/chat-dev
 
-## Run every check and test against a real Tansu broker and redis-server (installed when absent).
+## Run every check and test against Apache Kafka (from Maven Central) and redis-server (installed when absent).
 test:
 	scripts/test.sh
 
-## The quick loop: formatting, lints and the Rust tests, against their own Tansu and redis-server.
+## The quick loop: formatting, lints and the Rust tests, against their own Apache Kafka and redis-server.
 check:
 	QUICK=1 scripts/test.sh
 
@@ -33,7 +33,7 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Measure POST throughput and latency (wrk) against the embedded broker and Tansu.
+## Measure POST throughput and latency (wrk) against the embedded broker and Apache Kafka.
 bench-post:
 	scripts/bench-post.sh
 

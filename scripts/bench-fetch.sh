@@ -2,7 +2,7 @@
 # Fetch API throughput and latency (wrk, GET ...?limit=50 on a cold chat of
 # 300 messages with reactions) beside GET /healthz as the baseline of bare
 # HTTP, and the delay from a POST's 201 to the message being fetchable, with
-# the embedded broker and with Tansu. Then cold fetches spread over CHATS
+# the embedded broker and with Apache Kafka (one node). Then cold fetches spread over CHATS
 # chats on one redis-server and on a Redis Cluster of 3 masters (and 3
 # replicas), with the hot-chat snapshot off and on. Release build; client
 # and server share the machine's 2 cores; every figure is a median of RUNS
@@ -24,16 +24,16 @@ for i in $(seq 1 "$RUNS"); do
   scripts/fetch-delay.py "http://127.0.0.1:$port" "delay-$i" "$DELAY_POSTS" | tee -a "$work/delay-embedded.runs" >&2
 done
 stop_all
-start_on_tansu "$work"
+start_on_kafka "$work"
 for i in $(seq 1 "$RUNS"); do
-  scripts/fetch-delay.py "http://127.0.0.1:$port" "delay-$i" "$DELAY_POSTS" | tee -a "$work/delay-tansu.runs" >&2
+  scripts/fetch-delay.py "http://127.0.0.1:$port" "delay-$i" "$DELAY_POSTS" | tee -a "$work/delay-kafka.runs" >&2
 done
 stop_all
 
 # One redis-server beside a Redis Cluster, one chat-server on each in turn.
 export CHATS="${CHATS:-64}"
 start_redis
-start_tansu 3
+start_kafka 1
 start_redis_cluster
 single_redis="$REDIS_URL" cluster_nodes="$REDIS_CLUSTER_NODES"
 unset REDIS_CLUSTER_NODES
@@ -68,7 +68,7 @@ import statistics, sys
 work, runs, posts = sys.argv[1:]
 print(f"\nPOST 201 to fetchable, {posts} sequential posts per run, median of {runs} runs (ms)")
 print(f"{'broker':<24}{'p50':>8}{'p99':>8}{'max':>8}")
-for name, label in [("embedded", "embedded mock broker"), ("tansu", "Tansu 0.6.0 (memory)")]:
+for name, label in [("embedded", "embedded mock broker"), ("kafka", "Apache Kafka 4.4.0 (one node)")]:
     rows = [[float(x) for x in l.split()] for l in open(f"{work}/delay-{name}.runs")]
     p50, p99, mx = (statistics.median(c) for c in zip(*rows))
     print(f"{label:<24}{p50:>8.2f}{p99:>8.2f}{mx:>8.2f}")

@@ -7,7 +7,7 @@
 # (a second chat-server with counting off, on the same read model). The
 # Redis commands spent during the hot run are read from INFO commandstats
 # before and after, and the snapshot's page reads from /metrics.
-# wrk GET ...?limit=50 on chats of 300 messages with reactions; Tansu and
+# wrk GET ...?limit=50 on chats of 300 messages with reactions; Apache Kafka (one node) and
 # redis-server on free ports; client and servers share the machine's 2
 # cores; medians of RUNS runs. Members' own budget is raised out of reach
 # (HOT_CLIENT_RATE) so that the throughput of serving them is measured.
@@ -19,7 +19,7 @@ source scripts/bench-lib.sh
 cargo build --release -p chat-server --bins
 
 start_redis
-start_tansu 3
+start_kafka 1
 export RUST_LOG=warn
 
 start_server() { # name, then extra VAR=value settings; sets $port

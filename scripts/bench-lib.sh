@@ -21,13 +21,13 @@ start_embedded() { # workdir
   wait_ready "$port"
 }
 
-# Starts redis-server, Tansu (memory storage) and the release chat-server
+# Starts redis-server, Apache Kafka (one node) and the release chat-server
 # on free ports; sets $port.
-start_on_tansu() { # workdir
+start_on_kafka() { # workdir
   start_redis
-  start_tansu 3
+  start_kafka 1
   port="$(free_port)"
-  CHAT_SERVER_LISTEN="127.0.0.1:$port" RUST_LOG=warn ./target/release/chat-server >"$1/tansu-server.log" 2>&1 &
+  CHAT_SERVER_LISTEN="127.0.0.1:$port" RUST_LOG=warn ./target/release/chat-server >"$1/kafka-server.log" 2>&1 &
   pids+=($!)
   wait_ready "$port"
 }

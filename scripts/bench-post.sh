@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # POST throughput and latency of chat-server (release build), measured with
-# wrk on 127.0.0.1, against the embedded mock broker and against Tansu.
-# Each setup runs RUNS times; the medians are printed, and Tansu's figures as
+# wrk on 127.0.0.1, against the embedded mock broker and against Apache Kafka (one node).
+# Each setup runs RUNS times; the medians are printed, and Kafka's figures as
 # a ratio to the embedded broker's. Client and server share the machine.
 #   DURATION=15s CONNECTIONS=50 THREADS=2 RUNS=3 scripts/bench-post.sh
 set -euo pipefail
@@ -14,10 +14,10 @@ cargo build --release -p chat-server -p publish-server -p scheduler --bins
 start_embedded "$work"
 bench embedded "http://127.0.0.1:$port" "$work" scripts/post.lua
 stop_all
-start_on_tansu "$work"
-bench tansu "http://127.0.0.1:$port" "$work" scripts/post.lua
+start_on_kafka "$work"
+bench kafka "http://127.0.0.1:$port" "$work" scripts/post.lua
 stop_all
 
 report "$work" \
   "POST /api/chats/{chat}/messages, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $RUNS runs, release build, 2 cores shared by client and server" \
-  "embedded=embedded mock broker" "tansu=Tansu 0.6.0 (memory)"
+  "embedded=embedded mock broker" "kafka=Apache Kafka 4.4.0 (one node)"

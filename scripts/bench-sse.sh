@@ -5,7 +5,7 @@
 # for DURATION seconds, once through chat-server (the full path through
 # Kafka) and once produced straight to Kafka. The broker is BROKER=mock
 # (librdkafka's mock cluster, the one `make run` embeds, in a process of its
-# own) or BROKER=tansu (Tansu 0.6.0, memory storage); redis-server on a free
+# own) or BROKER=kafka (Apache Kafka 4.4.0, one node); redis-server on a free
 # port; release build; everything on 127.0.0.1 and on this machine's cores.
 # Each row is the median of RUNS runs, each run with freshly started
 # publish-servers (so RSS per connection starts from idle); "KiB after" is
@@ -37,8 +37,8 @@ ulimit -n "$(ulimit -Hn)"
 echo "file descriptor limit per process: $(ulimit -n)" >&2
 
 start_redis
-if [ "$BROKER" = tansu ]; then
-  start_tansu 3
+if [ "$BROKER" = kafka ]; then
+  start_kafka 1
   brokers="$KAFKA_BROKERS"
 else
   ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$work/mock.addr" 2>"$work/mock.log" &

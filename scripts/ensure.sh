@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the given tools need when it is absent, and skips what is
-# there: `scripts/ensure.sh redis tansu chromium web jmeter moto schemathesis wrk`.
+# there: `scripts/ensure.sh redis kafka chromium web jmeter moto schemathesis wrk`.
 #   redis     redis-server (apt)
 #   tansu     Tansu 0.6.0 with its object-store engine (cargo install, about
 #             15 minutes once; the tests use it in memory and, in the fault
@@ -9,6 +9,11 @@
 #   web       the web UI's packages (npm ci) and its build in web/dist
 #   jmeter    Debian's JMeter 2.13 with its HTTP sampler, a Java compiler
 #             for jmeter/'s launcher, and gnuplot (the runner's chart)
+#   kafka     Apache Kafka's broker and tools (the version pinned in
+#             deploy/kafka/pom.xml), copied with their dependencies from
+#             Maven Central into .run/kafka-<version>/libs by Maven
+#             (mvn dependency:copy-dependencies, about a minute once); needs
+#             Java 17 and Maven (apt, when absent)
 #   moto      moto's S3 server (pip; the fault suite keeps the broker's log in it)
 #   schemathesis  the property-based API tester of scripts/conformance.sh
 #             (pip, in a virtual environment of its own: .run/venv/schemathesis)
@@ -49,6 +54,19 @@ ensure_tansu() {
   echo "installing tansu $version ($features) with cargo install (about 15 minutes, once)" >&2
   cargo install tansu --version "$version" --locked --features "$features"
   tansu_installed "$home" "$version" "$features" || { echo "tansu $version with $features did not install" >&2; exit 1; }
+}
+
+ensure_kafka() {
+  local version libs
+  version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)"
+  libs=".run/kafka-$version/libs"
+  if [ -f "$libs/kafka_2.13-$version.jar" ] && [ "$libs/.complete" -nt deploy/kafka/pom.xml ]; then return 0; fi
+  echo "fetching Apache Kafka $version's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
+  rm -rf "$libs"
+  mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+    -DoutputDirectory="$PWD/$libs" -DincludeScope=runtime
+  [ -f "$libs/kafka_2.13-$version.jar" ] || { echo "Kafka $version's broker jar did not arrive in $libs" >&2; exit 1; }
+  touch "$libs/.complete"
 }
 
 ensure_moto() {
@@ -103,8 +121,12 @@ for tool in "$@"; do
     nchan) need_apt "test -f /usr/lib/nginx/modules/ngx_nchan_module.so" nginx libnginx-mod-nchan ;;
     pushpin) need_apt "command -v pushpin" pushpin ;;
     gnuplot) need_apt "command -v gnuplot" gnuplot-nox ;;
+    kafka)
+      need_apt "command -v java" openjdk-17-jre-headless
+      need_apt "command -v mvn" maven
+      later+=("$tool") ;;
     tansu | moto | schemathesis | web) later+=("$tool") ;;
-    *) echo "scripts/ensure.sh: unknown tool $tool (redis tansu chromium web jmeter moto schemathesis wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
+    *) echo "scripts/ensure.sh: unknown tool $tool (redis kafka tansu chromium web jmeter moto schemathesis wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
   esac
 done
 

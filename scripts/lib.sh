@@ -1,11 +1,10 @@
-# What the scripts share: free ports, starting redis-server and Tansu on
+# What the scripts share: free ports, starting redis-server and Apache Kafka on
 # them, and stopping everything started, also when a step fails. Source it;
 # it sets an EXIT trap that stops the processes in $pids and removes $work.
 # shellcheck shell=bash
 
 pids=()
 work="$(mktemp -d -t chat.XXXXXX)"
-tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
 # Stops every process this script started, newest last.
 stop_all() {
@@ -122,19 +121,22 @@ start_redis_cluster() { # [port x6]
   REDIS_CLUSTER_NODES="$(IFS=,; echo "${nodes[*]:0:3}")"
 }
 
-# Starts Tansu in memory on a free port with the topic `chat-events` of
-# the given partitions (Tansu does not create topics on first use), after
-# installing it if it is absent; sets $kafka_port and exports KAFKA_BROKERS.
-start_tansu() { # [partitions]
-  "$(dirname "${BASH_SOURCE[0]}")/ensure.sh" tansu
-  kafka_port="$(free_port)"
-  "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
-    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-  pids+=($!)
-  wait_for_port tansu "$kafka_port"
-  "$tansu_bin" topic create chat-events --broker "tcp://127.0.0.1:$kafka_port" --partitions "${1:-3}" >/dev/null
-  export KAFKA_BROKERS="127.0.0.1:$kafka_port"
+# Starts Apache Kafka in KRaft mode (scripts/kafka.sh: 1 node, or 3 for a
+# replicated cluster) on free ports with its log under $work, after fetching
+# its jars if they are absent; waits until every node is a live broker; sets
+# $kafka_dir and exports KAFKA_BROKERS. The nodes stop with everything else.
+start_kafka() { # [nodes] [key=value...]
+  local nodes="${1:-1}"; shift || true
+  "$(dirname "${BASH_SOURCE[0]}")/ensure.sh" kafka
+  kafka_dir="$work/kafka"
+  "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" prepare "$kafka_dir" "$nodes" "$@"
+  for ((i = 1; i <= nodes; i++)); do
+    "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" node "$kafka_dir" "$i" >"$kafka_dir/node-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" wait "$kafka_dir"
+  export KAFKA_BROKERS
+  KAFKA_BROKERS="$(cat "$kafka_dir/bootstrap")"
 }
 
 # Waits until chat-server (or any of ours) on port answers /readyz.

@@ -54,6 +54,7 @@ pub(crate) async fn run(
             &shutdown,
         )
         .await;
+        leave(consumer).await;
         match outcome {
             Outcome::Stopped => break,
             Outcome::Stalled => {
@@ -65,6 +66,24 @@ pub(crate) async fn run(
     }
     info!("projector stopped");
     Ok(())
+}
+
+/// Longest a member waits to leave its group: the coordinator's answer to
+/// the leave (and the final commit) never comes while Kafka is away, and
+/// shutdown must not wait for it.
+const LEAVE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Closes a member (librdkafka's consumer close, which blocks until the
+/// coordinator answered) on a blocking thread, for at most `LEAVE_LIMIT`.
+/// A member that could not leave is dropped by the group after its
+/// session times out.
+async fn leave(consumer: Arc<StreamConsumer>) {
+    let close = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(LEAVE_LIMIT, close).await.is_err() {
+        warn!(
+            "the projector left its group without the coordinator's answer within {LEAVE_LIMIT:?}"
+        );
+    }
 }
 
 /// A member of the projector's group, subscribed to the topic.

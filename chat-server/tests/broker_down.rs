@@ -5,14 +5,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Tansu, TestServer};
+use common::TestServer;
 use serde_json::{Value, json};
+use test_support::OwnKafka;
 
 #[tokio::test]
 async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
-    let mut tansu = Tansu::start();
+    let mut kafka = OwnKafka::start().await;
     let mut config = common::config();
-    config.kafka.brokers = tansu.brokers.clone();
+    config.kafka.brokers = kafka.brokers.clone();
     config.kafka.delivery_timeout_ms = 2000;
     let server = TestServer::start_with(config).await;
 
@@ -28,7 +29,7 @@ async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
     )
     .await;
 
-    tansu.kill();
+    kafka.kill();
 
     // The delivery timeout is 2 s; librdkafka fails the write then, and the
     // server adds at most one second of guard. Five seconds of slack keeps a

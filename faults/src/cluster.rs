@@ -1,5 +1,6 @@
-//! The whole system in processes of its own: Tansu, redis-server, two
-//! chat-servers, two publish-servers and the scheduler.
+//! The whole system in processes of its own: Apache Kafka (one node, or a
+//! replicated cluster of three), redis-server, two chat-servers, two
+//! publish-servers and the scheduler.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,24 +9,18 @@ use serde_json::Value;
 
 use crate::*;
 
-/// Where the broker keeps its log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum BrokerStorage {
-    /// In the broker's own memory (Tansu's `memory://` engine): it dies
-    /// with the broker.
-    #[default]
-    Memory,
-    /// In an S3 bucket (Tansu's `s3://` engine, the same engine as memory
-    /// over another object store), served by moto's S3 server in a process
-    /// of its own: the broker can be killed and restarted with its log kept.
-    S3,
-}
+/// One 3-node Kafka at a time (the tests of a binary run side by side):
+/// three JVMs are what this machine's two cores hold beside the load.
+static THREE_NODE_TURN: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Settings of a cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Where the broker keeps its log.
-    pub broker_storage: BrokerStorage,
+    /// Kafka nodes: 1 (the default) or 3. With three, the topic and the
+    /// group offsets are on every node, a write needs two in-sync
+    /// replicas, and no replica that missed writes is ever elected leader.
+    pub kafka_nodes: usize,
     /// Extra environment for both chat-servers.
     pub chat_env: Vec<(String, String)>,
     /// Extra environment for both publish-servers.
@@ -43,9 +38,12 @@ pub struct Cluster {
     /// With `Options::redis_cluster`: the cluster's nodes, the first three
     /// its masters when it was made.
     pub redis_nodes: Vec<Service>,
-    /// The S3 server holding the broker's log, with `BrokerStorage::S3`.
-    pub s3: Option<Service>,
-    pub kafka: Service,
+    /// The Kafka nodes, node `i + 1` at index `i`; each keeps its log in
+    /// the cluster's folder across a restart.
+    pub kafka: Vec<Service>,
+    pub kafka_config: KafkaNodes,
+    /// Held while a 3-node Kafka runs: only one runs at a time.
+    _kafka_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     pub chat: Vec<Service>,
     pub publish: Vec<Service>,
     pub scheduler: Service,
@@ -120,52 +118,27 @@ impl Cluster {
             create_redis_cluster(&redis_nodes).await;
         }
 
-        let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let mut kafka = service("tansu", tansu.into(), Ready::Tcp);
-        let mut s3 = None;
-        let storage = match options.broker_storage {
-            BrokerStorage::Memory => "memory://tansu/",
-            BrokerStorage::S3 => {
-                let mut server = service("s3", "python3".into(), Ready::Tcp);
-                server.args = ["-m", "moto.server", "-H", "127.0.0.1", "-p"]
-                    .map(String::from)
-                    .to_vec();
-                server.args.push(server.port.to_string());
-                server.start().await;
-                let bucket = format!("{}/tansu", server.base());
-                let created = reqwest::Client::new()
-                    .put(&bucket)
-                    .send()
-                    .await
-                    .expect("S3 server answers");
-                assert!(created.status().is_success(), "bucket: {created:?}");
-                kafka.env.extend(
-                    [
-                        ("AWS_ACCESS_KEY_ID", "faults".to_owned()),
-                        ("AWS_SECRET_ACCESS_KEY", "faults".to_owned()),
-                        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
-                        ("AWS_ENDPOINT", server.base()),
-                        ("AWS_ALLOW_HTTP", "true".to_owned()),
-                    ]
-                    .map(|(k, v)| (k.to_owned(), v)),
-                );
-                s3 = Some(server);
-                "s3://tansu/"
-            }
+        let nodes = options.kafka_nodes.max(1);
+        let kafka_turn = if nodes > 1 {
+            Some(THREE_NODE_TURN.clone().lock_owned().await)
+        } else {
+            None
         };
-        let listener = format!("tcp://127.0.0.1:{}", kafka.port);
-        kafka.args = vec![
-            "broker".into(),
-            "--listener-url".into(),
-            listener.clone(),
-            "--advertised-listener-url".into(),
-            listener,
-            "--storage-engine".into(),
-            storage.into(),
-        ];
-        kafka.start().await;
-
-        let brokers = format!("127.0.0.1:{}", kafka.port);
+        let kafka_config = KafkaNodes::prepare(&dir.join("kafka"), nodes, &[]);
+        let mut kafka = Vec::new();
+        for (i, port) in kafka_config.ports.iter().enumerate() {
+            let (program, args) = kafka_config.command(i + 1);
+            let mut node = service(&format!("kafka-{}", i + 1), program, Ready::Spawned);
+            node.port = *port;
+            node.args = args;
+            node.env.clear();
+            node.start().await;
+            kafka.push(node);
+        }
+        kafka_config
+            .until_brokers(kafka_config.ports[0], nodes, Duration::from_secs(120))
+            .await;
+        let brokers = kafka_config.bootstrap();
         let redis_url = format!("redis://127.0.0.1:{}", redis.port);
         let cluster_nodes = redis_nodes
             .iter()
@@ -197,6 +170,7 @@ impl Cluster {
                     ("CHAT_SERVER_LISTEN", format!("127.0.0.1:{}", s.port)),
                     ("KAFKA_CREATE_TOPIC", "true".to_owned()),
                     ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
+                    ("KAFKA_TOPIC_REPLICATION", nodes.to_string()),
                     ("KAFKA_DELIVERY_TIMEOUT_MS", "3000".to_owned()),
                     ("USER_MESSAGES_PER_SEC", "0".to_owned()),
                     ("USER_REACTIONS_PER_SEC", "0".to_owned()),
@@ -242,8 +216,9 @@ impl Cluster {
             dir,
             redis,
             redis_nodes,
-            s3,
             kafka,
+            kafka_config,
+            _kafka_turn: kafka_turn,
             chat,
             publish,
             scheduler,
@@ -285,9 +260,10 @@ impl Cluster {
         self.publish.iter().map(Service::base).collect()
     }
 
-    /// Every message of `chat` through the fetch API, oldest first: the
-    /// latest page, then older pages with `before`.
-    pub async fn fetch_all(&self, chat: &str) -> Vec<(String, String)> {
+    /// Every message of `chat` through the fetch API, oldest first, as
+    /// (id, text, 👍 count): the latest page, then older pages with
+    /// `before`.
+    pub async fn fetch_all(&self, chat: &str) -> Vec<(String, String, u64)> {
         let base = &self.chat[0].base();
         let mut pages = Vec::new();
         let mut before: Option<String> = None;
@@ -318,7 +294,7 @@ impl Cluster {
                 .json()
                 .await
                 .expect("fetch JSON");
-            let messages: Vec<(String, String)> = page["messages"]
+            let messages: Vec<(String, String, u64)> = page["messages"]
                 .as_array()
                 .expect("messages")
                 .iter()
@@ -326,10 +302,11 @@ impl Cluster {
                     (
                         m["id"].as_str().expect("id").to_owned(),
                         m["text"].as_str().expect("text").to_owned(),
+                        m["reactions"]["👍"].as_u64().unwrap_or(0),
                     )
                 })
                 .collect();
-            before = messages.first().map(|(id, _)| id.clone());
+            before = messages.first().map(|(id, ..)| id.clone());
             let older = page["hasOlder"] == true;
             pages.push(messages);
             if !older || before.is_none() {
@@ -400,6 +377,57 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 impl Cluster {
+    /// The Kafka nodes running now, by index.
+    pub fn live_kafka(&self) -> Vec<usize> {
+        (0..self.kafka.len())
+            .filter(|&i| self.kafka[i].child.is_some())
+            .collect()
+    }
+
+    /// Waits until a live node lists `brokers` live brokers (120 s at most).
+    pub async fn until_kafka_brokers(&self, brokers: usize) {
+        let node = self.live_kafka()[0];
+        self.kafka_config
+            .until_brokers(self.kafka[node].port, brokers, Duration::from_secs(120))
+            .await;
+    }
+
+    /// Each partition of the chat topic as (partition, leader node index,
+    /// in-sync replicas), asked of a live node.
+    pub async fn kafka_leaders(&self) -> Vec<(i32, usize, usize)> {
+        let topic = chat_core::names::CHAT_EVENTS_TOPIC;
+        for i in self.live_kafka() {
+            if let Some(leaders) = self.kafka_config.leaders(self.kafka[i].port, topic).await {
+                return leaders
+                    .into_iter()
+                    .map(|(p, leader, isr)| (p, (leader - 1).max(0) as usize, isr))
+                    .collect();
+            }
+        }
+        panic!("no live Kafka node answers metadata for {topic}");
+    }
+
+    /// The index of the node that coordinates consumer group `group`.
+    pub async fn kafka_coordinator(&self, group: &str) -> usize {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{group}'s coordinator"),
+            || async {
+                for i in self.live_kafka() {
+                    if let Some(node) = self
+                        .kafka_config
+                        .coordinator(self.kafka[i].port, group)
+                        .await
+                    {
+                        return Some((node - 1) as usize);
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+
     /// The node serving `key`'s slot as master now, by its port.
     pub async fn master_of(&self, key: &str) -> u16 {
         self.try_master_of(key)
@@ -446,18 +474,16 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for s in self.chat.iter_mut().chain(&mut self.publish).chain([
-            &mut self.scheduler,
-            &mut self.kafka,
-            &mut self.redis,
-        ]) {
+        for s in self
+            .chat
+            .iter_mut()
+            .chain(&mut self.publish)
+            .chain([&mut self.scheduler, &mut self.redis])
+        {
             s.kill();
         }
-        for node in &mut self.redis_nodes {
+        for node in self.kafka.iter_mut().chain(&mut self.redis_nodes) {
             node.kill();
-        }
-        if let Some(s3) = &mut self.s3 {
-            s3.kill();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

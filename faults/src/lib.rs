@@ -1,5 +1,6 @@
 //! The fault suite's harness: the whole system in processes of its own on
-//! 127.0.0.1 (Tansu, redis-server with an append-only file, two chat-servers, two publish-servers and the
+//! 127.0.0.1 (Apache Kafka of one node or three, redis-server with an
+//! append-only file, two chat-servers, two publish-servers and the
 //! scheduler), posting clients and SSE subscribers that run throughout, and
 //! the final check: every message that got a 201 reached every subscriber
 //! of its chat exactly once, in id order, and is fetchable.
@@ -9,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use test_support::{SseBlock, eventually, free_cluster_port, free_port, unique};
+pub use test_support::{KafkaNodes, SseBlock, eventually, free_cluster_port, free_port, unique};
 
 mod cluster;
 mod fetch;

@@ -50,6 +50,28 @@ pub struct Acked {
     pub at: Instant,
 }
 
+/// One POST of a message, whatever it answered: for the latency during a
+/// fault.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub at: Instant,
+    pub took: Duration,
+    /// The status; 0 when no answer came.
+    pub status: u16,
+    /// The answer said when to retry (`Retry-After`).
+    pub retry_after: bool,
+}
+
+/// The reactions members tried on one message, and those acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct Reacted {
+    pub chat: String,
+    /// Users who tried to add 👍, each once (retries included).
+    pub tried: HashSet<String>,
+    /// Users whose add answered 2xx.
+    pub acked: HashSet<String>,
+}
+
 /// What one subscriber received.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -65,8 +87,14 @@ pub struct Load {
     pub chats: Vec<String>,
     pub acked: Arc<Mutex<HashMap<String, Vec<Acked>>>>,
     pub outcomes: Arc<Outcomes>,
+    /// Every POST of a message, in the order answered.
+    pub attempts: Arc<Mutex<Vec<Attempt>>>,
+    /// Per message id, the reactions tried on it (see [`Load::react`]).
+    pub reactions: Arc<Mutex<HashMap<String, Reacted>>>,
     /// Per chat, one entry per subscriber.
     pub received: HashMap<String, Vec<Arc<Mutex<Received>>>>,
+    http: reqwest::Client,
+    bases: Vec<String>,
     stop_posting: CancellationToken,
     stop_streaming: CancellationToken,
     posters: Vec<tokio::task::JoinHandle<()>>,
@@ -150,6 +178,7 @@ impl Load {
 
         let acked = Arc::new(Mutex::new(HashMap::new()));
         let outcomes = Arc::new(Outcomes::default());
+        let attempts = Arc::new(Mutex::new(Vec::new()));
         let bases = cluster.chat_bases();
         let posters = (0..posters)
             .map(|i| {
@@ -163,6 +192,7 @@ impl Load {
                     client_ids,
                     acked.clone(),
                     outcomes.clone(),
+                    attempts.clone(),
                     stop_posting.clone(),
                 ))
             })
@@ -171,11 +201,85 @@ impl Load {
             chats,
             acked,
             outcomes,
+            attempts,
+            reactions: Arc::default(),
             received,
+            http,
+            bases,
             stop_posting,
             stop_streaming,
             posters,
             subscribers,
+        }
+    }
+
+    /// Adds `reactors` members who each, every `every`, add 👍 as a new
+    /// user to a message acknowledged so far (the newest of a chat taken in
+    /// turn), retrying a refused add as a client would for up to 30 s. They
+    /// stop with the posters.
+    pub fn react(&mut self, reactors: usize, every: Duration) {
+        for r in 0..reactors {
+            let (http, bases, acked, reactions, stop) = (
+                self.http.clone(),
+                self.bases.clone(),
+                self.acked.clone(),
+                self.reactions.clone(),
+                self.stop_posting.clone(),
+            );
+            let chats = self.chats.clone();
+            self.posters.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for n in 0usize.. {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let chat = &chats[(n + r) % chats.len()];
+                    let Some(message) = acked
+                        .lock()
+                        .expect("acked")
+                        .get(chat)
+                        .and_then(|m| m.last().map(|m| m.id.clone()))
+                    else {
+                        continue;
+                    };
+                    let user = format!("reactor-{r}-{n}");
+                    reactions
+                        .lock()
+                        .expect("reactions")
+                        .entry(message.clone())
+                        .or_insert_with(|| Reacted {
+                            chat: chat.clone(),
+                            ..Reacted::default()
+                        })
+                        .tried
+                        .insert(user.clone());
+                    let body = json!({"userId": user, "emoji": "👍"});
+                    let give_up = Instant::now() + Duration::from_secs(30);
+                    for attempt in 0usize.. {
+                        let base = &bases[(n + attempt) % bases.len()];
+                        let url = format!("{base}/api/chats/{chat}/messages/{message}/reactions");
+                        let status = match http.post(url).json(&body).send().await {
+                            Ok(r) => r.status().as_u16(),
+                            Err(_) => 0,
+                        };
+                        if (200..300).contains(&status) {
+                            if let Some(m) = reactions.lock().expect("reactions").get_mut(&message)
+                            {
+                                m.acked.insert(user.clone());
+                            }
+                            break;
+                        }
+                        // 503 (a broker or Redis away), 404 (the message not
+                        // projected yet) and no answer are retried.
+                        if !matches!(status, 0 | 404 | 503) || Instant::now() >= give_up {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }));
         }
     }
 
@@ -233,9 +337,13 @@ impl Load {
                 )
             })
             .collect();
+        let attempts = self.attempts.lock().expect("attempts").clone();
+        let reactions = self.reactions.lock().expect("reactions").clone();
         Report {
             chats: self.chats.clone(),
             acked,
+            attempts,
+            reactions,
             received,
             outcomes: self.outcomes.clone(),
             drained_at,
@@ -254,6 +362,7 @@ pub(crate) async fn post(
     client_ids: bool,
     acked: Arc<Mutex<HashMap<String, Vec<Acked>>>>,
     outcomes: Arc<Outcomes>,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -279,11 +388,20 @@ pub(crate) async fn post(
             };
         for attempt in 0usize.. {
             let base = &bases[(n as usize + attempt) % bases.len()];
+            let at = Instant::now();
             let answer = http
                 .post(format!("{base}/api/chats/{chat}/messages"))
                 .json(&body)
                 .send()
                 .await;
+            attempts.lock().expect("attempts").push(Attempt {
+                at,
+                took: at.elapsed(),
+                status: answer.as_ref().map_or(0, |r| r.status().as_u16()),
+                retry_after: answer
+                    .as_ref()
+                    .is_ok_and(|r| r.headers().contains_key("retry-after")),
+            });
             let counter = match &answer {
                 Ok(r) if r.status() == 201 || r.status() == 200 => None,
                 Ok(r) if r.status() == 503 => Some(&outcomes.unavailable),

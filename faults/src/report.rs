@@ -11,6 +11,10 @@ use crate::*;
 pub struct Report {
     pub chats: Vec<String>,
     pub acked: HashMap<String, Vec<Acked>>,
+    /// Every POST of a message.
+    pub attempts: Vec<Attempt>,
+    /// The reactions tried, per message id.
+    pub reactions: HashMap<String, Reacted>,
     pub received: HashMap<String, Vec<Received>>,
     pub outcomes: Arc<Outcomes>,
     pub drained_at: Instant,
@@ -28,6 +32,41 @@ pub(crate) fn offset_of(id: &str) -> u64 {
 impl Report {
     pub fn acked_total(&self) -> usize {
         self.acked.values().map(Vec::len).sum()
+    }
+
+    /// The longest time between two acknowledgements (of any chat) in
+    /// `from..to`, counted from `from` and up to `to`.
+    pub fn longest_ack_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> = self
+            .acked
+            .values()
+            .flatten()
+            .map(|m| m.at)
+            .filter(|at| (from..to).contains(at))
+            .collect();
+        times.push(from);
+        times.push(to);
+        times.sort();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The 99th percentile of how long a message POST took to answer
+    /// (any status), of those sent in `from..to`.
+    pub fn post_p99(&self, from: Instant, to: Instant) -> Duration {
+        let mut took: Vec<Duration> = self
+            .attempts
+            .iter()
+            .filter(|a| (from..to).contains(&a.at))
+            .map(|a| a.took)
+            .collect();
+        took.sort();
+        took.get((took.len() * 99).div_ceil(100).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn resets(&self) -> u64 {
@@ -55,6 +94,7 @@ impl Report {
 
     async fn check_with(&self, cluster: Option<&Cluster>) -> String {
         let mut delivered = 0usize;
+        let (mut reactions_checked, mut reactions_acked) = (0usize, 0u64);
         let mut problems = Vec::new();
         for chat in &self.chats {
             let acked = self.acked.get(chat).cloned().unwrap_or_default();
@@ -104,15 +144,36 @@ impl Report {
             let deadline = Instant::now() + Duration::from_secs(60);
             let fetched = loop {
                 let fetched = cluster.fetch_all(chat).await;
-                let ids: HashSet<&str> = fetched.iter().map(|(id, _)| id.as_str()).collect();
-                if acked_ids.is_subset(&ids) || Instant::now() >= deadline {
+                let ids: HashSet<&str> = fetched.iter().map(|(id, ..)| id.as_str()).collect();
+                let reacted = fetched.iter().all(|(id, _, thumbs)| {
+                    self.reactions
+                        .get(id)
+                        .is_none_or(|r| *thumbs >= r.acked.len() as u64)
+                });
+                if (acked_ids.is_subset(&ids) && reacted) || Instant::now() >= deadline {
                     break fetched;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
-            let fetched_ids: HashSet<&str> = fetched.iter().map(|(id, _)| id.as_str()).collect();
+            let fetched_ids: HashSet<&str> = fetched.iter().map(|(id, ..)| id.as_str()).collect();
+            // No reaction counted twice, none acknowledged lost: between the
+            // adds acknowledged and the adds tried (a refused one may have
+            // been stored all the same).
+            for (id, _, thumbs) in &fetched {
+                let Some(reacted) = self.reactions.get(id) else {
+                    continue;
+                };
+                let (low, high) = (reacted.acked.len() as u64, reacted.tried.len() as u64);
+                if *thumbs < low || *thumbs > high {
+                    problems.push(format!(
+                        "{chat}: {id} shows 👍 {thumbs}, where {low} adds were acknowledged of {high} tried"
+                    ));
+                }
+                reactions_checked += 1;
+                reactions_acked += low;
+            }
             let mut texts = HashSet::new();
-            for (id, text) in &fetched {
+            for (id, text, _) in &fetched {
                 if !texts.insert(text.as_str()) {
                     problems.push(format!(
                         "{chat}: fetch holds {text:?} twice (again as {id})"
@@ -133,7 +194,7 @@ impl Report {
             self.received.values().map(Vec::len).sum::<usize>() / self.chats.len().max(1);
         let expected = self.acked_total() * subscribers;
         let summary = format!(
-            "acknowledged {}, delivered {delivered} of {expected} ({} subscribers per chat), lost {}, resets {}, reconnects {}; posts: {}",
+            "acknowledged {}, delivered {delivered} of {expected} ({} subscribers per chat), lost {}, resets {}, reconnects {}; posts: {}; reactions: {reactions_acked} acknowledged on {reactions_checked} messages, none counted twice",
             self.acked_total(),
             subscribers,
             expected - delivered,

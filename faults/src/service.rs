@@ -12,6 +12,9 @@ pub(crate) enum Ready {
     Tcp,
     /// `GET /healthz` answers 200.
     Health,
+    /// Started; the caller waits for what it needs (a Kafka node opens its
+    /// port only once its quorum has formed, which takes its peers).
+    Spawned,
 }
 
 /// One process of the system, restartable on the same port and data.
@@ -60,6 +63,7 @@ impl Service {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let up = match self.ready {
+                Ready::Spawned => true,
                 Ready::Tcp => tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                     .await
                     .is_ok(),

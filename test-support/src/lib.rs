@@ -1,5 +1,5 @@
 //! What the integration tests of every crate share. Service addresses come
-//! from `KAFKA_BROKERS` and `REDIS_URL` (`make test` starts a Tansu broker
+//! from `KAFKA_BROKERS` and `REDIS_URL` (`make test` starts Apache Kafka
 //! and a redis-server and sets them); every name a test makes is its own,
 //! so tests run in parallel and need no cleanup.
 
@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+mod kafka;
 mod sse;
+
+pub use kafka::{KafkaNodes, OwnKafka, script, workspace_root};
 
 pub use sse::{Event, SseBlock, SseDecoder, Subscriber};
 

@@ -2,7 +2,7 @@
 //! prefix, and a Kafka reader that sees exactly what the server wrote.
 //!
 //! Kafka and Redis addresses come from `KAFKA_BROKERS` and `REDIS_URL`
-//! (`make test` starts a Tansu broker and a redis-server and sets them).
+//! (`make test` starts Apache Kafka and a redis-server and sets them).
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
@@ -274,63 +274,6 @@ fn read_topic_blocking(brokers: &str, topic: &str) -> Vec<Record> {
         }
     }
     records
-}
-
-/// A port nothing listens on right now.
-/// A Tansu broker of this test's own (in-memory storage), stopped on drop.
-pub struct Tansu {
-    pub brokers: String,
-    child: Option<std::process::Child>,
-}
-
-impl Tansu {
-    /// Starts `$TANSU_BIN` (default `tansu`) on a free port and waits until
-    /// it accepts connections.
-    pub fn start() -> Self {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let child = std::process::Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} (make test installs it): {e}"));
-        let brokers = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&brokers).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not start on {brokers}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            brokers,
-            child: Some(child),
-        }
-    }
-
-    /// Kills the broker (SIGKILL) and waits until it is gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// The chat-server binary in a process of its own, killed on drop.

@@ -3,7 +3,7 @@
 //! and a redis-server of a test's own.
 //!
 //! Kafka and Redis addresses come from `KAFKA_BROKERS` and `REDIS_URL`
-//! (`make test` starts a Tansu broker and a redis-server and sets them).
+//! (`make test` starts Apache Kafka and a redis-server and sets them).
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
