@@ -5,12 +5,12 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test check fuzz build bench-post bench-fetch bench-sse bench-hot bench-tick bench-peers fmt clippy
 
-## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS, local redis-server unless REDIS_URL).
+## Run the whole system locally: the web UI, chat-server, publish-server, scheduler (embedded Kafka unless KAFKA_BROKERS; KAFKA=local: Apache Kafka and Redis that keep their data under .run/; local redis-server unless REDIS_URL).
 run:
 	@if [ -z "$$REDIS_URL" ]; then scripts/ensure.sh redis; fi
 	scripts/ensure.sh web
 	$(CARGO) build -p chat-server -p publish-server -p scheduler --bins
-	@exec ./target/debug/chat-dev
+	@if [ "$$KAFKA" = local ]; then exec scripts/run-local-kafka.sh; else exec ./target/debug/chat-dev; fi
 
 ## Run every check and test against Apache Kafka (from Maven Central) and redis-server (installed when absent).
 test:

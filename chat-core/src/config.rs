@@ -101,6 +101,29 @@ pub struct KafkaConfig {
         value_parser = clap::value_parser!(i32).range(1..=16)
     )]
     pub topic_replication: i32,
+
+    /// The consumer-group protocol of the projector's group: `classic`
+    /// (every Kafka broker, the embedded mock, managed services) or
+    /// `consumer` (KIP-848, served by Kafka 4 brokers: the broker assigns
+    /// partitions and its group settings replace the client's session
+    /// timeout and heartbeat).
+    #[arg(
+        long = "kafka-group-protocol",
+        env = "KAFKA_GROUP_PROTOCOL",
+        value_enum,
+        default_value_t = GroupProtocol::Classic
+    )]
+    pub group_protocol: GroupProtocol,
+}
+
+/// The consumer-group protocols librdkafka speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// Join/sync with client-side assignment; every broker serves it.
+    Classic,
+    /// KIP-848: heartbeats to the coordinator, which assigns partitions
+    /// incrementally (Kafka 4.0 and later).
+    Consumer,
 }
 
 impl KafkaConfig {
@@ -136,11 +159,22 @@ impl KafkaConfig {
             // whole wait: short by default, at the cost of idle fetches.
             .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
         if group.is_some() {
-            config
-                .set("auto.offset.reset", "earliest")
-                // A member that died hands its partitions over within 10 s.
-                .set("session.timeout.ms", "10000")
-                .set("heartbeat.interval.ms", "2000");
+            config.set("auto.offset.reset", "earliest");
+            match self.group_protocol {
+                GroupProtocol::Classic => {
+                    // A member that died hands its partitions over within 10 s.
+                    config
+                        .set("group.protocol", "classic")
+                        .set("session.timeout.ms", "10000")
+                        .set("heartbeat.interval.ms", "2000");
+                }
+                // The broker's group.consumer.session.timeout.ms (45 s by
+                // default) and heartbeat interval (5 s) apply; librdkafka
+                // refuses the client-side ones under this protocol.
+                GroupProtocol::Consumer => {
+                    config.set("group.protocol", "consumer");
+                }
+            }
         } else {
             // Offsets are assigned, never stored or committed.
             config.set("enable.auto.offset.store", "false");

@@ -242,6 +242,20 @@ impl ReadModel {
         Ok(refused.iter().sum())
     }
 
+    /// The offset up to which the projector has applied `partition`
+    /// (inclusive); `None` before it applied any.
+    pub async fn projected(
+        &self,
+        redis: &RedisConn,
+        partition: i32,
+    ) -> redis::RedisResult<Option<i64>> {
+        let mut conn = redis.get().await?;
+        redis::cmd("GET")
+            .arg(self.keys.projected(&self.topic, partition))
+            .query_async(&mut conn)
+            .await
+    }
+
     /// Reads one page of `chat`, up to `limit` messages, in one round trip.
     /// Given `user`, each message also says which emojis that user holds.
     pub async fn fetch(

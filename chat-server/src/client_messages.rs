@@ -22,6 +22,12 @@ use chat_core::redis_conn::RedisConn;
 
 const PENDING: &str = "pending";
 
+/// The start of the marker of a claim whose write failed without telling
+/// whether Kafka stored it (`maybe:<Unix ms>`): kept for the idempotency
+/// window, never lapsing, so a retry cannot write a second copy of a
+/// message that is in the log but not projected yet.
+const UNKNOWN: &str = "maybe:";
+
 /// Answers the stored message if the key holds one, else the message the
 /// read model holds for the id (KEYS[2] client ids, KEYS[3] bodies; ARGV[3]
 /// the field): a server that died between its write and `complete` left a
@@ -32,6 +38,10 @@ const CLAIM: &str = include_str!("lua/claim.lua");
 /// Removes the pending marker, never a stored message.
 const RELEASE: &str = include_str!("lua/release.lua");
 
+/// Turns an unknown-outcome marker into a pending claim, unless the read
+/// model knows the id.
+const TAKE_OVER: &str = include_str!("lua/take_over.lua");
+
 /// What a claim on a `clientMessageId` found.
 #[derive(Debug)]
 pub(crate) enum Claim {
@@ -39,6 +49,9 @@ pub(crate) enum Claim {
     Won,
     /// Another request is writing this message right now.
     Pending,
+    /// A write of this message failed without telling whether Kafka stored
+    /// it, at `marker`'s time (Unix ms); the projector has not shown it.
+    Unknown { marker: String, at_ms: i64 },
     /// The id was used for this message.
     Stored(Stored),
 }
@@ -97,6 +110,7 @@ pub(crate) struct ClientMessages {
     pending_for: Duration,
     claim: Script,
     release: Script,
+    take_over: Script,
 }
 
 impl ClientMessages {
@@ -109,6 +123,7 @@ impl ClientMessages {
             pending_for,
             claim: Script::new(CLAIM),
             release: Script::new(RELEASE),
+            take_over: Script::new(TAKE_OVER),
         }
     }
 
@@ -139,6 +154,10 @@ impl ClientMessages {
         Ok(match held {
             None => Claim::Won,
             Some(value) if value == PENDING => Claim::Pending,
+            Some(value) if value.starts_with(UNKNOWN) => Claim::Unknown {
+                at_ms: value[UNKNOWN.len()..].parse().unwrap_or(0),
+                marker: value,
+            },
             Some(json) => match parse_kept(&json) {
                 Ok(stored) => Claim::Stored(stored),
                 Err(error) => {
@@ -168,6 +187,56 @@ impl ClientMessages {
             .arg(self.window.as_millis() as u64)
             .query_async::<()>(&mut conn)
             .await
+    }
+
+    /// Records that the claimed id's write failed without telling whether
+    /// Kafka stored it: the claim stays (for the idempotency window) until
+    /// the projector shows the message or [`Self::take_over`] finds the
+    /// log applied to its end without it.
+    pub(crate) async fn mark_unknown(
+        &self,
+        redis: &RedisConn,
+        chat: &ChatId,
+        user: &UserId,
+        id: &ClientMessageId,
+    ) -> redis::RedisResult<()> {
+        let mut conn = redis.get().await?;
+        let marker = format!("{UNKNOWN}{}", Utc::now().timestamp_millis());
+        redis::cmd("SET")
+            .arg(self.key(chat, user, id))
+            .arg(marker)
+            .arg("PX")
+            .arg(self.window.as_millis() as u64)
+            .arg("XX")
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Claims an id whose earlier write's outcome was unknown (`marker`, as
+    /// the caller saw it), for a caller that found the chat's partition
+    /// applied to the end of the log: true when the caller now holds a
+    /// pending claim and writes the message.
+    pub(crate) async fn take_over(
+        &self,
+        redis: &RedisConn,
+        chat: &ChatId,
+        user: &UserId,
+        id: &ClientMessageId,
+        marker: &str,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = redis.get().await?;
+        let read_model = self.keys.chat(chat);
+        let taken: i64 = self
+            .take_over
+            .key(self.key(chat, user, id))
+            .key(&read_model.client_ids)
+            .arg(marker)
+            .arg(self.pending_for.as_millis() as u64)
+            .arg(chat_core::names::client_id_field(user, id))
+            .arg(PENDING)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(taken == 1)
     }
 
     /// Gives a claimed id back after the write failed, so a retry can try again.

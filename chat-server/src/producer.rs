@@ -22,8 +22,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::{info, warn};
 
 /// How far past the end a partition reports an offset must be to be called
-/// made up. Kafka reports the end exactly; Tansu 0.6.0, the test broker,
-/// reports the first offset of the partition's last record batch plus one,
+/// made up. Apache Kafka reports the end exactly; Tansu 0.6.0, a
+/// Kafka-protocol broker, reports the first offset of the partition's last record batch plus one,
 /// so an offset inside that batch looks past the end. A batch holds fewer
 /// records than librdkafka's `batch.num.messages` (10,000).
 const END_SLACK: i64 = 10_000;
@@ -184,6 +184,28 @@ impl EventProducer {
             }
             let (_, end) = client.fetch_watermarks(&topic, partition, limit)?;
             Ok(Some(end))
+        })
+        .await
+        .map_err(|_| CheckError::Panicked)?
+    }
+
+    /// How long a write may wait for its acknowledgement.
+    pub(crate) fn delivery_timeout(&self) -> Duration {
+        self.config.delivery_timeout()
+    }
+
+    /// `chat`'s partition and that partition's end (the offset the next
+    /// event will get), as Kafka tells it now.
+    pub(crate) async fn chat_partition_end(&self, chat: &ChatId) -> Result<(i32, i64), CheckError> {
+        let producer = self.current();
+        let topic = self.config.topic.clone();
+        let chat = chat.as_str().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let limit = Duration::from_secs(2);
+            let partition = names::partition_of(&chat, topic_partitions(client, &topic, limit)?);
+            let (_, end) = client.fetch_watermarks(&topic, partition, limit)?;
+            Ok((partition, end))
         })
         .await
         .map_err(|_| CheckError::Panicked)?

@@ -73,13 +73,25 @@ pub(crate) async fn run(
 /// shutdown must not wait for it.
 const LEAVE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Closes a member (librdkafka's consumer close, which blocks until the
-/// coordinator answered) on a blocking thread, for at most `LEAVE_LIMIT`.
-/// A member that could not leave is dropped by the group after its
-/// session times out.
+/// Closes a member (librdkafka's consumer close, which polls until the
+/// coordinator answered, with no bound) on a thread of its own, waiting
+/// for it at most `LEAVE_LIMIT`. Not on tokio's blocking pool: a runtime
+/// waits for its blocking threads as it shuts down, so a close that never
+/// ends would hold the process. A member that could not leave is dropped by
+/// the group once its session times out.
 async fn leave(consumer: Arc<StreamConsumer>) {
-    let close = tokio::task::spawn_blocking(move || drop(consumer));
-    if tokio::time::timeout(LEAVE_LIMIT, close).await.is_err() {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("projector-leave".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(error) = spawned {
+        warn!(%error, "no thread to leave the projector's group on");
+        return;
+    }
+    if tokio::time::timeout(LEAVE_LIMIT, done).await.is_err() {
         warn!(
             "the projector left its group without the coordinator's answer within {LEAVE_LIMIT:?}"
         );
@@ -105,9 +117,10 @@ enum Outcome {
 /// Applies what `consumer` reads until shutdown, or until the group has
 /// stalled: this member owns no partition and the group's committed offsets
 /// stayed behind the end of the log, unmoved, for `STALL_AFTER`. A broker
-/// can leave a group so after a member died (Tansu 0.6.0 does; see
-/// `scripts/tansu-group-stall.sh`); a member that is merely spare (more
-/// members than partitions) sees the others' commits move, and stays.
+/// can leave a group so after a member died (Tansu 0.6.0, a Kafka-protocol
+/// broker, did; Apache Kafka evicts the dead member after its session); a
+/// member that is merely spare (more members than partitions) sees the
+/// others' commits move, and stays.
 async fn project(
     consumer: &Arc<StreamConsumer>,
     topic: &str,

@@ -13,11 +13,13 @@ use chat_core::hot::HotStoreConfig;
     name = "publish-server",
     version,
     about = "Streams chat events over Server-Sent Events",
-    // Kafka settings of the producer side, meaningless here.
+    // Kafka settings of the producer side and of the projector's group
+    // (publish-server joins no group), meaningless here.
     mut_arg("delivery_timeout_ms", |a| a.hide(true)),
     mut_arg("create_topic", |a| a.hide(true)),
     mut_arg("topic_partitions", |a| a.hide(true)),
-    mut_arg("topic_replication", |a| a.hide(true))
+    mut_arg("topic_replication", |a| a.hide(true)),
+    mut_arg("group_protocol", |a| a.hide(true))
 )]
 pub struct Config {
     /// Address the SSE API listens on.

@@ -38,6 +38,12 @@ struct DevArgs {
     #[arg(long, env = "DEV_DATA_DIR", default_value = ".run")]
     dev_data_dir: PathBuf,
 
+    /// The local redis-server keeps its data in an append-only file under
+    /// the data folder, so that a restart keeps the read model (with a
+    /// Kafka that keeps its log: `KAFKA=local make run`).
+    #[arg(long, env = "DEV_REDIS_KEEP", default_value_t = false, action = clap::ArgAction::Set)]
+    dev_redis_keep: bool,
+
     /// Address publish-server's SSE API listens on.
     #[arg(long, env = "PUBLISH_SERVER_LISTEN", default_value = chat_core::config::defaults::PUBLISH_SERVER_LISTEN)]
     dev_publish_listen: SocketAddr,
@@ -152,7 +158,8 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
 
     let mut redis_child = None;
     if !redis_given {
-        let (child, url) = start_redis(args.dev_redis_port, &args.dev_data_dir).await?;
+        let (child, url) =
+            start_redis(args.dev_redis_port, &args.dev_data_dir, args.dev_redis_keep).await?;
         redis_child = Some(child);
         config.redis.url = url;
     }
@@ -406,9 +413,14 @@ async fn ready(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts `redis-server` on `port` with its files under `data_dir`, and
-/// waits until it answers.
-async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, String), DevError> {
+/// Starts `redis-server` on `port` with its files under `data_dir` (and its
+/// data in an append-only file there when `keep`), and waits until it
+/// answers.
+async fn start_redis(
+    port: u16,
+    data_dir: &std::path::Path,
+    keep: bool,
+) -> Result<(Child, String), DevError> {
     let dir = data_dir.join("redis");
     let dir = std::fs::create_dir_all(&dir)
         .and_then(|()| dir.canonicalize())
@@ -426,7 +438,7 @@ async fn start_redis(port: u16, data_dir: &std::path::Path) -> Result<(Child, St
             "--save",
             "",
             "--appendonly",
-            "no",
+            if keep { "yes" } else { "no" },
         ])
         .arg("--dir")
         .arg(&dir)

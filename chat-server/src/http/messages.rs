@@ -90,14 +90,81 @@ async fn post_once(
                     .map(|m| (m, false));
             }
             Claim::Stored(stored) => return same_text(stored, event, client_id),
-            Claim::Pending if Instant::now() >= give_up => {
+            Claim::Unknown { marker, at_ms } if settled(state, at_ms) => {
+                match log_applied(state, &event).await {
+                    Some(true) => {
+                        let taken = store
+                            .take_over(
+                                &inner.redis,
+                                &event.chat_id,
+                                &event.user_id,
+                                client_id,
+                                &marker,
+                            )
+                            .await
+                            .unwrap_or(false);
+                        if taken {
+                            return send_claimed(state, event, client_id)
+                                .await
+                                .map(|m| (m, false));
+                        }
+                    }
+                    // Kafka or Redis cannot say: say so, rather than that
+                    // another request is writing.
+                    None if Instant::now() >= give_up => {
+                        return Err(ApiError::unavailable(format!(
+                            "an earlier write of clientMessageId {} may have been stored, and Kafka cannot tell yet; retry",
+                            client_id.as_str()
+                        )));
+                    }
+                    _ => {}
+                }
+                if Instant::now() >= give_up {
+                    return Err(ApiError::ClientMessageIdInProgress(
+                        client_id.as_str().to_owned(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Claim::Pending | Claim::Unknown { .. } if Instant::now() >= give_up => {
                 return Err(ApiError::ClientMessageIdInProgress(
                     client_id.as_str().to_owned(),
                 ));
             }
-            Claim::Pending => tokio::time::sleep(Duration::from_millis(50)).await,
+            Claim::Pending | Claim::Unknown { .. } => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     }
+}
+
+/// Whether a write whose outcome was unknown at `at_ms` (Unix ms) can no
+/// longer reach the log: librdkafka had given it up, and any request of it
+/// still at a broker has timed out since (the request timeout is at most
+/// the delivery timeout), with a second to spare.
+fn settled(state: &AppState, at_ms: i64) -> bool {
+    let delivery = state.0.producer.delivery_timeout();
+    let request_timeout = delivery.min(Duration::from_secs(30)).as_millis() as i64;
+    chrono::Utc::now().timestamp_millis() >= at_ms + request_timeout + 1000
+}
+
+/// Whether the projector has applied `event`'s partition to the end of the
+/// log as Kafka tells it now. A write that was stored is then in the read
+/// model; one that is not there was not stored. `None` when Kafka or Redis
+/// cannot say.
+async fn log_applied(state: &AppState, event: &MessagePosted) -> Option<bool> {
+    let inner = &state.0;
+    let (partition, end) = inner
+        .producer
+        .chat_partition_end(&event.chat_id)
+        .await
+        .ok()?;
+    let projected = inner
+        .read_model
+        .projected(&inner.redis, partition)
+        .await
+        .ok()?;
+    Some(projected.map_or(end == 0, |p| p + 1 >= end))
 }
 
 /// Writes a message whose `clientMessageId` this request claimed, and
@@ -122,10 +189,18 @@ async fn send_claimed(
             }
             Ok(message)
         }
-        // A write that may have reached the log keeps its claim: a retry
-        // waits for the projector to tell what it became, or for the claim
-        // to lapse if it never arrived.
-        Err(produce_error) if produce_error.may_be_stored() => Err(produce_error.into()),
+        // A write that may have reached the log keeps its claim, marked as
+        // unknown: a retry waits for the projector to tell what it became,
+        // or to have applied the log to its end without it.
+        Err(produce_error) if produce_error.may_be_stored() => {
+            if let Err(error) = store
+                .mark_unknown(&inner.redis, &event.chat_id, &event.user_id, client_id)
+                .await
+            {
+                warn!(%error, %client_id, "cannot mark clientMessageId as unknown; its claim lapses as a pending one");
+            }
+            Err(produce_error.into())
+        }
         Err(produce_error) => {
             if let Err(error) = store
                 .release(&inner.redis, &event.chat_id, &event.user_id, client_id)

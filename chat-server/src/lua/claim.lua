@@ -1,5 +1,6 @@
 local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return held end
+local open = held == ARGV[1] or (held and string.sub(held, 1, 6) == 'maybe:')
+if held and not open then return held end
 local id = redis.call('HGET', KEYS[2], ARGV[3])
 if id then
   local body = redis.call('HGET', KEYS[3], id)

@@ -209,9 +209,10 @@ impl Record {
 }
 
 /// Reads every record of `topic`: at least as many as the partitions' high
-/// watermarks promise, and then on until none came for two seconds (Tansu
-/// 0.6.0 reports a high watermark below the last offset when the last
-/// batch held several records, so the watermark alone would stop short).
+/// watermarks promise, and then on until none came for two seconds (a
+/// broker may report a high watermark behind its last offset for a moment,
+/// as Tansu 0.6.0, the earlier test broker, did after a batch of several
+/// records, so the watermark alone could stop short).
 pub async fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
