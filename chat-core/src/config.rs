@@ -75,6 +75,21 @@ pub struct KafkaConfig {
     )]
     pub delivery_timeout_ms: u64,
 
+    /// How long librdkafka goes on trying a write after its POST was
+    /// answered 503 at the delivery timeout, in milliseconds (at least the
+    /// delivery timeout). Long enough to outlast a leader's failover: a
+    /// write that times out inside librdkafka makes it bump the idempotent
+    /// producer's epoch and send what else was in flight afresh, which can
+    /// store those writes twice. A retry with the same `clientMessageId`
+    /// waits this long at most to learn whether the first write landed.
+    #[arg(
+        long = "kafka-message-timeout-ms",
+        env = "KAFKA_MESSAGE_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1000..=600_000)
+    )]
+    pub message_timeout_ms: u64,
+
     /// Create the topic at start-up when it does not exist.
     #[arg(
         long = "kafka-create-topic",
@@ -132,6 +147,12 @@ impl KafkaConfig {
         Duration::from_millis(self.delivery_timeout_ms)
     }
 
+    /// How long librdkafka tries a write: the message timeout, and never
+    /// less than the delivery timeout.
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms.max(self.delivery_timeout_ms))
+    }
+
     /// Client settings every Kafka client of the system starts from.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -184,7 +205,8 @@ impl KafkaConfig {
 
     /// Settings of a producer whose acknowledged writes are never lost nor
     /// duplicated: idempotent, acknowledged by all in-sync replicas, and
-    /// failing after the delivery timeout instead of waiting forever.
+    /// giving a write up after the message timeout instead of waiting
+    /// forever.
     pub fn producer_config(&self, client_id: &str) -> ClientConfig {
         let mut config = self.client_config(client_id);
         config
@@ -193,7 +215,12 @@ impl KafkaConfig {
             // A chat's partition is CRC32(chat id) mod partitions, which
             // publish-server computes too (`names::partition_of`).
             .set("partitioner", "consistent_random")
-            .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
+            // librdkafka tries a write for the message timeout; the POST is
+            // answered 503 at the delivery timeout all the same.
+            .set(
+                "message.timeout.ms",
+                self.message_timeout().as_millis().to_string(),
+            )
             .set(
                 "request.timeout.ms",
                 self.delivery_timeout_ms.min(30_000).to_string(),

@@ -93,8 +93,9 @@ impl EventProducer {
             }
             Err((error, _)) => Err(ProduceError::Kafka(error)),
             Ok(delivery) => {
-                // librdkafka fails the write at the delivery timeout; the
-                // extra second only guards against a lost delivery report.
+                // The POST's bound: librdkafka goes on trying the write for
+                // the message timeout (longer), and the answer says it may
+                // have been stored.
                 let limit = self.config.delivery_timeout() + Duration::from_secs(1);
                 match tokio::time::timeout(limit, delivery).await {
                     Ok(Ok(Ok(delivery))) => Ok(EventId::new(delivery.partition, delivery.offset)),
@@ -189,9 +190,9 @@ impl EventProducer {
         .map_err(|_| CheckError::Panicked)?
     }
 
-    /// How long a write may wait for its acknowledgement.
-    pub(crate) fn delivery_timeout(&self) -> Duration {
-        self.config.delivery_timeout()
+    /// How long librdkafka tries a write.
+    pub(crate) fn message_timeout(&self) -> Duration {
+        self.config.message_timeout()
     }
 
     /// `chat`'s partition and that partition's end (the offset the next

@@ -16,6 +16,7 @@ use chat_core::hot::HotStoreConfig;
     // Kafka settings of the producer side and of the projector's group
     // (publish-server joins no group), meaningless here.
     mut_arg("delivery_timeout_ms", |a| a.hide(true)),
+    mut_arg("message_timeout_ms", |a| a.hide(true)),
     mut_arg("create_topic", |a| a.hide(true)),
     mut_arg("topic_partitions", |a| a.hide(true)),
     mut_arg("topic_replication", |a| a.hide(true)),

@@ -139,13 +139,13 @@ async fn post_once(
 }
 
 /// Whether a write whose outcome was unknown at `at_ms` (Unix ms) can no
-/// longer reach the log: librdkafka had given it up, and any request of it
-/// still at a broker has timed out since (the request timeout is at most
-/// the delivery timeout), with a second to spare.
+/// longer reach the log: librdkafka gives a write up after the message
+/// timeout from its send (before `at_ms`), and any request of it still at
+/// a broker has timed out by then too (the request timeout is shorter),
+/// with a second to spare.
 fn settled(state: &AppState, at_ms: i64) -> bool {
-    let delivery = state.0.producer.delivery_timeout();
-    let request_timeout = delivery.min(Duration::from_secs(30)).as_millis() as i64;
-    chrono::Utc::now().timestamp_millis() >= at_ms + request_timeout + 1000
+    let timeout = state.0.producer.message_timeout().as_millis() as i64;
+    chrono::Utc::now().timestamp_millis() >= at_ms + timeout + 1000
 }
 
 /// Whether the projector has applied `event`'s partition to the end of the
