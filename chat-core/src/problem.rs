@@ -274,7 +274,10 @@ impl ApiError {
                 rate.add_headers(&mut headers);
                 Some(rate.retry_after_secs)
             }
-            Self::TooManyStreams { .. } | Self::Unavailable(_) => Some(1),
+            // A retry while the first request's write is in flight: soon.
+            Self::TooManyStreams { .. }
+            | Self::Unavailable(_)
+            | Self::ClientMessageIdInProgress(_) => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {
@@ -372,7 +375,7 @@ mod tests {
             chat: "lobby".into(),
             rate: RateLimit { limit: 5, ..rate },
         };
-        let cases: [(ApiError, &[(&str, &str)]); 5] = [
+        let cases: [(ApiError, &[(&str, &str)]); 6] = [
             (unauthorized, &[("www-authenticate", CHALLENGE)]),
             (
                 throttled,
@@ -392,6 +395,10 @@ mod tests {
                 ],
             ),
             (ApiError::unavailable("down"), &[("retry-after", "1")]),
+            (
+                ApiError::ClientMessageIdInProgress("c-1".into()),
+                &[("retry-after", "1")],
+            ),
             (
                 ApiError::MethodNotAllowed {
                     method: Method::POST,

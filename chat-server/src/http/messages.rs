@@ -109,24 +109,15 @@ async fn post_once(
                                 .map(|m| (m, false));
                         }
                     }
-                    // Kafka or Redis cannot say: say so, rather than that
-                    // another request is writing.
-                    None if Instant::now() >= give_up => {
-                        return Err(ApiError::unavailable(format!(
-                            "an earlier write of clientMessageId {} may have been stored, and Kafka cannot tell yet; retry",
-                            client_id.as_str()
-                        )));
-                    }
                     _ => {}
                 }
                 if Instant::now() >= give_up {
-                    return Err(ApiError::ClientMessageIdInProgress(
-                        client_id.as_str().to_owned(),
-                    ));
+                    return Err(in_doubt(client_id));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Claim::Pending | Claim::Unknown { .. } if Instant::now() >= give_up => {
+            Claim::Unknown { .. } if Instant::now() >= give_up => return Err(in_doubt(client_id)),
+            Claim::Pending if Instant::now() >= give_up => {
                 return Err(ApiError::ClientMessageIdInProgress(
                     client_id.as_str().to_owned(),
                 ));
@@ -136,6 +127,16 @@ async fn post_once(
             }
         }
     }
+}
+
+/// The answer to a retry whose first write Kafka has not told about yet:
+/// 503, as for the first request (the message is not known to be stored;
+/// retry).
+fn in_doubt(client_id: &ClientMessageId) -> ApiError {
+    ApiError::unavailable(format!(
+        "an earlier write of clientMessageId {} may have been stored, and Kafka has not told yet; retry",
+        client_id.as_str()
+    ))
 }
 
 /// Whether a write whose outcome was unknown at `at_ms` (Unix ms) can no
