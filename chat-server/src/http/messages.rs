@@ -91,25 +91,22 @@ async fn post_once(
             }
             Claim::Stored(stored) => return same_text(stored, event, client_id),
             Claim::Unknown { marker, at_ms } if settled(state, at_ms) => {
-                match log_applied(state, &event).await {
-                    Some(true) => {
-                        let taken = store
-                            .take_over(
-                                &inner.redis,
-                                &event.chat_id,
-                                &event.user_id,
-                                client_id,
-                                &marker,
-                            )
-                            .await
-                            .unwrap_or(false);
-                        if taken {
-                            return send_claimed(state, event, client_id)
-                                .await
-                                .map(|m| (m, false));
-                        }
-                    }
-                    _ => {}
+                // Kafka or Redis that cannot say counts as not yet.
+                if log_applied(state, &event).await == Some(true)
+                    && store
+                        .take_over(
+                            &inner.redis,
+                            &event.chat_id,
+                            &event.user_id,
+                            client_id,
+                            &marker,
+                        )
+                        .await
+                        .unwrap_or(false)
+                {
+                    return send_claimed(state, event, client_id)
+                        .await
+                        .map(|m| (m, false));
                 }
                 if Instant::now() >= give_up {
                     return Err(in_doubt(client_id));
