@@ -178,15 +178,30 @@ impl ClientMessages {
         message: &Message,
         id: &ClientMessageId,
     ) -> redis::RedisResult<()> {
-        let mut conn = redis.get().await?;
         let json = serde_json::to_string(&Stored::of(message)).unwrap_or_default();
-        redis::cmd("SET")
-            .arg(self.key(&message.chat_id, &message.user_id, id))
-            .arg(json)
+        let key = self.key(&message.chat_id, &message.user_id, id);
+        self.keep(redis, &key, &json, false).await
+    }
+
+    /// Sets `key` to `value` for the idempotency window (only if it exists,
+    /// with `existing`).
+    async fn keep(
+        &self,
+        redis: &RedisConn,
+        key: &str,
+        value: &str,
+        existing: bool,
+    ) -> redis::RedisResult<()> {
+        let mut conn = redis.get().await?;
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(value)
             .arg("PX")
-            .arg(self.window.as_millis() as u64)
-            .query_async::<()>(&mut conn)
-            .await
+            .arg(self.window.as_millis() as u64);
+        if existing {
+            set.arg("XX");
+        }
+        set.query_async::<()>(&mut conn).await
     }
 
     /// Records that the claimed id's write failed without telling whether
@@ -200,15 +215,8 @@ impl ClientMessages {
         user: &UserId,
         id: &ClientMessageId,
     ) -> redis::RedisResult<()> {
-        let mut conn = redis.get().await?;
         let marker = format!("{UNKNOWN}{}", Utc::now().timestamp_millis());
-        redis::cmd("SET")
-            .arg(self.key(chat, user, id))
-            .arg(marker)
-            .arg("PX")
-            .arg(self.window.as_millis() as u64)
-            .arg("XX")
-            .query_async::<()>(&mut conn)
+        self.keep(redis, &self.key(chat, user, id), &marker, true)
             .await
     }
 

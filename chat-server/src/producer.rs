@@ -173,21 +173,8 @@ impl EventProducer {
         chat: &ChatId,
         partition: i32,
     ) -> Result<Option<i64>, CheckError> {
-        let producer = self.current();
-        let topic = self.config.topic.clone();
-        let chat = chat.as_str().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let client = producer.client();
-            let limit = Duration::from_secs(2);
-            let partitions = topic_partitions(client, &topic, limit)?;
-            if names::partition_of(&chat, partitions) != partition {
-                return Ok(None);
-            }
-            let (_, end) = client.fetch_watermarks(&topic, partition, limit)?;
-            Ok(Some(end))
-        })
-        .await
-        .map_err(|_| CheckError::Panicked)?
+        let (chat_partition, end) = self.chat_partition_end(chat).await?;
+        Ok((chat_partition == partition).then_some(end))
     }
 
     /// How long librdkafka tries a write.

@@ -12,6 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::*;
 
+/// Posts `body` to `chat` through `base` until it answers 201 (60 s at
+/// most), as a client retrying with its `clientMessageId` would.
+pub async fn post_until_created(http: &reqwest::Client, base: &str, chat: &str, body: &Value) {
+    eventually(Duration::from_secs(60), "a post acknowledged", || async {
+        let r = http
+            .post(format!("{base}/api/chats/{chat}/messages"))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 201).then_some(())
+    })
+    .await
+}
+
 /// What a POST ended as, counted by kind.
 #[derive(Debug, Default)]
 pub struct Outcomes {

@@ -272,22 +272,7 @@ async fn the_projector_group_recovers_when_its_coordinator_dies_as_a_member_join
     for (i, base) in run.cluster.chat_bases().iter().enumerate() {
         let body =
             serde_json::json!({"userId": "probe", "text": probe(i), "clientMessageId": probe(i)});
-        faults::eventually(
-            Duration::from_secs(60),
-            "a probe post acknowledged",
-            || async {
-                let r = run
-                    .cluster
-                    .http
-                    .post(format!("{base}/api/chats/{chat}/messages"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                (r.status() == 201).then_some(())
-            },
-        )
-        .await;
+        faults::post_until_created(&run.cluster.http, base, &chat, &body).await;
     }
     let projected = faults::eventually(
         Duration::from_secs(120),

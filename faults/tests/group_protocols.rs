@@ -51,17 +51,7 @@ async fn probe(
         let text = format!("{chat}-{n}");
         let at = Instant::now();
         let body = serde_json::json!({"userId": "probe", "text": text, "clientMessageId": text});
-        let posted =
-            faults::eventually(Duration::from_secs(60), "a probe acknowledged", || async {
-                let r = http
-                    .post(format!("{base}/api/chats/{chat}/messages"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                (r.status() == 201).then_some(())
-            });
-        posted.await;
+        faults::post_until_created(&http, &base, &chat, &body).await;
         faults::eventually(Duration::from_secs(180), "a probe projected", || async {
             let page: serde_json::Value = http
                 .get(format!("{base}/api/chats/{chat}/messages?limit=1"))
