@@ -15,6 +15,9 @@
 #   scripts/kafka.sh wait DIR [SECONDS]
 #       waits until the cluster answers metadata with every node as a live
 #       broker (default 120 s).
+#   scripts/kafka.sh topic DIR NAME PARTITIONS
+#       creates topic NAME unless it exists (Kafka's own topic tool), with
+#       the nodes' default replication.
 #   scripts/kafka.sh run DIR NODES [key=value...]
 #       prepare, every node in the background, wait; prints the pids.
 #
@@ -125,6 +128,11 @@ case "$cmd" in
     java_cmd kafka.Kafka "$dir/node-$i/server.properties"
     exec "${exec_or[@]}" ;;
   wait) wait_ready "$@" ;;
+  topic)
+    dir="$1" name="$2" partitions="$3"
+    java_cmd org.apache.kafka.tools.TopicCommand --bootstrap-server "$(cat "$dir/bootstrap")" \
+      --create --if-not-exists --topic "$name" --partitions "$partitions"
+    "${exec_or[@]}" >/dev/null ;;
   run)
     dir="$1" nodes="$2"
     prepare "$@"
@@ -133,5 +141,5 @@ case "$cmd" in
       echo $!
     done
     wait_ready "$dir" ;;
-  *) echo "usage: scripts/kafka.sh prepare|node|wait|run DIR ..." >&2; exit 2 ;;
+  *) echo "usage: scripts/kafka.sh prepare|node|wait|topic|run DIR ..." >&2; exit 2 ;;
 esac

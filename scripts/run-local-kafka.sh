@@ -21,6 +21,8 @@ if ! scripts/kafka.sh wait "$PWD/$dir" 120; then
   echo "Apache Kafka did not start; its log is $dir/node-1.log" >&2
   exit 1
 fi
+# publish-server, which chat-dev starts first, waits for the topic.
+scripts/kafka.sh topic "$PWD/$dir" "${KAFKA_TOPIC:-chat-events}" "${KAFKA_TOPIC_PARTITIONS:-3}"
 export KAFKA_BROKERS
 KAFKA_BROKERS="$(cat "$dir/bootstrap")"
 echo "Apache Kafka on $KAFKA_BROKERS, its log in $dir (kept across runs)" >&2
