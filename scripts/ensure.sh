@@ -12,7 +12,7 @@
 #   kafka     Apache Kafka's broker and tools (the version pinned in
 #             deploy/kafka/pom.xml), copied with their dependencies from
 #             Maven Central into .run/kafka-<version>/libs by Maven
-#             (mvn dependency:copy-dependencies, about a minute once); needs
+#             (mvn dependency:copy-dependencies, about 30 s once); needs
 #             Java 17 and Maven (apt, when absent)
 #   moto      moto's S3 server (pip; the fault suite keeps the broker's log in it)
 #   schemathesis  the property-based API tester of scripts/conformance.sh
