@@ -1,12 +1,18 @@
 //! Remembers which message each `clientMessageId` became, so a retried POST
 //! answers with the original message and writes nothing new.
 //!
-//! The first request with a given id claims it in Redis with a short-lived
-//! `pending` marker, writes to Kafka, then stores for the idempotency window
-//! only what a retry's answer needs beside the retry itself: the message's
-//! id and time, and a hash of its text (a retry carries the text; one whose
-//! text hashes otherwise reused the id). About 100 bytes an id, whatever the
-//! text. A concurrent retry waits for the claim to resolve.
+//! The first request with a given id claims it in Redis with a `pending`
+//! marker that names its time, writes to Kafka, then stores for the
+//! idempotency window only what a retry's answer needs beside the retry
+//! itself: the message's id and time, and a hash of its text (a retry
+//! carries the text; one whose text hashes otherwise reused the id). About
+//! 100 bytes an id, whatever the text. A concurrent retry waits for the
+//! claim to resolve. A claim never lapses by itself: a server that died
+//! mid-write leaves its marker, and a retry takes it over only once that
+//! write can no longer reach the log and the projector has applied the log
+//! to its end without it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::time::Duration;
 
@@ -20,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use chat_core::redis_conn::RedisConn;
 
+/// The start of a pending claim's marker (`pending:<Unix ms>:<nonce>`).
+/// A bare `pending` is a claim of an older release, which lapses.
 const PENDING: &str = "pending";
 
 /// The start of the marker of a claim whose write failed without telling
@@ -35,7 +43,7 @@ const UNKNOWN: &str = "maybe:";
 /// became. Else answers the pending marker, or sets it and answers nothing.
 const CLAIM: &str = include_str!("lua/claim.lua");
 
-/// Removes the pending marker, never a stored message.
+/// Removes the caller's own pending marker, never a stored message.
 const RELEASE: &str = include_str!("lua/release.lua");
 
 /// Turns an unknown-outcome marker into a pending claim, unless the read
@@ -45,10 +53,13 @@ const TAKE_OVER: &str = include_str!("lua/take_over.lua");
 /// What a claim on a `clientMessageId` found.
 #[derive(Debug)]
 pub(crate) enum Claim {
-    /// Nobody used the id: the caller writes the message, then `complete`s.
-    Won,
-    /// Another request is writing this message right now.
-    Pending,
+    /// Nobody used the id: the caller holds `marker`, writes the message,
+    /// then `complete`s (or `release`s the marker).
+    Won { marker: String },
+    /// Another request claimed this message at `at_ms` (Unix ms; `None`
+    /// for a claim of an older release, which lapses) and is writing it, or
+    /// its server died mid-write.
+    Pending { marker: String, at_ms: Option<i64> },
     /// A write of this message failed without telling whether Kafka stored
     /// it, at `marker`'s time (Unix ms); the projector has not shown it.
     Unknown { marker: String, at_ms: i64 },
@@ -93,6 +104,23 @@ fn text_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// A pending marker for a claim made now: its time, then a nonce that
+/// tells two claims of one millisecond apart.
+fn pending_marker() -> String {
+    static CLAIMS: AtomicU64 = AtomicU64::new(0);
+    let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{PENDING}:{}:{}-{n}",
+        Utc::now().timestamp_millis(),
+        std::process::id()
+    )
+}
+
+/// The time (Unix ms) a pending marker names.
+fn pending_at(marker: &str) -> Option<i64> {
+    marker.split(':').nth(1)?.parse().ok()
+}
+
 /// A kept value: the short record, or a whole message (from the read
 /// model, for a write whose server died before recording it).
 fn parse_kept(json: &str) -> Result<Stored, serde_json::Error> {
@@ -106,21 +134,17 @@ pub(crate) struct ClientMessages {
     keys: Keys,
     /// How long a stored id answers retries.
     window: Duration,
-    /// How long a claim may stay pending: longer than any write can take.
-    pending_for: Duration,
     claim: Script,
     release: Script,
     take_over: Script,
 }
 
 impl ClientMessages {
-    /// A store that remembers ids for `window`, with claims that lapse after
-    /// `pending_for` (should a server die mid-write).
-    pub(crate) fn new(keys: Keys, window: Duration, pending_for: Duration) -> Self {
+    /// A store that remembers ids, and keeps claims, for `window`.
+    pub(crate) fn new(keys: Keys, window: Duration) -> Self {
         Self {
             keys,
             window,
-            pending_for,
             claim: Script::new(CLAIM),
             release: Script::new(RELEASE),
             take_over: Script::new(TAKE_OVER),
@@ -141,19 +165,27 @@ impl ClientMessages {
     ) -> redis::RedisResult<Claim> {
         let mut conn = redis.get().await?;
         let read_model = self.keys.chat(chat);
+        let marker = pending_marker();
         let held: Option<String> = self
             .claim
             .key(self.key(chat, user, id))
             .key(&read_model.client_ids)
             .key(&read_model.bodies)
-            .arg(PENDING)
-            .arg(self.pending_for.as_millis() as u64)
+            .arg(&marker)
+            .arg(self.window.as_millis() as u64)
             .arg(chat_core::names::client_id_field(user, id))
             .invoke_async(&mut conn)
             .await?;
         Ok(match held {
-            None => Claim::Won,
-            Some(value) if value == PENDING => Claim::Pending,
+            None => Claim::Won { marker },
+            Some(value) if value == PENDING => Claim::Pending {
+                marker: value,
+                at_ms: None,
+            },
+            Some(value) if value.starts_with("pending:") => Claim::Pending {
+                at_ms: pending_at(&value),
+                marker: value,
+            },
             Some(value) if value.starts_with(UNKNOWN) => Claim::Unknown {
                 at_ms: value[UNKNOWN.len()..].parse().unwrap_or(0),
                 marker: value,
@@ -220,10 +252,11 @@ impl ClientMessages {
             .await
     }
 
-    /// Claims an id whose earlier write's outcome was unknown (`marker`, as
-    /// the caller saw it), for a caller that found the chat's partition
-    /// applied to the end of the log: true when the caller now holds a
-    /// pending claim and writes the message.
+    /// Claims an id whose earlier write nobody can finish any more
+    /// (`marker`, as the caller saw it: an unknown outcome, or a pending
+    /// claim of a server that died), for a caller that found the chat's
+    /// partition applied to the end of the log: the caller's own pending
+    /// marker when it now holds the claim and writes the message.
     pub(crate) async fn take_over(
         &self,
         redis: &RedisConn,
@@ -231,34 +264,37 @@ impl ClientMessages {
         user: &UserId,
         id: &ClientMessageId,
         marker: &str,
-    ) -> redis::RedisResult<bool> {
+    ) -> redis::RedisResult<Option<String>> {
         let mut conn = redis.get().await?;
         let read_model = self.keys.chat(chat);
+        let own = pending_marker();
         let taken: i64 = self
             .take_over
             .key(self.key(chat, user, id))
             .key(&read_model.client_ids)
             .arg(marker)
-            .arg(self.pending_for.as_millis() as u64)
+            .arg(self.window.as_millis() as u64)
             .arg(chat_core::names::client_id_field(user, id))
-            .arg(PENDING)
+            .arg(&own)
             .invoke_async(&mut conn)
             .await?;
-        Ok(taken == 1)
+        Ok((taken == 1).then_some(own))
     }
 
-    /// Gives a claimed id back after the write failed, so a retry can try again.
+    /// Gives a claimed id back after the write failed, so a retry can try
+    /// again: removes `marker`, the caller's own.
     pub(crate) async fn release(
         &self,
         redis: &RedisConn,
         chat: &ChatId,
         user: &UserId,
         id: &ClientMessageId,
+        marker: &str,
     ) -> redis::RedisResult<()> {
         let mut conn = redis.get().await?;
         self.release
             .key(self.key(chat, user, id))
-            .arg(PENDING)
+            .arg(marker)
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
@@ -278,6 +314,16 @@ mod tests {
             client_message_id: Some("c-1".parse().expect("id")),
             created_at: chat_core::event::now(),
         }
+    }
+
+    #[test]
+    fn a_pending_marker_names_its_time_and_differs_from_the_next() {
+        let before = Utc::now().timestamp_millis();
+        let (a, b) = (pending_marker(), pending_marker());
+        assert_ne!(a, b);
+        let at = pending_at(&a).expect("a time");
+        assert!(at >= before && at <= Utc::now().timestamp_millis(), "{a}");
+        assert_eq!(pending_at(PENDING), None);
     }
 
     #[test]

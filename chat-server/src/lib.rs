@@ -267,8 +267,6 @@ impl Server {
         let client_messages = client_messages::ClientMessages::new(
             config.redis.keys(),
             Duration::from_secs(config.client_message_id_window_secs),
-            // A claim outlives any write, and lapses should its server die.
-            claim_wait * 2,
         );
         let limits = http::Limits {
             max_body_bytes: config.max_body_bytes as usize,

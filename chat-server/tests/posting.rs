@@ -380,6 +380,76 @@ async fn a_retry_after_a_lost_record_finds_the_message_the_projector_saw() {
     server.stop().await;
 }
 
+/// A chat-server that dies between its claim of a `clientMessageId` and
+/// its write leaves a pending claim behind, which never lapses by itself:
+/// a retry takes it over (and writes the message) only once the dead
+/// server's write could no longer reach the log and the projector has
+/// applied the chat's partition to its end. Until then, a retry is told to
+/// retry and writes nothing.
+#[tokio::test]
+async fn a_claim_left_by_a_dead_server_is_taken_over_once_its_write_cannot_land() {
+    let server = TestServer::start().await;
+    let earlier = server.post_message("lobby", "dora", "before").await;
+    eventually(Duration::from_secs(10), "the chat is projected", || async {
+        let (_, page) = server.get_json("/api/chats/lobby/messages").await;
+        (page["messages"][0]["id"] == earlier.as_str()).then_some(())
+    })
+    .await;
+    let keys = server.config.redis.keys();
+    let claim = |id: &str| {
+        keys.client_message(
+            &"lobby".parse().expect("chat"),
+            &"dora".parse().expect("user"),
+            &id.parse().expect("client message id"),
+        )
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let gone_by = server.config.kafka.message_timeout().as_millis() as i64 + 2_000;
+    let mut conn = test_support::redis_conn(&server.config.redis).await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(claim("old-1"))
+        .arg(format!("pending:{}:dead-1", now - gone_by))
+        .arg("PX")
+        .arg(600_000)
+        .ignore()
+        .cmd("SET")
+        .arg(claim("new-1"))
+        .arg(format!("pending:{now}:dead-2"))
+        .arg("PX")
+        .arg(600_000)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+
+    // Claimed longer ago than any write can take: taken over and written.
+    let old = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "dora", "text": "old", "clientMessageId": "old-1"}),
+        )
+        .await;
+    assert_eq!(old.status(), 201);
+    assert!(old.headers().get("idempotent-replayed").is_none());
+    // Claimed just now: its server may still write it.
+    let new = server
+        .post_json(
+            "/api/chats/lobby/messages",
+            json!({"userId": "dora", "text": "new", "clientMessageId": "new-1"}),
+        )
+        .await;
+    assert_eq!(new.status(), 409);
+    assert_eq!(new.headers()["retry-after"], "1");
+    let records = server.records().await;
+    let texts: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.value["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["before", "old"], "nothing else written");
+    server.stop().await;
+}
+
 /// publish-server finds a chat's partition without asking: the producer
 /// places each chat where `names::partition_of` says.
 #[tokio::test]

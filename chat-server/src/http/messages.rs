@@ -84,16 +84,24 @@ async fn post_once(
                 )
             })?;
         match claim {
-            Claim::Won => {
-                return send_claimed(state, event, client_id)
+            Claim::Won { marker } => {
+                return send_claimed(state, event, client_id, &marker)
                     .await
                     .map(|m| (m, false));
             }
             Claim::Stored(stored) => return same_text(stored, event, client_id),
-            Claim::Unknown { marker, at_ms } if settled(state, at_ms) => {
+            // A write whose outcome Kafka never told, or that a server died
+            // in the middle of: once it can no longer reach the log, and
+            // the projector has applied the log to its end without it, it
+            // was not stored.
+            Claim::Unknown { marker, at_ms }
+            | Claim::Pending {
+                marker,
+                at_ms: Some(at_ms),
+            } if settled(state, at_ms) => {
                 // Kafka or Redis that cannot say counts as not yet.
                 if log_applied(state, &event).await == Some(true)
-                    && store
+                    && let Some(own) = store
                         .take_over(
                             &inner.redis,
                             &event.chat_id,
@@ -102,9 +110,9 @@ async fn post_once(
                             &marker,
                         )
                         .await
-                        .unwrap_or(false)
+                        .unwrap_or(None)
                 {
-                    return send_claimed(state, event, client_id)
+                    return send_claimed(state, event, client_id, &own)
                         .await
                         .map(|m| (m, false));
                 }
@@ -114,12 +122,12 @@ async fn post_once(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Claim::Unknown { .. } if Instant::now() >= give_up => return Err(in_doubt(client_id)),
-            Claim::Pending if Instant::now() >= give_up => {
+            Claim::Pending { .. } if Instant::now() >= give_up => {
                 return Err(ApiError::ClientMessageIdInProgress(
                     client_id.as_str().to_owned(),
                 ));
             }
-            Claim::Pending | Claim::Unknown { .. } => {
+            Claim::Pending { .. } | Claim::Unknown { .. } => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
         }
@@ -136,11 +144,11 @@ fn in_doubt(client_id: &ClientMessageId) -> ApiError {
     ))
 }
 
-/// Whether a write whose outcome was unknown at `at_ms` (Unix ms) can no
-/// longer reach the log: librdkafka gives a write up after the message
-/// timeout from its send (before `at_ms`), and any request of it still at
-/// a broker has timed out by then too (the request timeout is shorter),
-/// with a second to spare.
+/// Whether a write that was claimed, or whose outcome was unknown, at
+/// `at_ms` (Unix ms) can no longer reach the log: librdkafka gives a write
+/// up after the message timeout from its send (after the claim, before the
+/// unknown mark), and any request of it still at a broker has timed out by
+/// then too (the request timeout is shorter), with a second to spare.
 fn settled(state: &AppState, at_ms: i64) -> bool {
     let timeout = state.0.producer.message_timeout().as_millis() as i64;
     chrono::Utc::now().timestamp_millis() >= at_ms + timeout + 1000
@@ -165,12 +173,13 @@ async fn log_applied(state: &AppState, event: &MessagePosted) -> Option<bool> {
     Some(projected.map_or(end == 0, |p| p + 1 >= end))
 }
 
-/// Writes a message whose `clientMessageId` this request claimed, and
-/// records what it became.
+/// Writes a message whose `clientMessageId` this request claimed (with
+/// `marker`), and records what it became.
 async fn send_claimed(
     state: &AppState,
     event: MessagePosted,
     client_id: &ClientMessageId,
+    marker: &str,
 ) -> Result<Message, ApiError> {
     let inner = &state.0;
     let store = &inner.client_messages;
@@ -195,16 +204,22 @@ async fn send_claimed(
                 .mark_unknown(&inner.redis, &event.chat_id, &event.user_id, client_id)
                 .await
             {
-                warn!(%error, %client_id, "cannot mark clientMessageId as unknown; its claim lapses as a pending one");
+                warn!(%error, %client_id, "cannot mark clientMessageId as unknown; a retry takes its pending claim over once the write can no longer be stored");
             }
             Err(produce_error.into())
         }
         Err(produce_error) => {
             if let Err(error) = store
-                .release(&inner.redis, &event.chat_id, &event.user_id, client_id)
+                .release(
+                    &inner.redis,
+                    &event.chat_id,
+                    &event.user_id,
+                    client_id,
+                    marker,
+                )
                 .await
             {
-                warn!(%error, %client_id, "cannot release clientMessageId; it frees itself when the claim lapses");
+                warn!(%error, %client_id, "cannot release clientMessageId; a retry takes its claim over once the write can no longer be stored");
             }
             Err(produce_error.into())
         }
