@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make test`'s check of the JMeter plans: each runs once at a tiny size
-# under Debian's JMeter 2.13 (through the launcher) against a chat-server and
-# a scheduler started here on free ports, with KAFKA_BROKERS and REDIS_URL
-# (`make test` starts them), and its summary must show the expected
-# statuses. Catches a plan that stops loading or a runner that breaks.
+# under each JMeter the runner knows, Debian's 2.13 (through the launcher)
+# and Apache JMeter 5.6.3 from Maven Central (JMETERS="2.13 5" names which),
+# against a chat-server and a scheduler started here on free ports, with
+# KAFKA_BROKERS and REDIS_URL (`make test` starts them), and its summary must
+# show the expected statuses. Catches a plan that stops loading on either
+# JMeter or a runner that breaks.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -34,23 +36,41 @@ expect() { # summary-file what pattern
   fi
 }
 
-OUT="$work/fetch" PORT="$port" "$here/run.sh" "$here/fetch-traffic.jmx" \
-  -Jthreads=2 -Jloops=1 -Jchat=jmeter-room >/dev/null 2>"$work/fetch.err" || true
-expect "$work/fetch/summary.txt" "fetch-traffic.jmx loads and runs under JMeter 2.13" '^  all +200: 2$'
-expect "$work/fetch/summary.txt" "fetch-traffic.jmx: no errors" '^errors other than 429: none$'
+# The run's summary, or when the run stopped before summarizing, what it
+# printed: the FAIL lines show that instead.
+summary_of() { # folder err-file
+  mkdir -p "$1"
+  [ -f "$1/summary.txt" ] || cp "$2" "$1/summary.txt" 2>/dev/null || : >"$1/summary.txt"
+  echo "$1/summary.txt"
+}
 
-OUT="$work/spike" PORT="$port" "$here/run.sh" "$here/hotchat-spike.jmx" \
-  -Jbaseline_secs=1 -Jspike_secs=4 -Jafter_secs=1 -Jbaseline_threads=1 -Jbaseline_rpm=120 \
-  -Jspike_threads=2 -Jspike_rpm=6000 -Jcold_rpm=120 >/dev/null 2>"$work/spike.err" || true
-expect "$work/spike/summary.txt" "hotchat-spike.jmx: the spike turns the chat hot (answers from the snapshot)" '^  hot: answers from the snapshot from'
-expect "$work/spike/summary.txt" "hotchat-spike.jmx: every member is served" '^  hot chat during the spike: ([0-9]+) of \1 served'
-expect "$work/spike/summary.txt" "hotchat-spike.jmx: the cold chat is never answered from a snapshot" '^  cold quiet-room +[0-9]+ of [0-9]+ \([0-9.]+ %\) served, 0 from the snapshot$'
-expect "$work/spike/summary.txt" "hotchat-spike.jmx: the cold chat is never throttled" 'cold chat: [0-9]+ responses, 0 throttled'
-expect "$work/spike/summary.txt" "hotchat-spike.jmx: no errors" '^errors other than 429: none$'
-if [ ! -s "$work/spike/timeline.png" ]; then
-  echo "FAIL hotchat-spike.jmx: no timeline chart"
-  failures=$((failures + 1))
-else
-  echo "ok   hotchat-spike.jmx: the timeline chart is drawn"
-fi
+jmeter5="JMeter $(sed -n 's:.*<jmeter.version>\(.*\)</jmeter.version>.*:\1:p' "$root/deploy/jmeter/pom.xml")"
+# Each JMeter fetches chats of its own: the next run must not start on a chat
+# that the last one left hot.
+for jmeter in ${JMETERS:-2.13 5}; do
+  tag="${jmeter%%.*}" under="JMeter $jmeter"
+  if [ "$jmeter" = 5 ]; then under="$jmeter5"; fi
+  JMETER="$jmeter" OUT="$work/fetch-$tag" PORT="$port" "$here/run.sh" "$here/fetch-traffic.jmx" \
+    -Jthreads=2 -Jloops=1 -Jchat="jmeter-room-$tag" >/dev/null 2>"$work/fetch-$tag.err" || true
+  summary="$(summary_of "$work/fetch-$tag" "$work/fetch-$tag.err")"
+  expect "$summary" "fetch-traffic.jmx loads and runs under $under" '^  all +200: 2$'
+  expect "$summary" "fetch-traffic.jmx under $under: no errors" '^errors other than 429: none$'
+
+  JMETER="$jmeter" OUT="$work/spike-$tag" PORT="$port" "$here/run.sh" "$here/hotchat-spike.jmx" \
+    -Jhot_chat="hot-room-$tag" -Jcold_chat="quiet-room-$tag" \
+    -Jbaseline_secs=1 -Jspike_secs=4 -Jafter_secs=1 -Jbaseline_threads=1 -Jbaseline_rpm=120 \
+    -Jspike_threads=2 -Jspike_rpm=6000 -Jcold_rpm=120 >/dev/null 2>"$work/spike-$tag.err" || true
+  summary="$(summary_of "$work/spike-$tag" "$work/spike-$tag.err")"
+  expect "$summary" "hotchat-spike.jmx under $under: the spike turns the chat hot (answers from the snapshot)" '^  hot: answers from the snapshot from'
+  expect "$summary" "hotchat-spike.jmx under $under: every member is served" '^  hot chat during the spike: ([0-9]+) of \1 served'
+  expect "$summary" "hotchat-spike.jmx under $under: the cold chat is never answered from a snapshot" "^  cold quiet-room-$tag +[0-9]+ of [0-9]+ \\([0-9.]+ %\\) served, 0 from the snapshot\$"
+  expect "$summary" "hotchat-spike.jmx under $under: the cold chat is never throttled" 'cold chat: [0-9]+ responses, 0 throttled'
+  expect "$summary" "hotchat-spike.jmx under $under: no errors" '^errors other than 429: none$'
+  if [ ! -s "$work/spike-$tag/timeline.png" ]; then
+    echo "FAIL hotchat-spike.jmx under $under: no timeline chart"
+    failures=$((failures + 1))
+  else
+    echo "ok   hotchat-spike.jmx under $under: the timeline chart is drawn"
+  fi
+done
 [ "$failures" -eq 0 ]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the given tools need when it is absent, and skips what is
-# there: `scripts/ensure.sh redis kafka chromium web jmeter moto schemathesis wrk`.
+# there: `scripts/ensure.sh redis kafka chromium web jmeter jmeter5 moto schemathesis wrk`.
 #   redis     redis-server (apt)
 #   tansu     Tansu 0.6.0 with its object-store engine (cargo install, about
 #             15 minutes once; the tests use it in memory and, in the fault
@@ -9,6 +9,11 @@
 #   web       the web UI's packages (npm ci) and its build in web/dist
 #   jmeter    Debian's JMeter 2.13 with its HTTP sampler, a Java compiler
 #             for jmeter/'s launcher, and gnuplot (the runner's chart)
+#   jmeter5   Apache JMeter (the version pinned in deploy/jmeter/pom.xml),
+#             copied with its dependencies from Maven Central by Maven and
+#             laid out as a JMETER_HOME in .run/jmeter-<version> (52 s once
+#             from an empty Maven repository); needs Java 17 and Maven (apt,
+#             when absent)
 #   kafka     Apache Kafka's broker and tools (the version pinned in
 #             deploy/kafka/pom.xml), copied with their dependencies from
 #             Maven Central into .run/kafka-<version>/libs by Maven
@@ -69,6 +74,39 @@ ensure_kafka() {
   touch "$libs/.complete"
 }
 
+ensure_jmeter5() {
+  local version home
+  version="$(sed -n 's:.*<jmeter.version>\(.*\)</jmeter.version>.*:\1:p' deploy/jmeter/pom.xml)"
+  home=".run/jmeter-$version"
+  if [ -f "$home/bin/ApacheJMeter.jar" ] && [ "$home/.complete" -nt deploy/jmeter/pom.xml ]; then return 0; fi
+  echo "fetching Apache JMeter $version's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
+  rm -rf "$home"
+  # lib/junit too: NewDriver prints a stack trace when it is missing.
+  mkdir -p "$home/bin" "$home/lib/ext" "$home/lib/junit"
+  mvn -q -B -f deploy/jmeter/pom.xml dependency:copy-dependencies \
+    -DoutputDirectory="$PWD/$home/lib" -DincludeScope=runtime
+  [ -f "$home/lib/ApacheJMeter-$version.jar" ] || { echo "JMeter $version's launcher jar did not arrive in $home/lib" >&2; exit 1; }
+  # The layout of JMeter's own distribution, which JMeter relies on:
+  # NewDriver (ApacheJMeter.jar) takes the parent of its folder for
+  # JMETER_HOME, reads bin/*.properties there and puts lib/ and lib/ext/ on
+  # the class path; JMeter's modules go in lib/ext, where its class finder
+  # looks for plugins (functions among them); jorphan and the third-party
+  # jars stay in lib.
+  mv "$home/lib/ApacheJMeter-$version.jar" "$home/bin/ApacheJMeter.jar"
+  mv "$home/lib/ApacheJMeter_"*"-$version.jar" "$home/lib/ext/"
+  # ApacheJMeter_config holds bin/ (jmeter.properties, saveservice.properties,
+  # upgrade.properties, log4j2.xml, ...): unpacked, not on the class path.
+  python3 - "$home/lib/ext/ApacheJMeter_config-$version.jar" "$home" <<'PY'
+import sys, zipfile
+jar, home = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(jar) as z:
+    z.extractall(home, [n for n in z.namelist() if n.startswith("bin/")])
+PY
+  rm "$home/lib/ext/ApacheJMeter_config-$version.jar"
+  [ -f "$home/bin/jmeter.properties" ] || { echo "ApacheJMeter_config $version brought no bin/jmeter.properties" >&2; exit 1; }
+  touch "$home/.complete"
+}
+
 ensure_moto() {
   local version=5.2.1
   python3 - "$version" <<'PY' 2>/dev/null && return 0
@@ -121,12 +159,12 @@ for tool in "$@"; do
     nchan) need_apt "test -f /usr/lib/nginx/modules/ngx_nchan_module.so" nginx libnginx-mod-nchan ;;
     pushpin) need_apt "command -v pushpin" pushpin ;;
     gnuplot) need_apt "command -v gnuplot" gnuplot-nox ;;
-    kafka)
+    kafka | jmeter5)
       need_apt "command -v java" openjdk-17-jre-headless
       need_apt "command -v mvn" maven
       later+=("$tool") ;;
     tansu | moto | schemathesis | web) later+=("$tool") ;;
-    *) echo "scripts/ensure.sh: unknown tool $tool (redis kafka tansu chromium web jmeter moto schemathesis wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
+    *) echo "scripts/ensure.sh: unknown tool $tool (redis kafka tansu chromium web jmeter jmeter5 moto schemathesis wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
   esac
 done
 

@@ -11,7 +11,7 @@ QUICK="${QUICK:-0}"
 if [ "$QUICK" = 1 ]; then
   scripts/ensure.sh redis kafka
 else
-  scripts/ensure.sh redis kafka chromium web jmeter schemathesis
+  scripts/ensure.sh redis kafka chromium web jmeter jmeter5 schemathesis
 fi
 source scripts/lib.sh
 start_redis
@@ -47,7 +47,8 @@ node web/e2e/chat.e2e.mjs 2>&1 | tee "$work/web-e2e.log"
 # The HTTP/2 front (deploy/nginx): curl --http2 and Chromium through it.
 scripts/nginx-test.sh 2>&1 | tee "$work/nginx-test.log"
 
-# The JMeter plans, each once at a tiny size under Debian's JMeter 2.13.
+# The JMeter plans, each once at a tiny size under Debian's JMeter 2.13 and
+# under Apache JMeter 5.6.3 from Maven Central.
 jmeter/test.sh 2>&1 | tee "$work/jmeter-test.log"
 
 # One closing line for the whole run, summed over every test binary.
