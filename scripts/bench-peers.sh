@@ -1,47 +1,67 @@
 #!/usr/bin/env bash
-# publish-server beside nchan (nginx) and Pushpin, under one SSE load
-# generator (sse-bench) and the same load: N subscribers over K chats, P
-# posts per second per chat of SIZE bytes for DURATION seconds, all on
-# 127.0.0.1. Rows: publish-server with posts through chat-server (the full
-# path through Kafka) and produced straight to Kafka; nchan with posts to
+# publish-server beside nchan (nginx), Pushpin and Centrifugo, under one SSE
+# load generator (sse-bench) and the same load: N subscribers over K chats,
+# P posts per second per chat of SIZE bytes for DURATION seconds, all on
+# 127.0.0.1. Rows: publish-server with events produced straight to Apache
+# Kafka (one node; with a plain Kafka consumer beside it timing the same
+# posts: the floor Kafka sets), with posts through chat-server (the full
+# path), and produced straight to librdkafka's mock broker (what `make run`
+# embeds: the earlier figures' broker, as a baseline); nchan with posts to
 # its publisher location; Pushpin with posts to its HTTP publish endpoint
-# and subscribers held by a tiny GRIP backend. Installs the peers from the
-# OS packages when absent, writes their configurations into a temporary
-# folder (ports of their own), starts and stops everything itself. Each
-# configuration runs RUNS times; the report gives medians with min-max, and
-# a chart (deliveries/s and p99 against N) goes to OUT.
+# and subscribers held by a tiny GRIP backend; Centrifugo (memory engine)
+# with posts to its HTTP API and subscribers on its unidirectional SSE
+# transport. Installs the peers when absent (OS packages; Centrifugo with
+# `go install`), writes their configurations into a temporary folder (ports
+# of their own), starts and stops everything itself. Each configuration
+# runs RUNS times; the report gives medians with min-max, and a chart
+# (deliveries/s and p99 against N) goes to OUT.
 #   NS="1000 10000 50000" KS="1 1000" RUNS=3 DURATION=10 SIZE=100 OUT=bench/results \
-#   ROWS="kafka chat-server nchan pushpin" scripts/bench-peers.sh
+#   ROWS="kafka chat-server kafka-mock nchan pushpin centrifugo" scripts/bench-peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS="${NS:-1000 10000 50000}" KS="${KS:-1 1000}" RUNS="${RUNS:-3}" DURATION="${DURATION:-10}"
-SIZE="${SIZE:-100}" OUT="${OUT:-bench/results}" ROWS="${ROWS:-kafka chat-server nchan pushpin}"
+SIZE="${SIZE:-100}" OUT="${OUT:-bench/results}" ROWS="${ROWS:-kafka chat-server kafka-mock nchan pushpin centrifugo}"
 # Posts per second per chat: one hot chat gets 10/s; of many quiet chats each gets 1/s.
 rate_for() { if [ "$1" -eq 1 ]; then echo 10; else echo "$1"; fi; }
 source scripts/bench-lib.sh
 scripts/ensure.sh nchan pushpin gnuplot
+centrifugo_bin="$PWD/.run/centrifugo-6.9.1/centrifugo"
+case " $ROWS " in *" centrifugo "*) scripts/ensure.sh centrifugo ;; esac
 cargo build --release -p chat-server -p publish-server -p bench --bins
 ulimit -n "$(ulimit -Hn)"
 fd_limit="$(ulimit -n)"
 mkdir -p "$OUT"
 trap 'stop_backbone; stop_all; rm -rf "$work"' EXIT
 
-# Kafka (librdkafka's mock cluster, as `make run` embeds), Redis and
-# chat-server, started afresh for each publish-server run: the mock broker
-# keeps every message in memory and its fetches slow down as its log grows,
+# Apache Kafka (one node, as the tests run it) once for the whole run, with
+# the topic made; Redis and chat-server afresh for each publish-server run.
+# The mock broker (the kafka-mock row) afresh for each run too: it keeps
+# every message in memory and its fetches slow down as its log grows,
 # within a few runs of 10,000 messages (publish_event_delay_seconds, the
 # Kafka hop, showed p99 from 5 ms in a first run to 500 ms in a third).
+apache_brokers=""
+case " $ROWS " in
+  *" kafka "*|*" chat-server "*)
+    start_kafka 1
+    scripts/kafka.sh topic "$kafka_dir" chat-events 3
+    apache_brokers="$KAFKA_BROKERS" ;;
+esac
 backbone=()
-start_backbone() {
+start_backbone() { # apache|mock
   local mock_addr="$work/mock.addr"
   start_redis
   backbone+=("${pids[-1]}")
   unset 'pids[-1]'
-  : >"$mock_addr"
-  ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$mock_addr" 2>"$work/mock.log" &
-  backbone+=($!)
-  for _ in $(seq 1 100); do [ -s "$mock_addr" ] && break; sleep 0.1; done
-  export KAFKA_BROKERS="$(head -n 1 "$mock_addr")" RUST_LOG=warn KAFKA_CREATE_TOPIC=false
+  if [ "$1" = mock ]; then
+    : >"$mock_addr"
+    ./target/release/sse-bench mock-broker --topic chat-events --partitions 3 >"$mock_addr" 2>"$work/mock.log" &
+    backbone+=($!)
+    for _ in $(seq 1 100); do [ -s "$mock_addr" ] && break; sleep 0.1; done
+    KAFKA_BROKERS="$(head -n 1 "$mock_addr")"
+  else
+    KAFKA_BROKERS="$apache_brokers"
+  fi
+  export KAFKA_BROKERS RUST_LOG=warn KAFKA_CREATE_TOPIC=false
   chat_port="$(free_port)"
   CHAT_SERVER_LISTEN="127.0.0.1:$chat_port" ./target/release/chat-server >"$work/chat-server.log" 2>&1 &
   backbone+=($!)
@@ -152,6 +172,35 @@ PY
   [ -n "$up" ] && [ -n "$server_pids" ] && kill -0 "$pushpin_pid" 2>/dev/null
 }
 
+start_centrifugo() { # sets centrifugo_port, centrifugo_pid, server_pids
+  # One node, memory engine; clients connect without a token (benchmark
+  # only) and name their channel in the uni_sse connect request; history
+  # and presence off (their defaults), no connection limits.
+  local dir="$work/centrifugo"
+  centrifugo_port="$(free_port)"
+  mkdir -p "$dir"
+  cat >"$dir/config.json" <<JSON
+{
+  "http_server": {"address": "127.0.0.1", "port": $centrifugo_port},
+  "log": {"level": "error"},
+  "usage_stats": {"disabled": true},
+  "client": {"insecure": true, "connection_limit": 0, "connection_rate_limit": 0},
+  "channel": {"without_namespace": {"presence": false, "join_leave": false, "history_size": 0}},
+  "websocket": {"disabled": true},
+  "uni_sse": {"enabled": true},
+  "http_api": {"key": "bench"}
+}
+JSON
+  "$centrifugo_bin" -c "$dir/config.json" >"$dir/out.log" 2>&1 &
+  centrifugo_pid=$!
+  for _ in $(seq 1 100); do
+    curl -fsS -X POST -H 'X-API-Key: bench' -d '{"channel":"warm","data":{}}' \
+      "http://127.0.0.1:$centrifugo_port/api/publish" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  server_pids="$centrifugo_pid"
+}
+
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 failed_run() { echo "{\"row\":\"$1\",\"n\":$2,\"k\":$3,\"failed\":true}" >>"$OUT/peers.jsonl"; } # row n k
 
@@ -160,7 +209,7 @@ bench_row() { # row n k run
   procs="$(procs_for "$n")"; workers=$(( procs + 1 ))
   local rate=$(( $(rate_for "$k") ))
   case "$row" in
-    kafka|chat-server)
+    kafka|chat-server|kafka-mock)
       for _ in $(seq 1 "$procs"); do
         port="$(free_port)"
         PUBLISH_SERVER_LISTEN="127.0.0.1:$port" ./target/release/publish-server >>"$work/publish.log" 2>&1 &
@@ -168,8 +217,20 @@ bench_row() { # row n k run
         wait_ready "$port"
       done
       server_pids="$(IFS=,; echo "${ps_pids[*]}")"
-      publish_args=(--publish "$row" --post-url "http://127.0.0.1:$chat_port/api/chats/{chat}/messages"
-        --kafka-brokers "$KAFKA_BROKERS" --kafka-topic chat-events) ;;
+      # publish-server's own histograms over the posting: the bucket bound
+      # holding the 99th percentile of the Kafka hop (producer to reader,
+      # publish_event_delay_seconds) and of its own share (hub to socket,
+      # publish_fanout_delay_seconds), over all its processes.
+      local metrics_urls; metrics_urls="$(printf '%s\n' "${urls[@]}" | sed 's#/api/.*##' | paste -sd, -)"
+      publish_args=(--metrics-url "$metrics_urls" --post-url "http://127.0.0.1:$chat_port/api/chats/{chat}/messages"
+        --kafka-brokers "$KAFKA_BROKERS" --kafka-topic chat-events)
+      if [ "$row" = chat-server ]; then publish_args+=(--publish chat-server)
+      else publish_args+=(--publish kafka --floor --floor-fetch-wait-ms "${KAFKA_FETCH_WAIT_MS:-10}"); fi ;;
+    centrifugo)
+      start_centrifugo
+      urls=("http://127.0.0.1:$centrifugo_port/connection/uni_sse?cf_connect=%7B%22subs%22%3A%7B%22{chat}%22%3A%7B%7D%7D%7D")
+      publish_args=(--publish centrifugo --publish-url "http://127.0.0.1:$centrifugo_port/api/publish"
+        --publish-api-key bench) ;;
     nchan)
       start_nginx "$procs"
       urls=("http://127.0.0.1:$nchan_port/sub/{chat}")
@@ -186,40 +247,31 @@ bench_row() { # row n k run
       --subscribers "$n" --chats "$k" --rate "$(( rate ))" --size "$SIZE" --duration "$DURATION" \
       --workers "$workers" --source-addrs 8 --chat-prefix "peers-$row-$n-$k-$i" "${publish_args[@]}" \
       >"$work/out.json" 2>"$work/bench.err"; then
-    # publish-server only, over all its processes: the bucket bound (le)
-    # holding the 99th percentile of the Kafka hop (producer to reader,
-    # publish_event_delay_seconds) and of its own share (hub to socket,
-    # publish_fanout_delay_seconds).
-    local hop=None fanout=None
-    if [ "$row" = kafka ] || [ "$row" = chat-server ]; then
-      read -r hop fanout < <(for url in "${urls[@]}"; do curl -fsS "${url%%/api/*}/metrics" || true; done | python3 -c '
-import collections, sys
-counts = collections.defaultdict(lambda: collections.defaultdict(float))
-for line in sys.stdin:
-    for name in ("publish_event_delay_seconds", "publish_fanout_delay_seconds"):
-        if line.startswith(name + "_bucket"):
-            le = line.split("le=\"")[1].split("\"")[0]
-            counts[name][float(le)] += float(line.split()[-1])
-def p99(name):
-    buckets = sorted(counts[name].items())
-    total = buckets[-1][1] if buckets else 0
-    le = next((le for le, c in buckets if total and c >= 0.99 * total), None)
-    return le * 1000 if le is not None and le != float("inf") else None
-print(p99("publish_event_delay_seconds"), p99("publish_fanout_delay_seconds"))' || echo None None)
-    fi
-    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k, kafka_hop_p99_le_ms=$hop, fanout_p99_le_ms=$fanout); print(json.dumps(d))" >>"$OUT/peers.jsonl"
+    tail -n 1 "$work/out.json" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(row='$row', n=$n, k=$k); print(json.dumps(d))" >>"$OUT/peers.jsonl"
   else
     echo "  failed: $(tail -n 3 "$work/bench.err" | tr '\n' ' ')" >&2
     failed_run "$row" "$n" "$k"
   fi
   case "$row" in
-    kafka|chat-server) for pid in "${ps_pids[@]}"; do stop_pid "$pid"; done ;;
+    kafka|chat-server|kafka-mock) for pid in "${ps_pids[@]}"; do stop_pid "$pid"; done ;;
+    centrifugo) stop_pid "$centrifugo_pid" ;;
     nchan) stop_pid "$nginx_pid" ;;
     pushpin) stop_pid "$pushpin_pid"; stop_pid "$backend_pid" ;;
   esac
 }
 
 : >"$OUT/peers.jsonl"
+# A broker whose JVM has not compiled its hot paths yet is slower for its
+# first tens of seconds: one run of the first configuration first, not
+# recorded.
+if [ -n "$apache_brokers" ]; then
+  echo "== warming Apache Kafka up (not recorded)" >&2
+  recorded="$OUT"; OUT="$work/warm-up"; mkdir -p "$OUT"
+  start_backbone apache
+  bench_row kafka 1000 1 0
+  stop_backbone
+  OUT="$recorded"
+fi
 for n in $NS; do
   for k in $KS; do
     for i in $(seq 1 "$RUNS"); do
@@ -228,7 +280,16 @@ for n in $NS; do
           echo "{\"row\":\"pushpin\",\"n\":$n,\"k\":$k,\"skipped\":\"condure is one process; $fd_limit file descriptors per process\"}" >>"$OUT/peers.jsonl"
           continue
         fi
-        case "$row" in kafka|chat-server) start_backbone ;; esac
+        # One node of the memory engine is one process: several would need
+        # a broker between them (Redis, NATS), which is not what is measured.
+        if [ "$row" = centrifugo ] && [ "$n" -gt $(( fd_limit - 1000 )) ]; then
+          echo "{\"row\":\"centrifugo\",\"n\":$n,\"k\":$k,\"skipped\":\"one node is one process; $fd_limit file descriptors per process\"}" >>"$OUT/peers.jsonl"
+          continue
+        fi
+        case "$row" in
+          kafka|chat-server) start_backbone apache ;;
+          kafka-mock) start_backbone mock ;;
+        esac
         bench_row "$row" "$n" "$k" "$i"
         stop_backbone
       done

@@ -24,6 +24,9 @@
 #             (pip, in a virtual environment of its own: .run/venv/schemathesis)
 #   wrk       the HTTP load generator of the benchmarks (apt)
 #   nginx     Debian's nginx, the HTTP/2 front of deploy/nginx (apt)
+#   centrifugo  Centrifugo (the version in ensure_centrifugo), built with
+#             `go install` from the Go module proxy into
+#             .run/centrifugo-<version>/ (needs Go 1.24 or newer; minutes once)
 #   nchan, pushpin, gnuplot  the peers `make bench-peers` measures beside
 #             publish-server, and its chart (apt)
 set -euo pipefail
@@ -59,6 +62,16 @@ ensure_tansu() {
   echo "installing tansu $version ($features) with cargo install (about 15 minutes, once)" >&2
   cargo install tansu --version "$version" --locked --features "$features"
   tansu_installed "$home" "$version" "$features" || { echo "tansu $version with $features did not install" >&2; exit 1; }
+}
+
+ensure_centrifugo() {
+  local version=6.9.1 dir
+  dir=".run/centrifugo-$version"
+  [ -x "$dir/centrifugo" ] && return 0
+  command -v go >/dev/null || { echo "Centrifugo is built with Go (1.24 or newer), which is not installed" >&2; exit 1; }
+  echo "building Centrifugo $version with go install (minutes, once)" >&2
+  mkdir -p "$dir"
+  GOBIN="$PWD/$dir" go install "github.com/centrifugal/centrifugo/v6@v$version"
 }
 
 ensure_kafka() {
@@ -159,12 +172,13 @@ for tool in "$@"; do
     nchan) need_apt "test -f /usr/lib/nginx/modules/ngx_nchan_module.so" nginx libnginx-mod-nchan ;;
     pushpin) need_apt "command -v pushpin" pushpin ;;
     gnuplot) need_apt "command -v gnuplot" gnuplot-nox ;;
+    centrifugo) later+=("$tool") ;;
     kafka | jmeter5)
       need_apt "command -v java" openjdk-17-jre-headless
       need_apt "command -v mvn" maven
       later+=("$tool") ;;
     tansu | moto | schemathesis | web) later+=("$tool") ;;
-    *) echo "scripts/ensure.sh: unknown tool $tool (redis kafka tansu chromium web jmeter jmeter5 moto schemathesis wrk nchan pushpin gnuplot)" >&2; exit 2 ;;
+    *) echo "scripts/ensure.sh: unknown tool $tool (redis kafka tansu chromium web jmeter jmeter5 moto schemathesis wrk nchan pushpin centrifugo gnuplot)" >&2; exit 2 ;;
   esac
 done
 

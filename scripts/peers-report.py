@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The report of `make bench-peers`: from its JSON lines, one markdown row
 per server, N and K with medians (min-max) over the runs and the ratio of
-deliveries/s to publish-server's direct-Kafka row; and a PNG chart of
+deliveries/s to publish-server's direct-Kafka row (Apache Kafka); and a PNG chart of
 deliveries/s and p99 against N, per K, drawn with gnuplot.
 
 usage: peers-report.py PEERS.jsonl CHART.png
@@ -13,8 +13,10 @@ import subprocess
 import sys
 import tempfile
 
-ROWS = [("kafka", "publish-server, straight to Kafka"), ("chat-server", "publish-server, through chat-server"),
-        ("nchan", "nginx + nchan"), ("pushpin", "Pushpin 1.36")]
+ROWS = [("kafka", "publish-server, straight to Apache Kafka"),
+        ("chat-server", "publish-server, through chat-server (Apache Kafka)"),
+        ("kafka-mock", "publish-server, straight to the mock broker"),
+        ("nchan", "nginx + nchan"), ("pushpin", "Pushpin 1.36"), ("centrifugo", "Centrifugo 6.9.1")]
 
 
 def main():
@@ -39,8 +41,8 @@ def main():
             return None
         return statistics.median(values), min(values), max(values)
 
-    print("| server | N | K | deliveries/s | p50 ms | p99 ms | max ms | lost | RSS KiB/conn | CPU s | deliveries vs direct Kafka | Kafka hop p99 ms | publish-server own p99 ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | N | K | deliveries/s | p50 ms | p99 ms | max ms | lost | RSS KiB/conn | CPU s | deliveries vs direct Kafka | Kafka hop p99 ms | publish-server own p99 ms | Kafka floor p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     series = {}
     for k in ks:
         for n in ns:
@@ -49,7 +51,7 @@ def main():
                 key = (row, n, k)
                 d = med(key, "deliveries_per_s")
                 if d is None:
-                    print(f"| {label} | {n} | {k} | {notes.get(key, 'no run')} |  |  |  |  |  |  |  |  |  |")
+                    print(f"| {label} | {n} | {k} | {notes.get(key, 'no run')} |  |  |  |  |  |  |  |  |  |  |")
                     continue
                 p50, p99, mx = med(key, "p50_ms"), med(key, "p99_ms"), med(key, "max_ms")
                 rss, cpu = med(key, "rss_per_connection_kib"), med(key, "server_cpu_s")
@@ -62,9 +64,12 @@ def main():
                     values = [r[field] for r in runs[key] if r.get(field) is not None]
                     return f"<= {statistics.median(values):g}" if values else ""
                 hop, own = le("kafka_hop_p99_le_ms"), le("fanout_p99_le_ms")
+                # A plain consumer's send-to-receipt p99 beside it (--floor).
+                floor = med(key, "floor_p99_ms") if all(r.get("floor_p99_ms") is not None for r in runs[key]) else None
+                floor = f"{floor[0]:.1f} ({floor[1]:.1f}-{floor[2]:.1f})" if floor else ""
                 fmt = lambda m, p=0: f"{m[0]:.{p}f} ({m[1]:.{p}f}-{m[2]:.{p}f})"
                 print(f"| {label} | {n} | {k} | {fmt(d)} | {fmt(p50, 1)} | {fmt(p99, 1)} | {mx[0]:.1f} | {lost} | "
-                      f"{rss[0]:.2f} | {cpu[0]:.1f} | {ratio} | {hop} | {own} |")
+                      f"{rss[0]:.2f} | {cpu[0]:.1f} | {ratio} | {hop} | {own} | {floor} |")
                 series.setdefault((row, k), []).append((n, d[0], p99[0]))
     for key, note in sorted(notes.items()):
         if key not in runs:

@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Why a benchmark step failed, in words for the person running it.
 pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
 
+mod floor;
 mod hist;
+mod metrics;
 mod post;
 mod run;
 mod sse;
@@ -39,7 +41,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Runs a benchmark and prints its figures.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// A worker holding a share of the subscribers (started by `run`).
     #[command(hide = true)]
     Subscribe(Shared),
@@ -110,6 +112,9 @@ pub(crate) enum Publish {
     /// POST each message to Pushpin's HTTP publish endpoint
     /// (`--publish-url`) as a GRIP `http-stream` item on the chat's channel.
     Pushpin,
+    /// POST each message to Centrifugo's HTTP API (`--publish-url`, its
+    /// `/api/publish`, with `--publish-api-key`) on the chat's channel.
+    Centrifugo,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +142,18 @@ pub(crate) struct RunArgs {
     /// The peer's publish URL (with `--publish nchan` or `pushpin`).
     #[arg(long, default_value = "http://127.0.0.1:80/pub/{chat}")]
     pub(crate) publish_url: String,
+    /// The API key sent as `X-API-Key` (with `--publish centrifugo`).
+    #[arg(long, default_value = "")]
+    pub(crate) publish_api_key: String,
+    /// Also time each post from its send to its receipt by a plain Kafka
+    /// consumer of the topic (`--kafka-brokers`, `--kafka-topic`): the
+    /// floor that Kafka sets under publish-server.
+    #[arg(long)]
+    pub(crate) floor: bool,
+    /// The floor consumer's longest fetch wait at the broker, in ms (as
+    /// publish-server's `--kafka-fetch-wait-ms`).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) floor_fetch_wait_ms: u64,
     /// Kafka bootstrap servers (with `--publish kafka`).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub(crate) kafka_brokers: String,
@@ -146,6 +163,10 @@ pub(crate) struct RunArgs {
     /// Posts in flight at most; the pacing waits beyond it.
     #[arg(long, default_value_t = 2000)]
     pub(crate) max_in_flight: usize,
+    /// Base URLs of publish-server processes whose `/metrics` histograms to
+    /// report over the posting (their Kafka hop and own share).
+    #[arg(long = "metrics-url", value_delimiter = ',')]
+    pub(crate) metrics_urls: Vec<String>,
     /// Process ids of the servers, for RSS and CPU time.
     #[arg(long = "server-pid", value_delimiter = ',')]
     pub(crate) server_pids: Vec<u32>,
@@ -167,7 +188,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(Failure::from)
-            .and_then(|rt| rt.block_on(run(args))),
+            .and_then(|rt| rt.block_on(run(*args))),
         Command::Subscribe(shared) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

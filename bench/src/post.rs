@@ -17,20 +17,25 @@ pub(crate) struct Posted {
     pub(crate) started: Instant,
 }
 
-/// Sends `rate` posts per second for `duration` seconds, chats in turn,
-/// each chat's posts numbered from 0 in its marker.
-pub(crate) async fn post_all(args: &RunArgs) -> Result<Posted, Failure> {
-    let chats = args.shared.chats;
-    let total = args.rate * args.duration;
+/// A sender that has posted once: a new producer first fetches metadata
+/// and its producer id, and a new HTTP client opens its connections, which
+/// is not part of what is measured. The warm-up post goes to a chat nobody
+/// subscribes to.
+pub(crate) async fn warmed_sender(args: &RunArgs) -> Result<Sender, Failure> {
     let sender = Sender::new(args)?;
-    // A new producer first fetches metadata and its producer id, and a new
-    // HTTP client opens its connections: not part of what is measured.
-    // The warm-up post goes to a chat nobody subscribes to.
     let warm_up = chat_id(&args.shared.chat_prefix, usize::MAX);
     sender
         .send(&warm_up, "warm-up".to_owned())
         .await
         .map_err(|e| format!("warm-up post to {warm_up} failed: {e}"))?;
+    Ok(sender)
+}
+
+/// Sends `rate` posts per second for `duration` seconds, chats in turn,
+/// each chat's posts numbered from 0 in its marker.
+pub(crate) async fn post_all(args: &RunArgs, sender: Sender) -> Result<Posted, Failure> {
+    let chats = args.shared.chats;
+    let total = args.rate * args.duration;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
     let acknowledged: Arc<Vec<AtomicU64>> =
         Arc::new((0..chats).map(|_| AtomicU64::new(0)).collect());
@@ -94,11 +99,12 @@ pub(crate) enum Sender {
         producer: rdkafka::producer::FutureProducer,
         topic: Arc<str>,
     },
-    /// nchan or Pushpin: an HTTP POST per message.
+    /// nchan, Pushpin or Centrifugo: an HTTP POST per message.
     Peer {
         http: reqwest::Client,
         url: Arc<str>,
-        grip: bool,
+        kind: Publish,
+        api_key: Arc<str>,
     },
 }
 
@@ -117,10 +123,11 @@ impl Sender {
                 http: client(args.max_in_flight)?,
                 url: args.post_url.as_str().into(),
             },
-            Publish::Nchan | Publish::Pushpin => Sender::Peer {
+            Publish::Nchan | Publish::Pushpin | Publish::Centrifugo => Sender::Peer {
                 http: client(args.max_in_flight)?,
                 url: args.publish_url.as_str().into(),
-                grip: args.publish == Publish::Pushpin,
+                kind: args.publish,
+                api_key: args.publish_api_key.as_str().into(),
             },
             Publish::Kafka => Sender::Kafka {
                 producer: rdkafka::ClientConfig::new()
@@ -152,21 +159,37 @@ impl Sender {
                     Err(format!("answered {}", response.status()).into())
                 }
             }
-            Sender::Peer { http, url, grip } => {
-                let request = if *grip {
-                    let content = format!("event: message\ndata: {text}\n\n");
-                    http.post(url.as_ref()).json(&serde_json::json!({
-                        "items": [{"channel": chat, "formats": {"http-stream": {"content": content}}}]
-                    }))
-                } else {
-                    http.post(url.replace("{chat}", chat)).body(text)
+            Sender::Peer {
+                http,
+                url,
+                kind,
+                api_key,
+            } => {
+                let request = match kind {
+                    Publish::Pushpin => {
+                        let content = format!("event: message\ndata: {text}\n\n");
+                        http.post(url.as_ref()).json(&serde_json::json!({
+                            "items": [{"channel": chat, "formats": {"http-stream": {"content": content}}}]
+                        }))
+                    }
+                    Publish::Centrifugo => http
+                        .post(url.as_ref())
+                        .header("X-API-Key", api_key.as_ref())
+                        .json(&serde_json::json!({"channel": chat, "data": {"text": text}})),
+                    _ => http.post(url.replace("{chat}", chat)).body(text),
                 };
                 let response = request.send().await.map_err(Failure::from)?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("answered {}", response.status()).into())
+                if !response.status().is_success() {
+                    return Err(format!("answered {}", response.status()).into());
                 }
+                // Centrifugo answers 200 with an `error` member on failure.
+                if *kind == Publish::Centrifugo {
+                    let body: serde_json::Value = response.json().await.map_err(Failure::from)?;
+                    if !body["error"].is_null() {
+                        return Err(format!("answered {}", body["error"]).into());
+                    }
+                }
+                Ok(())
             }
             Sender::Kafka { producer, topic } => {
                 let event = chat_core::event::ChatEvent::Message(chat_core::event::MessagePosted {

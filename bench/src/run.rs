@@ -119,6 +119,17 @@ pub(crate) struct Report {
     pub(crate) server_rss_end_kib: u64,
     pub(crate) rss_per_connection_kib: f64,
     pub(crate) server_cpu_s: f64,
+    /// publish-server's own histograms over the posting (`--metrics-url`):
+    /// the bucket bound holding the 99th percentile of the Kafka hop
+    /// (`publish_event_delay_seconds`) and of its own share, hub to socket
+    /// (`publish_fanout_delay_seconds`).
+    pub(crate) kafka_hop_p99_le_ms: Option<f64>,
+    pub(crate) fanout_p99_le_ms: Option<f64>,
+    /// Posts a plain Kafka consumer timed (with `--floor`), and their p50
+    /// and p99 from send to its receipt.
+    pub(crate) floor_samples: Option<u64>,
+    pub(crate) floor_p50_ms: Option<f64>,
+    pub(crate) floor_p99_ms: Option<f64>,
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
@@ -131,6 +142,15 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
         return Err(format!("--size must be at least {marker_len}").into());
     }
     let (rss_idle, _) = usage_sum(&args.server_pids)?;
+    let floor = if args.floor {
+        Some(crate::floor::Floor::start(
+            &args.kafka_brokers,
+            &args.kafka_topic,
+            args.floor_fetch_wait_ms,
+        )?)
+    } else {
+        None
+    };
     eprintln!(
         "sse-bench: opening {} subscribers over {} chats on {} server(s) from {} worker(s)",
         shared.subscribers,
@@ -168,7 +188,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
             per_chat_subscribers[chat] += 1;
         }
     }
-    let posted = post_all(&args).await?;
+    let sender = crate::post::warmed_sender(&args).await?;
+    // publish-server's histograms from here on: not the warm-up post, once
+    // every server has read it.
+    crate::metrics::until_each_counted(&args.metrics_urls, "publish_event_delay_seconds").await;
+    let metrics_before = crate::metrics::scrape(&args.metrics_urls).await;
+    let posted = post_all(&args, sender).await?;
     // From the first measured post, not from the sender's set-up and
     // warm-up (a Kafka producer's metadata and producer id take ~0.6 s).
     let started = posted.started;
@@ -195,6 +220,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     let elapsed = all_in_at.unwrap_or(posting_took).max(posting_took);
     let (rss_end, cpu_end) = usage_sum(&args.server_pids)?;
+    let floor = floor.map(crate::floor::Floor::finish);
+    let metrics_after = crate::metrics::scrape(&args.metrics_urls).await;
+    let p99_le = |name: &str| crate::metrics::p99_le_ms(&metrics_before, &metrics_after, name);
 
     let histogram = Histogram::new();
     let mut total = WorkerResult::default();
@@ -224,6 +252,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
             Publish::Kafka => "kafka",
             Publish::Nchan => "nchan",
             Publish::Pushpin => "pushpin",
+            Publish::Centrifugo => "centrifugo",
         },
         subscribers: connected,
         failed_subscribers: failed,
@@ -252,6 +281,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
             rss_connected.saturating_sub(rss_idle) as f64 / connected as f64
         },
         server_cpu_s: cpu_end - cpu_start,
+        kafka_hop_p99_le_ms: p99_le("publish_event_delay_seconds"),
+        fanout_p99_le_ms: p99_le("publish_fanout_delay_seconds"),
+        floor_samples: floor.map(|(n, _, _)| n),
+        floor_p50_ms: floor.map(|(_, p50, _)| ms(p50)),
+        floor_p99_ms: floor.map(|(_, _, p99)| ms(p99)),
     };
     print_report(&report);
     if args.json {
@@ -302,4 +336,10 @@ pub(crate) fn print_report(r: &Report) {
         r.rss_per_connection_kib,
         r.server_cpu_s,
     );
+    if let (Some(n), Some(p50), Some(p99)) = (r.floor_samples, r.floor_p50_ms, r.floor_p99_ms) {
+        let _ = writeln!(
+            out,
+            "Kafka floor (a plain consumer, {n} posts): send-to-receipt p50 {p50:.2} ms  p99 {p99:.2} ms"
+        );
+    }
 }

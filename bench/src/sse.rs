@@ -141,7 +141,7 @@ pub(crate) fn drain_events(buf: &mut Vec<u8>, mut f: impl FnMut(u64, u64)) {
     buf.drain(..start);
 }
 
-fn parse_marker(event: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn parse_marker(event: &[u8]) -> Option<(u64, u64)> {
     let at = find(event, MARKER)? + MARKER.len();
     let rest = &event[at..];
     let (seq, rest) = number(rest)?;
