@@ -90,6 +90,17 @@ pub struct KafkaConfig {
     )]
     pub message_timeout_ms: u64,
 
+    /// How long the producer waits to fill a batch before sending it, in
+    /// milliseconds (librdkafka's `linger.ms`): every event waits up to
+    /// this, and under load more events go in one request.
+    #[arg(
+        long = "kafka-linger-ms",
+        env = "KAFKA_LINGER_MS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u64).range(0..=1000)
+    )]
+    pub linger_ms: u64,
+
     /// Create the topic at start-up when it does not exist.
     #[arg(
         long = "kafka-create-topic",
@@ -225,7 +236,7 @@ impl KafkaConfig {
                 "request.timeout.ms",
                 self.delivery_timeout_ms.min(30_000).to_string(),
             )
-            .set("linger.ms", "2")
+            .set("linger.ms", self.linger_ms.to_string())
             // Bounded local queue: past it a write fails at once.
             .set("queue.buffering.max.messages", "100000")
             .set("queue.buffering.max.kbytes", "65536");

@@ -17,6 +17,7 @@ use chat_core::hot::HotStoreConfig;
     // (publish-server joins no group), meaningless here.
     mut_arg("delivery_timeout_ms", |a| a.hide(true)),
     mut_arg("message_timeout_ms", |a| a.hide(true)),
+    mut_arg("linger_ms", |a| a.hide(true)),
     mut_arg("create_topic", |a| a.hide(true)),
     mut_arg("topic_partitions", |a| a.hide(true)),
     mut_arg("topic_replication", |a| a.hide(true)),
