@@ -5,7 +5,8 @@
 # for DURATION seconds, once through chat-server (the full path through
 # Kafka) and once produced straight to Kafka. The broker is BROKER=mock
 # (librdkafka's mock cluster, the one `make run` embeds, in a process of its
-# own) or BROKER=kafka (Apache Kafka 4.4.0, one node); redis-server on a free
+# own) or BROKER=kafka (Apache Kafka 4.4.0, one node); without BROKER, the
+# whole script runs once on each, the mock first; redis-server on a free
 # port; release build; everything on 127.0.0.1 and on this machine's cores.
 # Each row is the median of RUNS runs, each run with freshly started
 # publish-servers (so RSS per connection starts from idle); "KiB after" is
@@ -18,12 +19,18 @@
 # on one stream of them all (`/api/events`) and once on one stream per
 # chat, beside one-chat streams (one chat per person) as the memory
 # baseline; produced straight to Kafka. CASES=many runs only this part.
-#   BROKER=mock SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
+#   BROKER= SUBSCRIBERS=50000 CHATS=100 RATE=1000 SIZE=100 DURATION=20 SERVERS=3 WORKERS=4 RUNS=3 scripts/bench-sse.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBSCRIBERS="${SUBSCRIBERS:-50000}" CHATS="${CHATS:-100}" RATE="${RATE:-1000}" SIZE="${SIZE:-100}"
 DURATION="${DURATION:-20}" SERVERS="${SERVERS:-3}" WORKERS="${WORKERS:-4}" RUNS="${RUNS:-3}"
-SOURCE_ADDRS="${SOURCE_ADDRS:-8}" BROKER="${BROKER:-mock}"
+SOURCE_ADDRS="${SOURCE_ADDRS:-8}"
+# Without BROKER, one run of the whole script per broker, the mock first
+# as the baseline: each prints its own table.
+if [ -z "${BROKER:-}" ]; then
+  for broker in mock kafka; do BROKER="$broker" "$0"; done
+  exit 0
+fi
 # Another build of publish-server to measure (another allocator, say).
 PUBLISH_SERVER_BIN="${PUBLISH_SERVER_BIN:-./target/release/publish-server}"
 AFTER_SECS="${AFTER_SECS:-3}"
@@ -98,6 +105,9 @@ one_run() { # publish-mode run-number [label subscribers chats-per-stream path]
   for pid in "${ps_pids[@]}"; do wait "$pid" || true; done
 }
 
+# A fresh broker's JVM is slower until it has compiled its hot paths: one
+# small run first, not reported.
+[ "$BROKER" = kafka ] && one_run kafka 0 warm-up 1000
 if [ "$CASES" = all ]; then
 for i in $(seq 1 "$RUNS"); do
   one_run kafka "$i"

@@ -74,30 +74,38 @@ ensure_centrifugo() {
   GOBIN="$PWD/$dir" go install "github.com/centrifugal/centrifugo/v6@v$version"
 }
 
+# The version a pom pins in its <NAME.version> property.
+pom_version() { # pom name
+  sed -n "s:.*<$2.version>\(.*\)</$2.version>.*:\1:p" "$1"
+}
+
+# Copies a pom's runtime dependencies from Maven Central into a folder.
+maven_copy() { # pom folder
+  mvn -q -B -f "$1" dependency:copy-dependencies -DoutputDirectory="$PWD/$2" -DincludeScope=runtime
+}
+
 ensure_kafka() {
   local version libs
-  version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)"
+  version="$(pom_version deploy/kafka/pom.xml kafka)"
   libs=".run/kafka-$version/libs"
   if [ -f "$libs/kafka_2.13-$version.jar" ] && [ "$libs/.complete" -nt deploy/kafka/pom.xml ]; then return 0; fi
   echo "fetching Apache Kafka $version's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
   rm -rf "$libs"
-  mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
-    -DoutputDirectory="$PWD/$libs" -DincludeScope=runtime
+  maven_copy deploy/kafka/pom.xml "$libs"
   [ -f "$libs/kafka_2.13-$version.jar" ] || { echo "Kafka $version's broker jar did not arrive in $libs" >&2; exit 1; }
   touch "$libs/.complete"
 }
 
 ensure_jmeter5() {
   local version home
-  version="$(sed -n 's:.*<jmeter.version>\(.*\)</jmeter.version>.*:\1:p' deploy/jmeter/pom.xml)"
+  version="$(pom_version deploy/jmeter/pom.xml jmeter)"
   home=".run/jmeter-$version"
   if [ -f "$home/bin/ApacheJMeter.jar" ] && [ "$home/.complete" -nt deploy/jmeter/pom.xml ]; then return 0; fi
   echo "fetching Apache JMeter $version's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
   rm -rf "$home"
   # lib/junit too: NewDriver prints a stack trace when it is missing.
   mkdir -p "$home/bin" "$home/lib/ext" "$home/lib/junit"
-  mvn -q -B -f deploy/jmeter/pom.xml dependency:copy-dependencies \
-    -DoutputDirectory="$PWD/$home/lib" -DincludeScope=runtime
+  maven_copy deploy/jmeter/pom.xml "$home/lib"
   [ -f "$home/lib/ApacheJMeter-$version.jar" ] || { echo "JMeter $version's launcher jar did not arrive in $home/lib" >&2; exit 1; }
   # The layout of JMeter's own distribution, which JMeter relies on:
   # NewDriver (ApacheJMeter.jar) takes the parent of its folder for
