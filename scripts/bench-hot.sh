@@ -38,11 +38,15 @@ uncounted="$port"
 scripts/fetch-delay.py "http://127.0.0.1:$main" bench-cold 300 3 >/dev/null
 scripts/fetch-delay.py "http://127.0.0.1:$main" bench-hot 300 3 >/dev/null
 # Flag bench-hot hot for an hour, as the scheduler would.
-redis-cli -p "$redis_port" ZADD chat:hotchats "$(( ($(date +%s) + 3600) * 1000 ))" bench-hot >/dev/null
-sleep 2
+# (Key: `Keys::hot_chats`; the server learns of it at its next resync.)
+redis-cli -p "$redis_port" ZADD 'chat:{hot}:hotchats' "$(( ($(date +%s) + 3600) * 1000 ))" bench-hot >/dev/null
 hot_url="http://127.0.0.1:$main/api/chats/bench-hot/messages?limit=50"
+for _ in $(seq 1 300); do
+  curl -fsSi "$hot_url&userId=probe" | grep -qi '^snapshot-age-ms:' && break
+  sleep 0.1
+done
 if ! curl -fsSi "$hot_url&userId=probe" | grep -qi '^snapshot-age-ms:'; then
-  echo "bench-hot is not answered from a snapshot" >&2; exit 1
+  echo "bench-hot is not answered from a snapshot after 30 s" >&2; exit 1
 fi
 cat >"$work/members.lua" <<'LUA'
 -- Each request as one of 10,000 members.

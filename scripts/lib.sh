@@ -128,7 +128,9 @@ start_redis_cluster() { # [port x6]
 start_kafka() { # [nodes] [key=value...]
   local nodes="${1:-1}"; shift || true
   "$(dirname "${BASH_SOURCE[0]}")/ensure.sh" kafka
-  kafka_dir="$work/kafka"
+  # A folder of its own each time: a second cluster in one script must
+  # not find the first one's storage (formatting refuses another cluster id).
+  kafka_dir="$(mktemp -d "$work/kafka.XXXXXX")"
   "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" prepare "$kafka_dir" "$nodes" "$@"
   for ((i = 1; i <= nodes; i++)); do
     "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" node "$kafka_dir" "$i" >"$kafka_dir/node-$i.log" 2>&1 &
