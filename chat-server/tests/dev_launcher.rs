@@ -18,7 +18,16 @@ struct Dev {
     chat: u16,
     publish: u16,
     scheduler: u16,
+    /// chat-dev's log (its stderr), told when a test fails.
+    log: std::path::PathBuf,
     _data: TempDir,
+}
+
+impl Dev {
+    /// chat-dev's log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 struct TempDir(std::path::PathBuf);
@@ -33,6 +42,7 @@ impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -52,6 +62,8 @@ async fn start(cluster: Option<String>) -> Dev {
         free_port()
     ));
     let (chat, publish, scheduler) = (free_port(), free_port(), free_port());
+    std::fs::create_dir_all(&data).expect("data folder");
+    let log = std::env::temp_dir().join(format!("chat-dev-test-{}-{chat}.log", std::process::id()));
     let mut command = Command::new(exe);
     match cluster {
         Some(nodes) => command.env("REDIS_CLUSTER_NODES", nodes),
@@ -65,10 +77,10 @@ async fn start(cluster: Option<String>) -> Dev {
         .env("SCHEDULER_LISTEN", format!("127.0.0.1:{scheduler}"))
         .env("DEV_REDIS_PORT", free_port().to_string())
         .env("DEV_DATA_DIR", &data)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("chat-dev starts");
     let dev = Dev {
@@ -76,6 +88,7 @@ async fn start(cluster: Option<String>) -> Dev {
         chat,
         publish,
         scheduler,
+        log,
         _data: TempDir(data),
     };
     let http = reqwest::Client::new();
@@ -191,7 +204,8 @@ async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
         }
         assert!(
             Instant::now() < deadline,
-            "chat-dev still running 30 s after Ctrl-C"
+            "chat-dev still running 30 s after Ctrl-C; its log:\n{}",
+            dev.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

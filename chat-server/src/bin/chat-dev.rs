@@ -202,7 +202,9 @@ async fn run(args: DevArgs, kafka_given: bool, redis_given: bool) -> Result<(), 
     let serving = tokio::spawn(server.run(shutdown.clone()));
     let waited = tokio::time::Instant::now();
     let mut told = false;
-    while !ready(addr).await {
+    // A Ctrl-C while waiting stops everything at once (chat-server stops,
+    // and would never be ready).
+    while !shutdown.is_cancelled() && !ready(addr).await {
         if waited.elapsed() >= Duration::from_secs(60) {
             warn!(%addr, "chat-server is still not ready after 60 s (see its /readyz); going on");
             break;
