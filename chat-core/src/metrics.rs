@@ -332,12 +332,25 @@ pub async fn track(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed());
-    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    record_request(route, method, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Counts one request by route template, method and status
+/// (`http_requests_total`) and records how long it took
+/// (`http_request_duration_seconds`): for the router's requests and for
+/// those answered outside it.
+pub fn record_request(
+    route: impl Into<metrics::SharedString>,
+    method: impl Into<metrics::SharedString>,
+    status: u16,
+    took: std::time::Duration,
+) {
+    let (route, method) = (route.into(), method.into());
+    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(took);
+    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status.to_string())
+        .increment(1);
 }
 
 /// `GET /metrics`: the recorder's Prometheus text exposition.

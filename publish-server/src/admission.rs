@@ -16,7 +16,7 @@ use chat_core::validate::ChatId;
 
 use crate::AppState;
 use crate::hub::Hub;
-use crate::stream::LastSeen;
+use crate::stream::{Kind, LastSeen};
 
 /// One chat of a stream, and, on the many-chat stream, the fetch cursor to
 /// start after when the stream's position does not cover it.
@@ -32,9 +32,8 @@ pub(crate) struct EventsRequest {
     /// One chat (`/api/chats/{chatId}/events`), or several
     /// (`/api/events`), each once.
     pub(crate) chats: Vec<Subscription>,
-    /// The many-chat stream: its ids are positions, its resets name their
-    /// chat.
-    pub(crate) many: bool,
+    /// Which URL: what the stream's ids and resets say.
+    pub(crate) kind: Kind,
     pub(crate) last_seen: LastSeen,
     pub(crate) token: TokenSource,
     /// The client's address, for the per-address stream limit.
@@ -47,8 +46,10 @@ pub(crate) struct Counted(AppState);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let open = self.0.0.connections.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("publish_connections").set(open as f64);
+        self.0.0.connections.fetch_sub(1, Ordering::AcqRel);
+        // Added and taken away, never set: concurrent opens and closes
+        // cannot leave it at a stale count.
+        metrics::gauge!("publish_connections").decrement(1.0);
     }
 }
 
@@ -106,7 +107,7 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
 pub(crate) struct Admitted {
     /// Each chat's hub, with the cursor asked for it.
     pub(crate) hubs: Vec<(Arc<Hub>, Option<EventId>)>,
-    pub(crate) many: bool,
+    pub(crate) kind: Kind,
     pub(crate) last_seen: LastSeen,
     pub(crate) counted: Counted,
     /// When the token expires (Unix seconds): the stream ends then.
@@ -120,7 +121,7 @@ pub(crate) struct Admitted {
 pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted, ApiError> {
     let inner = &state.0;
     let config = &inner.config;
-    if request.many && state.hubs().partitions().is_none() {
+    if request.kind == Kind::ManyChats && state.hubs().partitions().is_none() {
         return Err(ApiError::unavailable(
             "this server has not started reading the log yet; retry",
         ));
@@ -158,6 +159,7 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
         })
         .transpose()?;
     let open = inner.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    metrics::gauge!("publish_connections").increment(1.0);
     let counted = Counted(state.clone());
     if open > config.max_connections {
         return Err(ApiError::unavailable(format!(
@@ -165,7 +167,6 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
             config.max_connections
         )));
     }
-    metrics::gauge!("publish_connections").set(open as f64);
     let mut hubs: Vec<(Arc<Hub>, Option<EventId>)> = Vec::with_capacity(request.chats.len());
     for subscription in &request.chats {
         match state.hubs().join(&subscription.chat) {
@@ -180,7 +181,7 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
     }
     Ok(Admitted {
         hubs,
-        many: request.many,
+        kind: request.kind,
         last_seen: request.last_seen,
         counted,
         expires_at: identity.map(|i| i.expires_at),

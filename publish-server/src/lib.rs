@@ -4,7 +4,8 @@
 //!
 //! `conn` reads each connection's request head and writes streams to the
 //! socket itself; `admission` decides whether a stream may open; `stream`
-//! writes it; `hub`, `fanout` and `coalesce` hold and spread each chat's
+//! writes it, one chat or many (`replay` resumes a chat from memory or
+//! Redis); `hub`, `fanout` and `coalesce` hold and spread each chat's
 //! events; `reader` brings them from Kafka.
 
 use std::net::SocketAddr;
@@ -34,9 +35,9 @@ mod config;
 mod conn;
 mod fanout;
 mod hub;
-mod many;
 mod position;
 mod reader;
+mod replay;
 mod stream;
 mod trim;
 

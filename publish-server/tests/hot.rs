@@ -374,9 +374,17 @@ async fn a_snapshot_page_then_its_stream_gives_every_event_once_with_matching_co
         .collect();
     assert_eq!(truth.len(), 35);
     for (n, (mut member, cursor, mut subscriber)) in members.into_iter().enumerate() {
-        for (_, event) in collect(&mut subscriber, Duration::from_millis(500)).await {
+        let events = collect(&mut subscriber, Duration::from_millis(500)).await;
+        let seen: Vec<String> = events
+            .iter()
+            .map(|(_, e)| format!("{} {}", e.event, e.id.as_deref().unwrap_or("-")))
+            .collect();
+        for (_, event) in events {
             if let Some(id) = &event.id {
-                assert!(later(id, &cursor), "member {n}: {id} is not after {cursor}");
+                assert!(
+                    later(id, &cursor),
+                    "member {n}: {id} is not after {cursor}: {seen:?}"
+                );
             }
             member.apply(&event);
         }

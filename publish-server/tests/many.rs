@@ -80,7 +80,12 @@ async fn take_messages(subscriber: &mut Subscriber, n: usize) -> Vec<Event> {
 #[tokio::test]
 async fn eight_chats_on_one_stream_each_get_their_events_in_order() {
     let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let chat = world.chat_server().await;
+    // A server that holds one stream: eight chats on one stream take one
+    // place.
+    let mut config = world.publish_config();
+    config.max_connections = 1;
+    let publish = world.publish_server(config).await;
     let names = chats(&world, 8);
     let mut subscriber = Subscriber::open(&world.http, &stream_url(&publish, &names), None).await;
     let first = subscriber.take(1, Duration::from_secs(5)).await;
@@ -108,12 +113,20 @@ async fn eight_chats_on_one_stream_each_get_their_events_in_order() {
         position.contains(':') && position.contains('~'),
         "a stream position, not one chat's id: {position}"
     );
-    let text = world.metrics(&publish).await;
+    // The place is taken: a second stream, of one of the same chats, is
+    // refused.
+    let second = world
+        .http
+        .get(publish.url(&format!("/api/chats/{}/events", names[0])))
+        .send()
+        .await
+        .expect("answered");
     assert_eq!(
-        test_support::metric(&text, "publish_connections", &[]),
-        1.0,
-        "one connection"
+        second.status(),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "one stream held"
     );
+    drop(subscriber);
     publish.stop().await;
     chat.stop().await;
 }
