@@ -4,7 +4,7 @@
 # self-signed certificate first when there is none (scripts/nginx-cert.sh).
 #   CHAT_SERVER=127.0.0.1:8080 PUBLISH_SERVER=127.0.0.1:8081 scripts/nginx.sh [PORT]
 # Start the servers with PUBLIC_STREAM_URL=https://127.0.0.1:PORT so that
-# the UI streams through it too (see the README, "HTTP/2").
+# the UI streams through it too (see docs/api.md, "HTTP/2").
 # NGINX_DIR: the folder of nginx's files (default .run/nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."

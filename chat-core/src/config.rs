@@ -322,13 +322,9 @@ impl RedisConfig {
     }
 }
 
-/// Checks a README settings table (the lines after `### {heading}` up to
-/// the next heading) against a command's flags: every visible flag has a
-/// row `` | `--flag` `` naming its environment variable and default.
-/// Answers what is wrong, and how many rows and visible flags there are.
-/// Asserts that the README's table under `heading` lists every visible
-/// flag of `command` with its environment variable and default, and
-/// besides them only `extra_rows` rows.
+/// Asserts that the settings table of docs/configuration.md under
+/// `heading` lists every visible flag of `command` with its environment
+/// variable and default, and besides them only `extra_rows` rows.
 pub fn assert_settings_table(
     readme: &str,
     heading: &str,
@@ -345,6 +341,11 @@ pub fn assert_settings_table(
     );
 }
 
+/// Checks a settings table of docs/configuration.md (the lines after
+/// `### {heading}` up to the next heading) against a command's flags: every
+/// visible flag has a row `` | `--flag` `` naming its environment variable
+/// and default. Answers what is wrong, and how many rows and visible flags
+/// there are.
 pub fn check_settings_table(
     readme: &str,
     heading: &str,
@@ -356,7 +357,7 @@ pub fn check_settings_table(
         .and_then(|rest| rest.split("\n#").next())
     else {
         return (
-            vec![format!("the README has no '### {heading}' section")],
+            vec![format!("docs/configuration.md has no '### {heading}'")],
             0,
             0,
         );

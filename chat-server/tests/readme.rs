@@ -1,12 +1,12 @@
-//! The README's configuration table lists every flag and environment
-//! variable chat-server takes, with its default, and besides them only the
-//! launcher's own (marked "chat-dev only").
+//! The configuration table of docs/configuration.md lists every flag and
+//! environment variable chat-server takes, with its default, and besides
+//! them only the launcher's own (marked "chat-dev only").
 
 use clap::CommandFactory as _;
 
 #[test]
 fn every_flag_env_var_and_default_is_in_the_readme() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/configuration.md");
     let launcher_rows = readme
         .lines()
         .filter(|l| l.contains("(chat-dev only)"))

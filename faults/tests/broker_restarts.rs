@@ -7,7 +7,7 @@
 //! (40/s). Every scenario ends with the usual check: every acknowledged
 //! message fetchable exactly once and delivered to every subscriber exactly
 //! once, no reaction counted twice (and none acknowledged lost); and prints
-//! its row of the README's Reliability table.
+//! its row of the Reliability table in docs/reliability.md.
 //!
 //! - the leader of the busiest partition killed (SIGKILL), later restarted;
 //! - that leader frozen (SIGSTOP) past the broker session timeout (9 s, the

@@ -8,7 +8,7 @@
 //! chat-server then leaves cleanly (SIGTERM), joins again, and is killed
 //! (SIGKILL); for each, the longest probe in the window after it is the
 //! time until every partition was projected again. Every probe must show
-//! and the usual check must pass; the figures are printed for the README.
+//! and the usual check must pass; the figures are printed for docs/kafka.md.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
