@@ -29,7 +29,7 @@ use head::{EventsHead, Head, events_head, read_head};
 use prefixed::Prefixed;
 
 const EVENTS_ROUTE: &str = "/api/chats/{chat_id}/events";
-pub(crate) const MANY_ROUTE: &str = "/api/events";
+const MANY_ROUTE: &str = "/api/events";
 
 /// Accepts connections until `shutdown` fires, then waits (boundedly) for
 /// every connection's task to end.

@@ -286,13 +286,16 @@ impl Stream {
     /// position for its partition (for a chat with a cursor, only on a
     /// reconnect of the same set), else its cursor; else live. Takes no
     /// time: the replays come in `stream`.
-    fn prepare(&mut self, hubs: Vec<(Arc<Hub>, Option<EventId>)>, last_seen: LastSeen) -> Prepared {
+    fn prepare(
+        &mut self,
+        mut hubs: Vec<(Arc<Hub>, Option<EventId>)>,
+        last_seen: LastSeen,
+    ) -> Prepared {
         let state = self.state.clone();
         let hubs_of_server = state.hubs();
         let partitions = hubs_of_server.partitions();
         let mut malformed = false;
         let mut given = None;
-        let mut hubs = hubs;
         match last_seen {
             LastSeen::Position(position) => {
                 if position
@@ -327,7 +330,6 @@ impl Stream {
         // starts from it.
         let same_set = given.as_ref().is_some_and(|given| given.set() == set);
         let mut prepared = Prepared::default();
-        self.chats.reserve_exact(hubs.len());
         for (index, (hub, cursor)) in hubs.into_iter().enumerate() {
             let cursor = cursor.filter(|c| hubs_of_server.may_hold(hub.chat(), *c));
             // Before the reader started, a one-chat stream's partition is
