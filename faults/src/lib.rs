@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use test_support::{KafkaNodes, SseBlock, eventually, free_cluster_port, free_port, unique};
 
+mod clients;
 mod cluster;
 mod fetch;
 mod load;
