@@ -15,6 +15,7 @@ pub use test_support::{KafkaNodes, SseBlock, eventually, free_cluster_port, free
 mod clients;
 mod cluster;
 mod fetch;
+mod launcher;
 mod load;
 mod report;
 mod service;
