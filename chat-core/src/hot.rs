@@ -77,7 +77,7 @@ pub const LAPSE_GRACE_MS: i64 = 2_000;
 /// A flag change, as the scheduler announces it on the changes channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotChange {
-    pub chat: String,
+    pub chat: ChatId,
     pub hot: bool,
     /// When the flag expires unless renewed (Unix milliseconds).
     pub until: i64,
@@ -156,22 +156,23 @@ impl HotChats {
         let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
         flags.announced += 1;
         let number = flags.announced;
-        if flags.changed.len() < MAX_CHANGED || flags.changed.contains_key(&change.chat) {
-            flags.changed.insert(change.chat.clone(), number);
+        let chat = change.chat.as_str();
+        if flags.changed.len() < MAX_CHANGED || flags.changed.contains_key(chat) {
+            flags.changed.insert(chat.to_owned(), number);
         }
         if change.hot {
-            match flags.until.get_mut(&change.chat) {
+            match flags.until.get_mut(chat) {
                 Some(until) => {
                     *until = (*until).max(change.until);
                     false
                 }
                 None => {
-                    flags.until.insert(change.chat.clone(), change.until);
+                    flags.until.insert(chat.to_owned(), change.until);
                     true
                 }
             }
         } else {
-            flags.until.remove(&change.chat);
+            flags.until.remove(chat);
             false
         }
     }
@@ -350,7 +351,7 @@ mod tests {
         let hot = HotChats::default();
         hot.set_store_up(true);
         let change = HotChange {
-            chat: "lobby".into(),
+            chat: "lobby".parse().expect("chat id"),
             hot: true,
             until: 10_000,
             second: 5,
@@ -378,7 +379,7 @@ mod tests {
 
     fn announce(hot: &HotChats, chat: &str, on: bool, until: i64) -> bool {
         hot.apply(&HotChange {
-            chat: chat.into(),
+            chat: chat.parse().expect("chat id"),
             hot: on,
             until,
             second: 0,

@@ -28,6 +28,21 @@ pub enum Kind {
     Histogram,
 }
 
+/// The names of the metrics recorded in more than one place, each spelled
+/// once: the catalog and every place that records one use these.
+pub mod name {
+    pub const FETCH_COUNTS_DROPPED_TOTAL: &str = "fetch_counts_dropped_total";
+    pub const PUBLISH_REPLAYS_TOTAL: &str = "publish_replays_total";
+    pub const PUBLISH_HUBS: &str = "publish_hubs";
+    pub const PUBLISH_HUB_BUFFER_BYTES: &str = "publish_hub_buffer_bytes";
+    pub const PUBLISH_CONNECTIONS: &str = "publish_connections";
+    pub const PROJECTOR_LAG_SECONDS: &str = "projector_lag_seconds";
+    pub const HTTP_OPEN_CONNECTIONS: &str = "http_open_connections";
+    pub const HOT_SNAPSHOT_FETCHES_TOTAL: &str = "hot_snapshot_fetches_total";
+    pub const HOT_SNAPSHOT_CHATS: &str = "hot_snapshot_chats";
+    pub const HOT_PAGE_READS_TOTAL: &str = "hot_page_reads_total";
+}
+
 /// Every metric of the three servers: name, kind, and the HELP text of its
 /// exposition. A metric recorded anywhere is listed here, once; a test of
 /// each server holds its `/metrics` to having HELP for every metric.
@@ -44,7 +59,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Time to answer an HTTP request (to the head of a stream), by route and method.",
     ),
     (
-        "http_open_connections",
+        name::HTTP_OPEN_CONNECTIONS,
         Kind::Gauge,
         "HTTP connections open (chat-server and scheduler; publish-server counts its streams in publish_connections).",
     ),
@@ -86,7 +101,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Distinct clients' fetches per chat and second, counted toward hotness and flushed to Redis.",
     ),
     (
-        "fetch_counts_dropped_total",
+        name::FETCH_COUNTS_DROPPED_TOTAL,
         Kind::Counter,
         "Fetch counts dropped: the hot-chat Redis did not take them, or too many were pending.",
     ),
@@ -101,17 +116,17 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Hot-chat fetches admitted untracked because the per-client budget tracked as many clients as it may.",
     ),
     (
-        "hot_snapshot_fetches_total",
+        name::HOT_SNAPSHOT_FETCHES_TOTAL,
         Kind::Counter,
         "Fetches of hot chats by how the snapshot served them: hit (fresh), miss (read it), wait (waited for a read in flight), stale (an older one, while a read is in flight or Redis fails), uncovered (a page it cannot answer).",
     ),
     (
-        "hot_page_reads_total",
+        name::HOT_PAGE_READS_TOTAL,
         Kind::Counter,
         "Redis page reads for hot chats by kind (snapshot: one per chat per snapshot lifetime; page: a page the snapshot cannot answer) and result (ok or error).",
     ),
     (
-        "hot_snapshot_chats",
+        name::HOT_SNAPSHOT_CHATS,
         Kind::Gauge,
         "Hot chats with a snapshot on this server.",
     ),
@@ -162,19 +177,23 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Records of the topic the projector has not applied yet.",
     ),
     (
-        "projector_lag_seconds",
+        name::PROJECTOR_LAG_SECONDS,
         Kind::Gauge,
         "Age of the newest record the projector applied, 0 when caught up.",
     ),
     // publish-server.
-    ("publish_connections", Kind::Gauge, "Open event streams."),
     (
-        "publish_hubs",
+        name::PUBLISH_CONNECTIONS,
+        Kind::Gauge,
+        "Open event streams.",
+    ),
+    (
+        name::PUBLISH_HUBS,
         Kind::Gauge,
         "Chats with a hub (streamed or recently streamed).",
     ),
     (
-        "publish_hub_buffer_bytes",
+        name::PUBLISH_HUB_BUFFER_BYTES,
         Kind::Gauge,
         "Bytes of recent events all hubs keep in memory (at most --hub-buffer-total-bytes).",
     ),
@@ -209,7 +228,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "`reactions` events sent for hot chats (a chat's events of one second travel as one frame).",
     ),
     (
-        "publish_replays_total",
+        name::PUBLISH_REPLAYS_TOTAL,
         Kind::Counter,
         "Resumes served from memory or Redis, by source.",
     ),

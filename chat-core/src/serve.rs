@@ -235,7 +235,7 @@ impl Open {
         if now > max {
             return None;
         }
-        metrics::gauge!("http_open_connections").set(now as f64);
+        metrics::gauge!(crate::metrics::name::HTTP_OPEN_CONNECTIONS).set(now as f64);
         Some(place)
     }
 }
@@ -243,7 +243,7 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         let now = self.0.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("http_open_connections").set(now as f64);
+        metrics::gauge!(crate::metrics::name::HTTP_OPEN_CONNECTIONS).set(now as f64);
     }
 }
 

@@ -1,6 +1,10 @@
 //! Server-Sent Events frames of chat events. An event is encoded once, here,
 //! and the same bytes go to every subscriber and into the replay log.
 
+use std::collections::HashMap;
+
+use serde::Serialize;
+
 use crate::event::{ChatEvent, Message, Reaction};
 use crate::id::EventId;
 
@@ -40,14 +44,22 @@ pub fn frame(id: EventId, event: &ChatEvent) -> String {
 pub fn reactions(
     chat: &str,
     message: EventId,
-    counts: &std::collections::HashMap<String, i64>,
+    counts: &HashMap<String, i64>,
     as_of: EventId,
 ) -> String {
-    let data = serde_json::json!({
-        "chatId": chat,
-        "messageId": message,
-        "reactions": counts,
-        "asOf": as_of,
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data<'a> {
+        chat_id: &'a str,
+        message_id: EventId,
+        reactions: &'a HashMap<String, i64>,
+        as_of: EventId,
+    }
+    let data = json(&Data {
+        chat_id: chat,
+        message_id: message,
+        reactions: counts,
+        as_of,
     });
     format!("event: reactions\ndata: {data}\n\n")
 }
@@ -56,14 +68,27 @@ pub fn reactions(
 /// client refetches with the fetch API. It has no `id:`, so the client's
 /// last event id stays as it was.
 pub fn reset(reason: &str) -> String {
-    let data = serde_json::json!({ "reason": reason });
+    #[derive(Serialize)]
+    struct Data<'a> {
+        reason: &'a str,
+    }
+    let data = json(&Data { reason });
     format!("event: reset\ndata: {data}\n\n")
 }
 
 /// A many-chat stream's `reset` of one chat: that chat's client refetches
 /// it; the stream's other chats go on.
 pub fn reset_chat(chat: &str, reason: &str) -> String {
-    let data = serde_json::json!({ "chatId": chat, "reason": reason });
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data<'a> {
+        chat_id: &'a str,
+        reason: &'a str,
+    }
+    let data = json(&Data {
+        chat_id: chat,
+        reason,
+    });
     format!("event: reset\ndata: {data}\n\n")
 }
 
@@ -71,8 +96,18 @@ pub fn reset_chat(chat: &str, reason: &str) -> String {
 /// stream's position, so that a reconnect resumes every chat even before
 /// any of them had an event.
 pub fn subscribed(position: &str, chats: &[&str]) -> String {
-    let data = serde_json::json!({ "chats": chats });
+    #[derive(Serialize)]
+    struct Data<'a> {
+        chats: &'a [&'a str],
+    }
+    let data = json(&Data { chats });
     format!("id: {position}\nevent: subscribed\ndata: {data}\n\n")
+}
+
+/// A frame's data: strings, numbers and maps of them always encode, and
+/// JSON puts no raw line break in a string.
+fn json(data: &impl Serialize) -> String {
+    serde_json::to_string(data).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -33,7 +33,14 @@ fn limiter(per_sec: u32) -> Option<Limiter> {
     ))
 }
 
-fn check(limiter: Option<&Limiter>, user: &UserId) -> Result<(), u64> {
+/// A write refused by its user's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverLimit {
+    /// Seconds until the user may write again, at least 1.
+    pub retry_after_secs: u64,
+}
+
+fn check(limiter: Option<&Limiter>, user: &UserId) -> Result<(), OverLimit> {
     let Some(limiter) = limiter else {
         return Ok(());
     };
@@ -41,7 +48,9 @@ fn check(limiter: Option<&Limiter>, user: &UserId) -> Result<(), u64> {
         .check_key(&user.as_str().to_owned())
         .map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.as_micros().div_ceil(1_000_000).max(1) as u64
+            OverLimit {
+                retry_after_secs: wait.as_micros().div_ceil(1_000_000).max(1) as u64,
+            }
         })
 }
 
@@ -53,13 +62,13 @@ impl WriteLimits {
         }
     }
 
-    /// One more message of `user`; `Err(seconds to wait)` over the limit.
-    pub(crate) fn message(&self, user: &UserId) -> Result<(), u64> {
+    /// One more message of `user`, unless over the limit.
+    pub(crate) fn message(&self, user: &UserId) -> Result<(), OverLimit> {
         check(self.messages.as_ref(), user)
     }
 
-    /// One more reaction change of `user`; `Err(seconds to wait)` over the limit.
-    pub(crate) fn reaction(&self, user: &UserId) -> Result<(), u64> {
+    /// One more reaction change of `user`, unless over the limit.
+    pub(crate) fn reaction(&self, user: &UserId) -> Result<(), OverLimit> {
         check(self.reactions.as_ref(), user)
     }
 
@@ -83,7 +92,12 @@ mod tests {
         for _ in 0..4 {
             assert!(limits.message(&alice).is_ok());
         }
-        assert_eq!(limits.message(&alice), Err(1));
+        assert_eq!(
+            limits.message(&alice),
+            Err(OverLimit {
+                retry_after_secs: 1
+            })
+        );
         assert!(limits.message(&bob).is_ok());
         assert!(
             (0..100).all(|_| limits.reaction(&alice).is_ok()),

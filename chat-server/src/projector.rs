@@ -173,7 +173,7 @@ async fn project(
         metrics::counter!("projector_events_applied_total").increment(batch.events.len() as u64);
         if let Some(millis) = batch.newest_timestamp {
             let lag = (chrono::Utc::now().timestamp_millis() - millis).max(0) as f64 / 1000.0;
-            metrics::gauge!("projector_lag_seconds").set(lag);
+            metrics::gauge!(chat_core::metrics::name::PROJECTOR_LAG_SECONDS).set(lag);
         }
         commit(consumer, topic, &batch.next_offsets);
     };
@@ -429,7 +429,7 @@ async fn measure_lag(consumer: Arc<StreamConsumer>, topic: String, shutdown: Can
         if let Ok(Some(lag)) = lag {
             metrics::gauge!("projector_lag_records").set(lag as f64);
             if lag == 0 {
-                metrics::gauge!("projector_lag_seconds").set(0.0);
+                metrics::gauge!(chat_core::metrics::name::PROJECTOR_LAG_SECONDS).set(0.0);
             }
         }
     }

@@ -94,8 +94,20 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
     );
     let (status, _) = post(&server, "lobby", Some(&none), json!({"text": "alg none"})).await;
     assert_eq!(status, 401, "alg none is refused");
+    // A token whose expiry is this second: a fetch shows when it has
+    // passed (fetches need a token too, and write nothing).
     let expired = token("alice", None, Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    common::eventually(Duration::from_secs(5), "the token to expire", || async {
+        let response = server
+            .http
+            .get(server.url("/api/chats/lobby/messages"))
+            .bearer_auth(&expired)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 401).then_some(())
+    })
+    .await;
     let (status, problem) = post(&server, "lobby", Some(&expired), json!({"text": "late"})).await;
     assert_eq!(status, 401);
     assert!(
@@ -176,7 +188,7 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
 
 #[tokio::test]
 async fn a_user_over_the_write_limit_gets_429_with_retry_after() {
-    let server = start(|c| c.user_messages_per_sec = 1).await;
+    let server = start(|c| c.writes.user_messages_per_sec = 1).await;
     let alice = token("alice", None, Duration::from_secs(600));
     let bob = token("bob", None, Duration::from_secs(600));
     let mut statuses = Vec::new();
@@ -238,7 +250,7 @@ async fn development_tokens_only_when_asked_for() {
     assert_eq!(response.status(), 404);
     off.stop().await;
 
-    let on = start(|c| c.dev_tokens = true).await;
+    let on = start(|c| c.web.dev_tokens = true).await;
     let (_, config) = on.get_json("/api/config").await;
     assert_eq!(config["auth"], true);
     assert_eq!(config["devTokens"], true);

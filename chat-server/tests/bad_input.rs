@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::TestServer;
 use reqwest::Method;
 use serde_json::Value;
@@ -248,7 +246,22 @@ async fn every_bad_input_is_refused_with_problem_json_and_writes_nothing() {
         );
         let problem: Value = response.json().await.expect("problem JSON");
         assert_eq!(problem["status"], case.status, "{}", case.what);
-        for field in ["type", "title", "detail"] {
+        let kind = match case.status {
+            400 => "bad-request",
+            404 => "no-route",
+            405 => "method-not-allowed",
+            413 => "body-too-large",
+            415 => "unsupported-media-type",
+            422 => "invalid-field",
+            other => panic!("{}: no problem type known for {other}", case.what),
+        };
+        assert_eq!(
+            problem["type"],
+            format!("urn:chat:problem:{kind}"),
+            "{}: {problem}",
+            case.what
+        );
+        for field in ["title", "detail"] {
             assert!(
                 problem[field].as_str().is_some_and(|s| !s.is_empty()),
                 "{}: problem has no {field}: {problem}",
@@ -288,15 +301,15 @@ async fn the_problem_detail_names_the_field_at_fault() {
 #[tokio::test]
 async fn malformed_requests_spend_no_budget_and_no_write_limit() {
     let mut config = common::config();
-    config.hot_fetch_budget = 1;
-    config.hot_fetch_burst = 1;
-    config.user_messages_per_sec = 1;
+    config.hot.throttle.fetch_budget = 1;
+    config.hot.throttle.fetch_burst = 1;
+    config.writes.user_messages_per_sec = 1;
     let server = TestServer::start_with(config).await;
 
     // The chat is hot the way the scheduler flags it; the server resyncs
     // the flags every second.
     test_support::flag_hot(&server.config.redis.keys(), "spent").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    test_support::until_hot(&server.http, &server.url(""), "spent", "limit=1").await;
     for _ in 0..5 {
         let (status, _) = server.get_json("/api/chats/spent/messages?limit=0").await;
         assert_eq!(status, 400);

@@ -84,7 +84,7 @@ async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
     let mut config = common::config();
     config.kafka.brokers = format!("127.0.0.1:{}", common::free_port());
     config.kafka.delivery_timeout_ms = 1000;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_unready(config).await;
     let started = Instant::now();
     let response = server.post_text("lobby", "alice", "hello?").await;
     assert_eq!(response.status(), 503);
@@ -105,7 +105,7 @@ async fn answers_say_what_is_down_in_words_not_in_library_errors() {
     config.kafka.delivery_timeout_ms = 1000;
     config.redis.url = format!("redis://127.0.0.1:{}", common::free_port());
     config.redis.cluster_nodes.clear();
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_unready(config).await;
     let leaks = [
         "os error",
         "refused (",

@@ -14,6 +14,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Flags `chat` hot in `server`'s Redis, as the scheduler does, and
 /// waits for `server` to know it (it resyncs the flags every second).
+/// Still a fixed wait: a probe fetch would take the snapshot or a page
+/// read that the tests here count.
 async fn flag_hot(server: &TestServer, chat: &str) {
     test_support::flag_hot_in(&server.config.redis, &server.config.redis.keys(), chat).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -48,7 +50,7 @@ async fn two_hundred_concurrent_fetches_of_a_hot_chat_cause_one_page_read() {
     let _serial = SERIAL.lock().await;
     let mut config = common::config();
     // Long enough that no second read can happen during the test.
-    config.hot_snapshot_ms = 10_000;
+    config.hot.snapshot_ms = 10_000;
     let server = TestServer::start_with(config).await;
     let ids = server.post_messages("crowd", "ann", "crowd", 5).await;
     until_fetchable(&server, "crowd", &ids[4]).await;
@@ -138,9 +140,9 @@ async fn while_redis_is_down_a_hot_chat_is_answered_from_its_snapshot_and_stays_
     config.redis.url = redis.url();
     config.redis.cluster_nodes.clear();
     config.redis.timeout_ms = 300;
-    config.hot_snapshot_ms = 200;
-    config.hot_client_rate = 2;
-    config.hot_client_burst = 3;
+    config.hot.snapshot_ms = 200;
+    config.hot.throttle.client_rate = 2;
+    config.hot.throttle.client_burst = 3;
     let server = TestServer::start_with(config).await;
     let ids = server.post_messages("stage", "ann", "stage", 3).await;
     until_fetchable(&server, "stage", &ids[2]).await;
@@ -207,6 +209,8 @@ async fn while_redis_is_down_a_hot_chat_is_answered_from_its_snapshot_and_stays_
 /// peer's budget.
 #[tokio::test]
 async fn behind_a_listed_proxy_each_forwarded_client_has_its_own_budget() {
+    // Its fetches would count in the others' metrics.
+    let _serial = SERIAL.lock().await;
     let fetch = |server: &TestServer, forwarded_for: &'static str| {
         let request = server
             .http
@@ -216,11 +220,11 @@ async fn behind_a_listed_proxy_each_forwarded_client_has_its_own_budget() {
     };
     for trusted in [true, false] {
         let mut config = common::config();
-        config.hot_client_rate = 1;
-        config.hot_client_burst = 2;
-        config.retry_after_jitter_secs = 0;
+        config.hot.throttle.client_rate = 1;
+        config.hot.throttle.client_burst = 2;
+        config.hot.throttle.retry_after_jitter_secs = 0;
         if trusted {
-            config.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
+            config.requests.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
         }
         let server = TestServer::start_with(config).await;
         flag_hot(&server, "proxied").await;

@@ -267,7 +267,7 @@ async fn a_reaction_on_a_message_that_does_not_exist_is_404_and_writes_nothing()
 async fn an_id_the_chats_log_cannot_hold_is_404_at_once_not_after_the_wait() {
     let mut config = common::config();
     // Long enough that a 404 within it cannot come from the wait.
-    config.reaction_wait_ms = 10_000;
+    config.writes.reaction_wait_ms = 10_000;
     let server = TestServer::start_with(config).await;
     let empty = common::unique("empty");
     let own = chat_core::names::partition_of(&empty, 3);
@@ -311,7 +311,7 @@ async fn an_id_the_chats_log_cannot_hold_is_404_at_once_not_after_the_wait() {
 #[tokio::test]
 async fn a_made_up_id_just_past_the_end_is_404_after_the_wait() {
     let mut config = common::config();
-    config.reaction_wait_ms = 500;
+    config.writes.reaction_wait_ms = 500;
     let server = TestServer::start_with(config).await;
     let id = server.post_message("edge", "alice", "last").await;
     let (partition, offset) = id.split_once('-').expect("id");
@@ -335,7 +335,7 @@ async fn a_made_up_id_just_past_the_end_is_404_after_the_wait() {
 #[tokio::test]
 async fn a_message_holds_at_most_the_distinct_emojis_allowed() {
     let mut config = common::config();
-    config.max_emojis_per_message = 3;
+    config.writes.max_emojis_per_message = 3;
     let server = TestServer::start_with(config).await;
     let chat = common::unique("emojis");
     let id = server.post_message(&chat, "alice", "react").await;
@@ -537,7 +537,7 @@ async fn replaying_the_topic_into_an_empty_redis_reproduces_the_read_model() {
     config.kafka.topic = original.config.kafka.topic.clone();
     config.redis.key_prefix = original.config.redis.key_prefix.clone();
     let replayer = TestServer::start_with(config).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    replayer.until_projector_caught_up().await;
     let seen = snapshot(&replayer, "replay").await;
     let mut context = String::new();
     if seen != wanted {
@@ -599,11 +599,11 @@ async fn killing_and_restarting_the_projector_loses_nothing_and_double_counts_no
     // The API server here only writes; a chat-server process of its own
     // projects, and is killed with SIGKILL while events stream in.
     let mut config = common::config();
-    config.projector = false;
-    config.reaction_wait_ms = 30_000;
+    config.projector.run = false;
+    config.writes.reaction_wait_ms = 30_000;
     let api = Arc::new(TestServer::start_with(config.clone()).await);
     let mut projector_config = config;
-    projector_config.projector = true;
+    projector_config.projector.run = true;
     let projector = ServerProcess::start(&projector_config);
 
     let mut writers = spawn_writers(&api, 0);

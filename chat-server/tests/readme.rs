@@ -11,7 +11,7 @@ fn every_flag_env_var_and_default_is_in_the_readme() {
         .lines()
         .filter(|l| l.contains("(chat-dev only)"))
         .count();
-    chat_core::config::assert_settings_table(
+    test_support::assert_settings_table(
         readme,
         "chat-server settings",
         &chat_server::Config::command(),

@@ -13,8 +13,8 @@ async fn the_ui_is_served_beside_the_api() {
     std::fs::write(dir.join("index.html"), "<!doctype html><title>chat</title>").expect("index");
     std::fs::write(dir.join("assets/app.js"), "console.log(1)").expect("asset");
     let mut config = common::config();
-    config.web_dir = dir.clone();
-    config.public_stream_url = "http://streams.example:8081".into();
+    config.web.web_dir = dir.clone();
+    config.web.public_stream_url = "http://streams.example:8081".into();
     let server = TestServer::start_with(config).await;
 
     for path in ["/", "/some/page"] {
@@ -68,7 +68,7 @@ async fn the_ui_is_served_beside_the_api() {
 #[tokio::test]
 async fn without_a_built_ui_the_root_says_so() {
     let mut config = common::config();
-    config.web_dir = std::env::temp_dir().join(common::unique("no-web"));
+    config.web.web_dir = std::env::temp_dir().join(common::unique("no-web"));
     let server = TestServer::start_with(config).await;
     let (status, problem) = server.get_json("/").await;
     assert_eq!(status, 404);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::launcher::Launcher;
 use crate::*;
 
 /// One 3-node Kafka at a time (the tests of a binary run side by side):
@@ -51,165 +52,87 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Starts every service of `options` and waits until the API servers
+    /// are ready.
     pub async fn start(options: Options) -> Self {
         let dir = std::env::temp_dir().join(unique("faults"));
         std::fs::create_dir_all(&dir).expect("data folder");
-        let service = |name: &str, program: PathBuf, ready| Service {
-            name: name.to_owned(),
-            port: free_port(),
-            program,
-            args: Vec::new(),
-            env: vec![("RUST_LOG".into(), "warn".into())],
-            ready,
-            dir: dir.clone(),
-            log: dir.join(format!("{name}.log")),
-            child: None,
+        let launch = Launcher { dir: dir.clone() };
+        let redis = launch.redis().await;
+        let redis_nodes = if options.redis_cluster {
+            launch.redis_cluster().await
+        } else {
+            Vec::new()
         };
-
-        let mut redis = service("redis", "redis-server".into(), Ready::Tcp);
-        redis.args = vec![
-            "--port".into(),
-            redis.port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "yes".into(),
-            "--appendfsync".into(),
-            "always".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ];
-        redis.start().await;
-        let mut redis_nodes = Vec::new();
-        if options.redis_cluster {
-            for i in 0..6 {
-                let mut node = service(
-                    &format!("redis-node-{i}"),
-                    "redis-server".into(),
-                    Ready::Tcp,
-                );
-                // Its cluster bus listens 10,000 higher.
-                node.port = free_cluster_port();
-                let node_dir = dir.join(format!("redis-node-{i}"));
-                std::fs::create_dir_all(&node_dir).expect("node folder");
-                node.args = [
-                    "--port",
-                    &node.port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    &node_dir.display().to_string(),
-                ]
-                .map(String::from)
-                .to_vec();
-                node.start().await;
-                redis_nodes.push(node);
-            }
-            create_redis_cluster(&redis_nodes).await;
-        }
-
         let nodes = options.kafka_nodes.max(1);
         let kafka_turn = if nodes > 1 {
             Some(THREE_NODE_TURN.clone().lock_owned().await)
         } else {
             None
         };
-        let kafka_config = KafkaNodes::prepare(&dir.join("kafka"), nodes, &[]);
-        let mut kafka = Vec::new();
-        for (i, port) in kafka_config.ports.iter().enumerate() {
-            let (program, args) = kafka_config.command(i + 1);
-            let mut node = service(&format!("kafka-{}", i + 1), program, Ready::Spawned);
-            node.port = *port;
-            node.args = args;
-            node.env.clear();
-            node.start().await;
-            kafka.push(node);
-        }
-        kafka_config
-            .until_brokers(kafka_config.ports[0], nodes, Duration::from_secs(120))
-            .await;
-        let brokers = kafka_config.bootstrap();
-        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+        let (kafka_config, kafka) = launch.kafka(nodes).await;
         let cluster_nodes = redis_nodes
             .iter()
             .take(3)
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect::<Vec<_>>()
             .join(",");
-        let common = [
-            ("KAFKA_BROKERS", brokers),
+        let common: Vec<(String, String)> = [
+            ("KAFKA_BROKERS", kafka_config.bootstrap()),
             (
                 "KAFKA_TOPIC",
                 chat_core::names::CHAT_EVENTS_TOPIC.to_owned(),
             ),
-            ("REDIS_URL", redis_url),
+            ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
             ("REDIS_CLUSTER_NODES", cluster_nodes),
             ("REDIS_KEY_PREFIX", "faults".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .to_vec();
+        let chat_own = [
+            ("KAFKA_CREATE_TOPIC", "true".to_owned()),
+            ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
+            ("KAFKA_TOPIC_REPLICATION", nodes.to_string()),
+            ("KAFKA_DELIVERY_TIMEOUT_MS", "3000".to_owned()),
+            ("USER_MESSAGES_PER_SEC", "0".to_owned()),
+            ("USER_REACTIONS_PER_SEC", "0".to_owned()),
+            ("EXPECTED_INSTANCES", "2".to_owned()),
         ];
+        let publish_own = [("MAX_STREAMS_PER_ADDRESS", "0".to_owned())];
         let mut chat = Vec::new();
+        let mut publish = Vec::new();
         for i in 0..2 {
-            let mut s = service(
+            let mut s = launch.server(
                 &format!("chat-server-{i}"),
-                workspace_bin("chat-server"),
-                Ready::Health,
+                "chat-server",
+                "CHAT_SERVER_LISTEN",
+                &common,
+                &chat_own,
+                &options.chat_env,
             );
-            s.env
-                .extend(common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-            s.env.extend(
-                [
-                    ("CHAT_SERVER_LISTEN", format!("127.0.0.1:{}", s.port)),
-                    ("KAFKA_CREATE_TOPIC", "true".to_owned()),
-                    ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
-                    ("KAFKA_TOPIC_REPLICATION", nodes.to_string()),
-                    ("KAFKA_DELIVERY_TIMEOUT_MS", "3000".to_owned()),
-                    ("USER_MESSAGES_PER_SEC", "0".to_owned()),
-                    ("USER_REACTIONS_PER_SEC", "0".to_owned()),
-                    ("EXPECTED_INSTANCES", "2".to_owned()),
-                ]
-                .map(|(k, v)| (k.to_owned(), v)),
-            );
-            s.env.extend(options.chat_env.iter().cloned());
             s.start().await;
             chat.push(s);
         }
-        let mut publish = Vec::new();
         for i in 0..2 {
-            let mut s = service(
+            let mut s = launch.server(
                 &format!("publish-server-{i}"),
-                workspace_bin("publish-server"),
-                Ready::Health,
+                "publish-server",
+                "PUBLISH_SERVER_LISTEN",
+                &common,
+                &publish_own,
+                &options.publish_env,
             );
-            s.env
-                .extend(common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-            s.env.extend(
-                [
-                    ("PUBLISH_SERVER_LISTEN", format!("127.0.0.1:{}", s.port)),
-                    ("MAX_STREAMS_PER_ADDRESS", "0".to_owned()),
-                ]
-                .map(|(k, v)| (k.to_owned(), v)),
-            );
-            s.env.extend(options.publish_env.iter().cloned());
             s.start().await;
             publish.push(s);
         }
-        let mut scheduler = service("scheduler", workspace_bin("scheduler"), Ready::Health);
-        scheduler
-            .env
-            .extend(common.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        scheduler.env.push((
-            "SCHEDULER_LISTEN".into(),
-            format!("127.0.0.1:{}", scheduler.port),
-        ));
+        let mut scheduler = launch.server(
+            "scheduler",
+            "scheduler",
+            "SCHEDULER_LISTEN",
+            &common,
+            &[],
+            &[],
+        );
         scheduler.start().await;
 
         let cluster = Self {
@@ -320,7 +243,7 @@ impl Cluster {
 /// Makes a cluster of `nodes` (3 masters, then a replica each) with
 /// `redis-cli --cluster create`, and waits until every node serves every
 /// slot.
-async fn create_redis_cluster(nodes: &[Service]) {
+pub(crate) async fn create_redis_cluster(nodes: &[Service]) {
     let addresses: Vec<String> = nodes
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))

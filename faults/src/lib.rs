@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 pub use test_support::{KafkaNodes, SseBlock, eventually, free_cluster_port, free_port, unique};
 
+mod clients;
 mod cluster;
 mod fetch;
+mod launcher;
 mod load;
 mod report;
 mod service;

@@ -49,7 +49,7 @@ impl Drop for Counted {
         self.0.0.connections.fetch_sub(1, Ordering::AcqRel);
         // Added and taken away, never set: concurrent opens and closes
         // cannot leave it at a stale count.
-        metrics::gauge!("publish_connections").decrement(1.0);
+        metrics::gauge!(chat_core::metrics::name::PUBLISH_CONNECTIONS).decrement(1.0);
     }
 }
 
@@ -119,14 +119,13 @@ pub(crate) struct Admitted {
 /// not. A stream takes one place in the per-user and per-address counts,
 /// whatever its chats.
 pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted, ApiError> {
-    let inner = &state.0;
-    let config = &inner.config;
-    if request.kind == Kind::ManyChats && state.hubs().partitions().is_none() {
+    let config = &state.config;
+    if request.kind == Kind::ManyChats && state.hubs.partitions().is_none() {
         return Err(ApiError::unavailable(
             "this server has not started reading the log yet; retry",
         ));
     }
-    let identity = match &inner.auth {
+    let identity = match &state.auth {
         None => None,
         Some(auth) => {
             let identity = auth.verify(request.token.token()?)?;
@@ -140,7 +139,7 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
         .as_ref()
         .map(|identity| {
             Slot::take(
-                &inner.per_user,
+                &state.per_user,
                 identity.user.as_str().to_owned(),
                 config.max_streams_per_user,
                 "this user",
@@ -151,15 +150,15 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
         .peer
         .map(|peer| {
             Slot::take(
-                &inner.per_address,
+                &state.per_address,
                 chat_core::client_ip::limit_key(peer),
                 config.max_streams_per_address,
                 "this address",
             )
         })
         .transpose()?;
-    let open = inner.connections.fetch_add(1, Ordering::AcqRel) + 1;
-    metrics::gauge!("publish_connections").increment(1.0);
+    let open = state.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    metrics::gauge!(chat_core::metrics::name::PUBLISH_CONNECTIONS).increment(1.0);
     let counted = Counted(state.clone());
     if open > config.max_connections {
         return Err(ApiError::unavailable(format!(
@@ -169,11 +168,11 @@ pub(crate) fn admit(state: &AppState, request: EventsRequest) -> Result<Admitted
     }
     let mut hubs: Vec<(Arc<Hub>, Option<EventId>)> = Vec::with_capacity(request.chats.len());
     for subscription in &request.chats {
-        match state.hubs().join(&subscription.chat) {
+        match state.hubs.join(&subscription.chat) {
             Ok(hub) => hubs.push((hub, subscription.cursor)),
             Err(refused) => {
                 for (hub, _) in &hubs {
-                    state.hubs().leave(hub);
+                    state.hubs.leave(hub);
                 }
                 return Err(ApiError::unavailable(refused));
             }

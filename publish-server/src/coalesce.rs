@@ -23,13 +23,13 @@ pub(crate) async fn run(state: AppState, every: Duration, shutdown: Cancellation
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        for hub in state.hubs().take_owing() {
+        for hub in state.hubs.take_owing() {
             let Some(pending) = hub.take_pending() else {
                 continue;
             };
             let read = state
-                .read_model()
-                .counts(state.redis(), hub.chat(), &pending.messages)
+                .read_model
+                .counts(&state.redis, hub.chat(), &pending.messages)
                 .await;
             let counts = match read {
                 Ok(counts) if counts.head.is_some_and(|head| head.offset >= pending.upto) => counts,
@@ -38,13 +38,13 @@ pub(crate) async fn run(state: AppState, every: Duration, shutdown: Cancellation
                     // counts would miss them. Next second.
                     debug!(chat = %hub.chat(), "counts not projected yet");
                     hub.restore_pending(pending);
-                    state.hubs().still_owing(&hub);
+                    state.hubs.still_owing(&hub);
                     continue;
                 }
                 Err(error) => {
                     warn!(%error, chat = %hub.chat(), "cannot read reaction counts; retrying");
                     hub.restore_pending(pending);
-                    state.hubs().still_owing(&hub);
+                    state.hubs.still_owing(&hub);
                     continue;
                 }
             };

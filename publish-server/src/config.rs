@@ -2,6 +2,7 @@
 //! variables and defaults.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chat_core::auth::AuthConfig;
 use chat_core::config::{KafkaConfig, RedisConfig};
@@ -122,4 +123,21 @@ pub struct Config {
     /// milliseconds.
     #[arg(long, env = "SEND_TIMEOUT_MS", default_value_t = 30_000)]
     pub send_timeout_ms: u64,
+}
+
+impl Config {
+    /// How long an idle stream waits between heartbeat comments.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// How long a client may take no data before it is disconnected.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
+
+    /// How long a resume waits for the replay log to reach its cursor.
+    pub fn replay_wait(&self) -> Duration {
+        Duration::from_millis(self.replay_wait_ms)
+    }
 }

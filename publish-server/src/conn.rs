@@ -70,7 +70,7 @@ async fn connection(
             // The client behind a listed proxy, else the peer itself.
             let peer = socket.peer_addr().ok().map(|a| {
                 let forwarded_for = events.forwarded_for.iter().map(String::as_str);
-                state.trusted_proxies().client(a.ip(), forwarded_for)
+                state.trusted_proxies.client(a.ip(), forwarded_for)
             });
             serve_events(socket, events, peer, state, shutdown).await;
         }
@@ -108,7 +108,7 @@ async fn serve_events(
         MANY_ROUTE
     };
     let admitted = events
-        .parse(peer, state.max_chats_per_stream())
+        .parse(peer, state.config.max_chats_per_stream as usize)
         .and_then(|request| admit(&state, request));
     let status = match &admitted {
         Ok(_) => StatusCode::OK,
@@ -136,13 +136,13 @@ async fn serve_events(
     // Neither is held for the life of the stream.
     drop(cors);
     let (input, mut output) = socket.into_split();
-    let written = tokio::time::timeout(state.send_timeout(), output.write_all(&head)).await;
+    let written = tokio::time::timeout(state.config.send_timeout(), output.write_all(&head)).await;
     drop(head);
     if written.is_ok_and(|written| written.is_ok()) {
         crate::stream::run(state, admitted, input, output, shutdown).await;
     } else {
         for (hub, _) in &admitted.hubs {
-            state.hubs().leave(hub);
+            state.hubs.leave(hub);
         }
     }
 }

@@ -81,13 +81,13 @@ struct Held(AtomicUsize);
 impl Held {
     fn add(&self, n: usize) -> usize {
         let now = self.0.fetch_add(n, Ordering::AcqRel) + n;
-        metrics::gauge!("publish_hub_buffer_bytes").set(now as f64);
+        metrics::gauge!(chat_core::metrics::name::PUBLISH_HUB_BUFFER_BYTES).set(now as f64);
         now
     }
 
     fn sub(&self, n: usize) {
         let now = self.0.fetch_sub(n, Ordering::AcqRel) - n;
-        metrics::gauge!("publish_hub_buffer_bytes").set(now as f64);
+        metrics::gauge!(chat_core::metrics::name::PUBLISH_HUB_BUFFER_BYTES).set(now as f64);
     }
 
     fn get(&self) -> usize {
@@ -432,7 +432,8 @@ impl Hubs {
                     held: self.held.clone(),
                 });
                 registry.hubs.insert(chat.clone(), hub.clone());
-                metrics::gauge!("publish_hubs").set(registry.hubs.len() as f64);
+                metrics::gauge!(chat_core::metrics::name::PUBLISH_HUBS)
+                    .set(registry.hubs.len() as f64);
                 hub
             }
         };
@@ -452,7 +453,7 @@ impl Hubs {
                 .is_some_and(|h| Arc::ptr_eq(h, hub))
         {
             registry.hubs.remove(&hub.chat);
-            metrics::gauge!("publish_hubs").set(registry.hubs.len() as f64);
+            metrics::gauge!(chat_core::metrics::name::PUBLISH_HUBS).set(registry.hubs.len() as f64);
         }
     }
 
@@ -475,7 +476,7 @@ mod tests {
         let hot = HotChats::new();
         hot.set_store_up(true);
         hot.apply(&chat_core::hot::HotChange {
-            chat: "lobby".into(),
+            chat: chat("lobby"),
             hot: true,
             until: i64::MAX,
             second: 0,

@@ -48,81 +48,61 @@ const LAST_EVENT_ID: header::HeaderName = header::HeaderName::from_static("last-
 /// Why the server could not start.
 pub type Error = chat_core::serve::StartError;
 
+/// The state behind an [`AppState`].
 #[derive(Debug)]
-struct Inner {
-    config: Config,
-    hubs: Arc<hub::Hubs>,
-    redis: RedisConn,
-    read_model: ReadModel,
-    metrics: PrometheusHandle,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) hubs: Arc<hub::Hubs>,
+    pub(crate) redis: RedisConn,
+    pub(crate) read_model: ReadModel,
+    pub(crate) metrics: PrometheusHandle,
     /// The hot chats, whose reactions are coalesced.
-    hot: Arc<HotChats>,
+    pub(crate) hot: Arc<HotChats>,
     /// Token verification; `None`: authentication is off.
-    auth: Option<Auth>,
+    pub(crate) auth: Option<Auth>,
     /// Open streams per user and per client address.
-    per_user: admission::Counts<String>,
-    per_address: admission::Counts<std::net::IpAddr>,
+    pub(crate) per_user: admission::Counts<String>,
+    pub(crate) per_address: admission::Counts<std::net::IpAddr>,
     /// Proxies whose `X-Forwarded-For` names the client.
-    trusted_proxies: chat_core::client_ip::TrustedProxies,
+    pub(crate) trusted_proxies: chat_core::client_ip::TrustedProxies,
     /// Origins allowed to open streams from a browser.
-    origins: Vec<String>,
-    connections: Arc<AtomicUsize>,
+    pub(crate) origins: Vec<String>,
+    pub(crate) connections: Arc<AtomicUsize>,
     /// Set once the reader has its partitions.
-    reading: Arc<AtomicBool>,
+    pub(crate) reading: Arc<AtomicBool>,
     /// Fires at shutdown: every stream ends.
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
-/// What every handler and stream shares.
+/// What every handler and stream shares: a cheap clone, read through
+/// `Deref` as its [`Inner`].
 #[derive(Debug, Clone)]
 pub(crate) struct AppState(Arc<Inner>);
 
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
 impl AppState {
-    pub(crate) fn hubs(&self) -> &hub::Hubs {
-        &self.0.hubs
-    }
-    pub(crate) fn trusted_proxies(&self) -> &chat_core::client_ip::TrustedProxies {
-        &self.0.trusted_proxies
-    }
-    pub(crate) fn redis(&self) -> &RedisConn {
-        &self.0.redis
-    }
-    pub(crate) fn read_model(&self) -> &ReadModel {
-        &self.0.read_model
-    }
-    pub(crate) fn heartbeat(&self) -> Duration {
-        Duration::from_secs(self.0.config.heartbeat_secs)
-    }
-    pub(crate) fn send_timeout(&self) -> Duration {
-        Duration::from_millis(self.0.config.send_timeout_ms)
-    }
-    pub(crate) fn replay_max(&self) -> u32 {
-        self.0.config.replay_max
-    }
-    pub(crate) fn replay_max_bytes(&self) -> u64 {
-        self.0.config.replay_max_bytes
-    }
-    pub(crate) fn replay_wait(&self) -> Duration {
-        Duration::from_millis(self.0.config.replay_wait_ms)
-    }
-    pub(crate) fn max_chats_per_stream(&self) -> usize {
-        self.0.config.max_chats_per_stream as usize
-    }
+    /// Whether a browser page of `origin` may open streams.
     pub(crate) fn cors_allows(&self, origin: &str) -> bool {
-        self.0.origins.iter().any(|o| o == origin)
+        self.origins.iter().any(|o| o == origin)
     }
 }
 
 /// The routes of every request but a GET of a chat's events.
 fn app(state: AppState) -> Result<Router, Error> {
     let origins = state
-        .0
         .config
         .cors_origins
         .iter()
         .map(|o| HeaderValue::from_str(o.trim()).map_err(|_| Error::Origin(o.clone())))
         .collect::<Result<Vec<_>, _>>()?;
-    if state.0.config.cors_origins.iter().any(|o| o.trim() == "*") {
+    if state.config.cors_origins.iter().any(|o| o.trim() == "*") {
         return Err(Error::Origin(
             "* (list the origins: credentials may go along)".to_owned(),
         ));
@@ -154,8 +134,8 @@ async fn events_other_methods(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let reading = state.0.reading.load(Ordering::Acquire);
-    let redis = state.0.redis.ping().await;
+    let reading = state.reading.load(Ordering::Acquire);
+    let redis = state.redis.ping().await;
     chat_core::serve::ready(&[
         (
             "kafka",
@@ -166,7 +146,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut body = state.0.metrics.render();
+    let mut body = state.metrics.render();
     const FANOUT_DELAY: &str = "publish_fanout_delay_seconds";
     fanout::FANOUT_DELAY.render(
         FANOUT_DELAY,
@@ -190,7 +170,7 @@ impl Server {
         let listener = chat_core::serve::bind(config.listen).await?;
         let auth = Auth::from_config(&config.auth)?;
         let redis = RedisConn::new(&config.redis)?;
-        let read_model = ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
+        let read_model = ReadModel::reader(config.redis.keys(), &config.kafka.topic);
         let hot = HotChats::new();
         let hubs = Arc::new(hub::Hubs::new(
             hub::Budget {
@@ -235,14 +215,14 @@ impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.state.0.config.listen)
+            .unwrap_or(self.state.config.listen)
     }
 
     /// Serves until `shutdown` fires: then stops accepting, ends every
     /// stream (clients reconnect elsewhere with their Last-Event-ID) and
     /// returns.
     pub async fn run(self, shutdown: CancellationToken) {
-        let inner = &self.state.0;
+        let inner: &Inner = &self.state;
         let reader = tokio::spawn(reader::run(
             inner.config.kafka.clone(),
             inner.hubs.clone(),

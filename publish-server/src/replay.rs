@@ -94,20 +94,21 @@ pub(crate) async fn replay(
         .covers_after
         .is_some_and(|covered| after.offset >= covered)
     {
-        metrics::counter!("publish_replays_total", "source" => "memory").increment(1);
+        metrics::counter!(chat_core::metrics::name::PUBLISH_REPLAYS_TOTAL, "source" => "memory")
+            .increment(1);
         return Replayed::Frames(recent().collect());
     }
-    let most = state.replay_max();
-    let give_up = Instant::now() + state.replay_wait();
+    let most = state.config.replay_max;
+    let give_up = Instant::now() + state.config.replay_wait();
     let (replay, reaches_memory) = loop {
         let read = state
-            .read_model()
+            .read_model
             .replay(
-                state.redis(),
+                &state.redis,
                 hub.chat(),
                 after,
                 most + 1,
-                state.replay_max_bytes(),
+                state.config.replay_max_bytes,
             )
             .await;
         let replay = match read {
@@ -140,7 +141,8 @@ pub(crate) async fn replay(
     if !reaches_memory {
         return Replayed::Reset(ResetReason::NotAvailableYet);
     }
-    metrics::counter!("publish_replays_total", "source" => "redis").increment(1);
+    metrics::counter!(chat_core::metrics::name::PUBLISH_REPLAYS_TOTAL, "source" => "redis")
+        .increment(1);
     let mut frames: Vec<Arc<Frame>> = replay
         .frames
         .into_iter()

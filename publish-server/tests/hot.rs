@@ -410,8 +410,7 @@ async fn the_counts_of_ten_thousand_messages_are_read_in_one_call() {
     let world = World::new();
     let config = world.publish_config();
     let redis = chat_core::redis_conn::RedisConn::new(&config.redis).expect("redis");
-    let model =
-        chat_core::read_model::ReadModel::new(config.redis.keys(), &config.kafka.topic, 1, 1);
+    let model = chat_core::read_model::ReadModel::reader(config.redis.keys(), &config.kafka.topic);
     let chat: chat_core::validate::ChatId = "many-counts".parse().expect("chat");
     let messages: Vec<chat_core::id::EventId> = (0..10_000)
         .map(|offset| chat_core::id::EventId::new(0, offset))

@@ -1,5 +1,6 @@
 //! What a client of the SSE API sees besides events: refusals as
-//! problem+json, limits, CORS, heartbeats, and the other routes.
+//! problem+json, limits, CORS, heartbeats, and the other routes. One
+//! behaviour per test, each on servers of its own.
 
 mod common;
 
@@ -8,17 +9,22 @@ use std::time::Duration;
 use common::{Subscriber, World};
 use futures::StreamExt as _;
 
-#[tokio::test]
-async fn refusals_limits_cors_and_heartbeats() {
-    let world = World::new();
-    let _chat = world.chat_server().await; // creates the topic
+/// A publish-server of `configure`d settings beside a chat-server (which
+/// creates the topic).
+async fn servers(
+    world: &World,
+    configure: impl FnOnce(&mut publish_server::Config),
+) -> (test_support::Running, test_support::Running) {
+    let chat = world.chat_server().await;
     let mut config = world.publish_config();
-    config.max_connections = 2;
-    config.max_chats = 1;
-    config.heartbeat_secs = 1;
-    let publish = world.publish_server(config).await;
+    configure(&mut config);
+    (chat, world.publish_server(config).await)
+}
 
-    // An invalid chat id: 400 problem+json, CORS headers for the UI.
+#[tokio::test]
+async fn an_invalid_chat_id_is_a_400_problem_with_the_ui_s_cors_grant() {
+    let world = World::new();
+    let (_chat, publish) = servers(&world, |_| {}).await;
     let bad = world
         .http
         .get(publish.url("/api/chats/no%20spaces/events"))
@@ -40,8 +46,13 @@ async fn refusals_limits_cors_and_heartbeats() {
             .expect("detail")
             .contains("chatId")
     );
+    publish.stop().await;
+}
 
-    // A stream from an allowed origin, with its headers and heartbeats.
+#[tokio::test]
+async fn a_stream_has_its_headers_its_retry_and_heartbeats() {
+    let world = World::new();
+    let (_chat, publish) = servers(&world, |c| c.heartbeat_secs = 1).await;
     let stream = world
         .http
         .get(publish.url("/api/chats/lobby/events"))
@@ -61,57 +72,108 @@ async fn refusals_limits_cors_and_heartbeats() {
     let mut body = stream.bytes_stream();
     let mut seen = String::new();
     let mut decoder = test_support::SseDecoder::default();
-    tokio::time::timeout(Duration::from_secs(5), async {
+    tokio::time::timeout(Duration::from_secs(10), async {
         while !seen.contains(": heartbeat\n\n") {
             let bytes = body.next().await.expect("more").expect("bytes");
             seen.extend(decoder.push(&bytes));
         }
     })
     .await
-    .expect("a heartbeat within 5 s");
+    .expect("a heartbeat within 10 s");
     assert!(seen.starts_with("retry: 2000\n\n"), "{seen:?}");
+    drop(body);
+    publish.stop().await;
+}
 
-    // An origin not on the list gets no CORS grant.
-    let other = world
-        .http
-        .get(publish.url("/api/chats/lobby/events"))
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .expect("answer");
+#[tokio::test]
+async fn an_origin_not_listed_gets_no_cors_grant() {
+    let world = World::new();
+    let (_chat, publish) = servers(&world, |_| {}).await;
+    let answer = |origin: &'static str| {
+        world
+            .http
+            .get(publish.url("/api/chats/lobby/events"))
+            .header("origin", origin)
+            .send()
+    };
+    let listed = answer("http://localhost:8080").await.expect("answer");
+    assert_eq!(listed.status(), 200);
+    assert!(listed.headers().contains_key("access-control-allow-origin"));
+    let other = answer("http://evil.example").await.expect("answer");
     assert_eq!(other.status(), 200);
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    drop((listed, other));
+    publish.stop().await;
+}
 
-    // Two streams open: the third is refused; a second chat is over --max-chats.
-    let third = test_support::get(&world.http, &publish.url("/api/chats/lobby/events")).await;
+#[tokio::test]
+async fn a_stream_past_the_server_s_limit_and_a_chat_past_max_chats_are_refused() {
+    let world = World::new();
+    let (_chat, publish) = servers(&world, |c| {
+        c.max_connections = 2;
+        c.max_chats = 1;
+    })
+    .await;
+    let url = publish.url("/api/chats/lobby/events");
+    let first = test_support::get(&world.http, &url).await;
+    let second = test_support::get(&world.http, &url).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = test_support::get(&world.http, &url).await;
     assert_eq!(third.status(), 503);
     assert_eq!(third.headers()["retry-after"], "1");
-    drop(other);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let second_chat =
-        test_support::get(&world.http, &publish.url("/api/chats/elsewhere/events")).await;
-    assert_eq!(second_chat.status(), 503);
-    let problem: serde_json::Value = second_chat.json().await.expect("JSON");
+    let problem: serde_json::Value = third.json().await.expect("JSON");
     assert!(
         problem["detail"]
             .as_str()
             .expect("detail")
-            .contains("chats")
+            .contains("2 streams, its limit"),
+        "{problem}"
     );
+    // Once a dropped stream is gone, another chat is refused for being one
+    // chat too many.
+    drop(second);
+    test_support::eventually(
+        Duration::from_secs(10),
+        "a refusal for the chat",
+        || async {
+            let answer =
+                test_support::get(&world.http, &publish.url("/api/chats/elsewhere/events")).await;
+            assert_eq!(answer.status(), 503);
+            let problem: serde_json::Value = answer.json().await.expect("JSON");
+            let detail = problem["detail"].as_str().expect("detail").to_owned();
+            detail.contains("1 chats already").then_some(())
+        },
+    )
+    .await;
+    drop(first);
+    publish.stop().await;
+}
 
-    // A malformed Last-Event-ID: reset, then the live stream.
-    drop(body);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut reset = Subscriber::open(
+#[tokio::test]
+async fn a_malformed_last_event_id_gets_a_reset_then_the_live_stream() {
+    let world = World::new();
+    let (chat, publish) = servers(&world, |_| {}).await;
+    let mut stream = Subscriber::open(
         &world.http,
         &publish.url("/api/chats/lobby/events"),
         Some("not-an-id"),
     )
     .await;
-    let first = reset.take(1, Duration::from_secs(5)).await;
+    let first = stream.take(1, Duration::from_secs(10)).await;
     assert_eq!(first[0].event, "reset");
+    world.post(chat.addr, "lobby", "after the reset").await;
+    let live = stream.take(1, Duration::from_secs(10)).await;
+    assert_eq!(live[0].event, "message");
+    publish.stop().await;
+}
 
-    // The other routes.
+#[tokio::test]
+async fn other_methods_and_paths_are_problems_and_every_metric_is_described() {
+    let world = World::new();
+    let (_chat, publish) = servers(&world, |_| {}).await;
     let post = world
         .http
         .post(publish.url("/api/chats/lobby/events"))
@@ -128,7 +190,6 @@ async fn refusals_limits_cors_and_heartbeats() {
     );
     let metrics = world.metrics(&publish).await;
     assert!(metrics.contains("publish_connections"), "{metrics}");
-    assert!(metrics.contains("publish_resets_total"), "{metrics}");
     test_support::assert_described(&metrics);
     publish.stop().await;
 }

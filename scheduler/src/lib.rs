@@ -94,8 +94,9 @@ const UNLOCK: &str = include_str!("lua/unlock.lua");
 /// cleared, and how many are hot; or `{-1}` when another instance leads.
 const TICK: &str = include_str!("lua/tick.lua");
 
+/// The state behind an [`AppState`] (its fields are the scheduler's own).
 #[derive(Debug)]
-struct Inner {
+pub struct Inner {
     config: Config,
     instance: String,
     redis: RedisConn,
@@ -107,14 +108,23 @@ struct Inner {
     tick: Script,
 }
 
-/// What the HTTP handlers and the loops share.
+/// What the HTTP handlers and the loops share: a cheap clone, read through
+/// `Deref` as its [`Inner`].
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
 
 impl AppState {
     /// Whether this replica leads now.
     pub fn is_leader(&self) -> bool {
-        self.0.leader.load(Ordering::Acquire)
+        self.leader.load(Ordering::Acquire)
     }
 
     /// Runs a lock script for this instance (with the lock's TTL, to take
@@ -125,9 +135,9 @@ impl AppState {
         lock_key: &str,
         ttl_ms: Option<u64>,
     ) -> redis::RedisResult<i64> {
-        let mut conn = self.0.redis.get().await?;
+        let mut conn = self.redis.get().await?;
         let mut call = script.key(lock_key);
-        call.arg(&self.0.instance);
+        call.arg(&self.instance);
         if let Some(ttl) = ttl_ms {
             call.arg(ttl);
         }
@@ -135,12 +145,12 @@ impl AppState {
     }
 
     fn set_leader(&self, leads: bool) {
-        let was = self.0.leader.swap(leads, Ordering::AcqRel);
+        let was = self.leader.swap(leads, Ordering::AcqRel);
         if was != leads {
             if leads {
-                info!(instance = %self.0.instance, "leading");
+                info!(instance = %self.instance, "leading");
             } else {
-                info!(instance = %self.0.instance, "standing by");
+                info!(instance = %self.instance, "standing by");
             }
         }
         metrics::gauge!("scheduler_leader").set(if leads { 1.0 } else { 0.0 });
@@ -187,7 +197,7 @@ impl Scheduler {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.state.0.config.listen)
+            .unwrap_or(self.state.config.listen)
     }
 
     /// The shared state, to ask whether this replica leads.
@@ -198,10 +208,10 @@ impl Scheduler {
     /// Runs until `shutdown` fires; a leader gives its lock up on the way out.
     pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
-        info!(addr = %self.listener.local_addr().unwrap_or(state.0.config.listen),
-              instance = %state.0.instance,
-              threshold = state.0.config.hot_threshold,
-              cool_down = state.0.config.cool_down,
+        info!(addr = %self.listener.local_addr().unwrap_or(state.config.listen),
+              instance = %state.instance,
+              threshold = state.config.hot_threshold,
+              cool_down = state.config.cool_down,
               "scheduler listening");
         // Joined, not spawned: should this future be dropped (the task
         // aborted), the loops stop with it, as in a crash.
@@ -221,9 +231,8 @@ impl Scheduler {
 
 /// Holds or waits for the leader lock until `shutdown`.
 async fn lead(state: AppState, shutdown: CancellationToken) {
-    let inner = &state.0;
-    let ttl = Duration::from_millis(inner.config.leader_lock_ttl_ms);
-    let lock_key = inner.keys.scheduler_leader();
+    let ttl = Duration::from_millis(state.config.leader_lock_ttl_ms);
+    let lock_key = state.keys.scheduler_leader();
     // The leader renews three times per TTL, so the lock outlives a missed
     // renewal; a standby asks ten times per TTL, so it takes over within a
     // tenth of the TTL after the lock lapses.
@@ -234,9 +243,9 @@ async fn lead(state: AppState, shutdown: CancellationToken) {
             () = tokio::time::sleep(pause) => {}
         }
         let held = state.call(
-            &inner.lock,
+            &state.lock,
             &lock_key,
-            Some(inner.config.leader_lock_ttl_ms),
+            Some(state.config.leader_lock_ttl_ms),
         );
         match held.await {
             Ok(held) => state.set_leader(held == 1),
@@ -250,7 +259,7 @@ async fn lead(state: AppState, shutdown: CancellationToken) {
     }
     if state.is_leader() {
         state.set_leader(false);
-        if let Err(error) = state.call(&inner.unlock, &lock_key, None).await {
+        if let Err(error) = state.call(&state.unlock, &lock_key, None).await {
             warn!(%error, "cannot release the leader lock; it expires by itself");
         }
     }
@@ -258,7 +267,7 @@ async fn lead(state: AppState, shutdown: CancellationToken) {
 
 /// Runs a tick just after every wall-clock second, until `shutdown`.
 async fn tick_loop(state: AppState, shutdown: CancellationToken) {
-    let offset = state.0.config.tick_offset_ms as i64;
+    let offset = state.config.tick_offset_ms as i64;
     loop {
         let tick = next_tick(now_millis(), offset);
         tokio::select! {
@@ -311,19 +320,18 @@ async fn chats_over(
 /// Flags and clears chats from the counters of `second`: the shards read
 /// together, then one script on the flags' slot.
 async fn run_tick(state: &AppState, second: i64) -> redis::RedisResult<()> {
-    let inner = &state.0;
-    let config = &inner.config;
-    let mut conn = inner.redis.get().await?;
-    let over = chats_over(&conn, &inner.keys, second, config.hot_threshold).await?;
+    let config = &state.config;
+    let mut conn = state.redis.get().await?;
+    let over = chats_over(&conn, &state.keys, second, config.hot_threshold).await?;
     let now = now_millis();
     let expiry = (second + 1 + config.cool_down as i64) * 1000;
-    let mut call = inner.tick.key(inner.keys.scheduler_leader());
-    call.key(inner.keys.hot_chats())
-        .arg(&inner.instance)
+    let mut call = state.tick.key(state.keys.scheduler_leader());
+    call.key(state.keys.hot_chats())
+        .arg(&state.instance)
         .arg(second)
         .arg(expiry)
         .arg(now)
-        .arg(inner.keys.hot_changes_channel());
+        .arg(state.keys.hot_changes_channel());
     for chat in &over {
         call.arg(chat);
     }
@@ -362,18 +370,18 @@ fn app(state: AppState) -> Router {
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
-        "instance": state.0.instance,
+        "instance": state.instance,
         "leader": state.is_leader(),
     }))
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let redis = state.0.redis.ping().await;
+    let redis = state.redis.ping().await;
     let Json(mut body) = chat_core::serve::ready(&[("redis", redis.err().map(|e| e.to_string()))])?;
     body["leader"] = state.is_leader().into();
     Ok(Json(body))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    chat_core::metrics::exposition(&state.0.metrics)
+    chat_core::metrics::exposition(&state.metrics)
 }

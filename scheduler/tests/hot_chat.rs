@@ -18,13 +18,11 @@ fn member_url(server: std::net::SocketAddr, chat: &str, n: u64) -> String {
 async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_and_it_cools_down() {
     let world = World::new();
     let mut config = world.chat_config();
-    config.hot_client_rate = 5;
-    config.hot_client_burst = 5;
-    config.retry_after_jitter_secs = 2;
+    config.hot.throttle.client_rate = 5;
+    config.hot.throttle.client_burst = 5;
+    config.hot.throttle.retry_after_jitter_secs = 2;
     let chat = world.chat_server(config).await;
-    let (scheduler, _) = world.scheduler(world.scheduler_config(40, 2)).await;
-    // Leadership is taken within a tenth of the lock's TTL.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (scheduler, _) = world.leading_scheduler(world.scheduler_config(40, 2)).await;
 
     let started = Instant::now();
     let crowd_server = chat.addr;
@@ -184,24 +182,47 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
 async fn one_client_alone_cannot_make_a_chat_hot() {
     let world = World::new();
     let chat = world.chat_server(world.chat_config()).await;
-    let (scheduler, _) = world.scheduler(world.scheduler_config(20, 2)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (scheduler, _) = world.leading_scheduler(world.scheduler_config(20, 2)).await;
     let alone = Load::start(
         &world.http,
         chat.url("/api/chats/solo/messages?userId=hammer"),
         4,
         Duration::ZERO,
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The control, at the same time: a crowd of distinct members fetching
+    // another chat at a fraction of that rate turns it hot.
+    let server = chat.addr;
+    let crowd = Load::start_with(
+        &world.http,
+        move |worker, n| member_url(server, "crowded", n * 2 + worker as u64),
+        2,
+        Duration::from_millis(20),
+    );
+    crowd
+        .first(Duration::from_secs(10), Answer::answered_from_snapshot)
+        .await
+        .expect("the crowd's chat turns hot while the lone client's does not");
+    let flags = world.flags().await;
+    assert!(flags.contains_key("crowded"), "{flags:?}");
+    crowd.stop().await;
+    test_support::eventually(
+        Duration::from_secs(30),
+        "200 fetches by the lone client",
+        || {
+            let n = alone.answers().len();
+            async move { (n >= 200).then_some(()) }
+        },
+    )
+    .await;
     let answers = alone.stop().await;
-    assert!(answers.len() > 200, "{} fetches", answers.len());
     assert!(
         answers
             .iter()
             .all(|a| a.status == 200 && !a.throttled_path()),
         "hundreds of fetches a second by one client leave the chat cold"
     );
-    assert!(world.flags().await.is_empty());
+    let flags = world.flags().await;
+    assert!(!flags.contains_key("solo"), "{flags:?}");
     scheduler.stop().await;
     chat.stop().await;
 }
@@ -212,8 +233,7 @@ async fn one_client_alone_cannot_make_a_chat_hot() {
 async fn an_abuser_beside_twenty_members_gets_the_refusals() {
     let world = World::new();
     let chat = world.chat_server(world.chat_config()).await;
-    let (scheduler, _) = world.scheduler(world.scheduler_config(10, 5)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (scheduler, _) = world.leading_scheduler(world.scheduler_config(10, 5)).await;
     let server = chat.addr;
     let members = Load::start_with(
         &world.http,
@@ -266,9 +286,9 @@ async fn three_chat_servers_admit_one_budget_together() {
     let mut servers = Vec::new();
     for n in 0..3 {
         let mut config = world.chat_config();
-        config.hot_fetch_budget = budget;
-        config.hot_fetch_burst = 10;
-        config.projector = n == 0;
+        config.hot.throttle.fetch_budget = budget;
+        config.hot.throttle.fetch_burst = 10;
+        config.projector.run = n == 0;
         servers.push(world.chat_server(config).await);
     }
     let (scheduler, _) = world.scheduler(world.scheduler_config(30, 5)).await;
@@ -463,7 +483,7 @@ async fn the_scheduler_announces_flags_in_the_form_the_servers_read() {
         let payload: String = message.get_payload().expect("text");
         let change: chat_core::hot::HotChange =
             serde_json::from_str(&payload).expect("the servers read the announcement");
-        assert_eq!(change.chat, "announced");
+        assert_eq!(change.chat.as_str(), "announced");
         changes.push(change);
     }
     assert!(changes[0].hot, "first: hot, then cooled down: {changes:?}");

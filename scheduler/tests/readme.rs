@@ -6,7 +6,7 @@ use clap::CommandFactory as _;
 
 #[test]
 fn every_flag_env_var_and_default_is_in_the_readme() {
-    chat_core::config::assert_settings_table(
+    test_support::assert_settings_table(
         include_str!("../../docs/configuration.md"),
         "scheduler settings",
         &scheduler::Config::command(),

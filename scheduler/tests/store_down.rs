@@ -19,10 +19,10 @@ async fn a_hot_chat_stays_throttled_locally_while_its_store_is_down() {
     let world = World::new();
     let mut store = OwnRedis::start();
     let mut config = world.chat_config();
-    config.hot_store.hot_redis_url = Some(store.url());
-    config.hot_fetch_budget = 20;
-    config.hot_fetch_burst = 5;
-    config.expected_instances = 2;
+    config.hot.store.hot_redis_url = Some(store.url());
+    config.hot.throttle.fetch_budget = 20;
+    config.hot.throttle.fetch_burst = 5;
+    config.hot.throttle.expected_instances = 2;
     let chat = world.chat_server(config).await;
     let mut scheduler_config = world.scheduler_config(30, 30);
     scheduler_config.hot_store.hot_redis_url = Some(store.url());

@@ -11,134 +11,22 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod kafka;
+mod settings_table;
 mod sse;
+mod store;
 
 pub use kafka::{KafkaNodes, OwnKafka, script, workspace_root};
+pub use settings_table::{assert_settings_table, check_settings_table};
 
 pub use sse::{Event, SseBlock, SseDecoder, Subscriber};
+pub use store::{
+    OwnRedis, describe_keys, flag_hot, flag_hot_in, redis_cluster_nodes, redis_config, redis_conn,
+    redis_url,
+};
 
 /// The Kafka bootstrap servers of the tests.
 pub fn kafka_brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// The Redis of the tests.
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// The seed nodes of the tests' Redis Cluster (`REDIS_CLUSTER_NODES`), if
-/// they run against one: then every server of a test speaks Redis Cluster.
-pub fn redis_cluster_nodes() -> Vec<String> {
-    std::env::var("REDIS_CLUSTER_NODES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The tests' Redis settings: `REDIS_URL`, or the cluster of
-/// `REDIS_CLUSTER_NODES`.
-pub fn redis_config(prefix: &str) -> chat_core::config::RedisConfig {
-    chat_core::config::RedisConfig {
-        url: redis_url(),
-        cluster_nodes: redis_cluster_nodes(),
-        key_prefix: prefix.to_owned(),
-        timeout_ms: 2000,
-    }
-}
-
-/// A connection to the Redis (or cluster) of `config`, for a test's own
-/// reads and writes.
-pub async fn redis_conn(config: &chat_core::config::RedisConfig) -> chat_core::redis_conn::Conn {
-    chat_core::redis_conn::RedisConn::new(config)
-        .expect("Redis settings")
-        .get()
-        .await
-        .expect("Redis answers")
-}
-
-/// What each Redis node holds of `keys` (their type and size), asked of
-/// every node of a cluster (a replica, too, with `READONLY`) and each
-/// node's role as `CLUSTER NODES` gives it: for the message of a failing
-/// test, so that a read model that looks wrong can be told apart from a
-/// read served by the wrong node.
-pub async fn describe_keys(config: &chat_core::config::RedisConfig, keys: &[String]) -> String {
-    let mut nodes = Vec::new();
-    let mut report = String::new();
-    if config.is_cluster() {
-        let seed = format!("redis://{}", config.cluster_nodes[0]);
-        match plain_redis(&seed).await {
-            Ok(mut conn) => {
-                let listing: redis::RedisResult<String> = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(&mut conn)
-                    .await;
-                for line in listing
-                    .unwrap_or_else(|e| format!("CLUSTER NODES failed: {e}"))
-                    .lines()
-                {
-                    report.push_str(&format!("  {line}\n"));
-                    if let Some(address) = line.split_whitespace().nth(1) {
-                        let address = address.split('@').next().unwrap_or(address);
-                        nodes.push(format!("redis://{address}"));
-                    }
-                }
-            }
-            Err(e) => report.push_str(&format!("  seed {seed}: {e}\n")),
-        }
-    } else {
-        nodes.push(config.url.clone());
-    }
-    for node in nodes {
-        report.push_str(&format!("  {node}:"));
-        let mut conn = match plain_redis(&node).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                report.push_str(&format!(" {e}\n"));
-                continue;
-            }
-        };
-        if config.is_cluster() {
-            let _: redis::RedisResult<()> = redis::cmd("READONLY").query_async(&mut conn).await;
-        }
-        for key in keys {
-            report.push_str(&format!(" {key}{}", describe_key(&mut conn, key).await));
-        }
-        report.push('\n');
-    }
-    report
-}
-
-/// `=type/size` of one key (`=none` when absent), or `: error` (`MOVED`,
-/// on a node that does not serve its slot).
-async fn describe_key(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
-    let kind: String = match redis::cmd("TYPE").arg(key).query_async(conn).await {
-        Ok(kind) => kind,
-        Err(e) => return format!(": {e}"),
-    };
-    let size = match kind.as_str() {
-        "zset" => "ZCARD",
-        "hash" => "HLEN",
-        _ => return format!("={kind}"),
-    };
-    match redis::cmd(size).arg(key).query_async::<i64>(conn).await {
-        Ok(n) => format!("={kind}/{n}"),
-        Err(e) => format!(": {e}"),
-    }
-}
-
-/// A plain connection to one Redis node, given up on after 2 s.
-async fn plain_redis(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(url)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
 }
 
 /// A name no other test (in this run or another) uses.
@@ -219,6 +107,27 @@ impl Corner {
     }
 }
 
+/// What a test waits for before it talks to a server it started; every
+/// harness waits the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// `/readyz` answers 200: the services it needs answer (and a
+    /// chat-server's projector owns its partitions). The default.
+    Ready,
+    /// `/healthz` answers 200: it serves, whatever its services, for a
+    /// test of a server whose Kafka or Redis is down.
+    Serving,
+}
+
+impl Until {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Ready => "/readyz",
+            Self::Serving => "/healthz",
+        }
+    }
+}
+
 /// A server running in the test's process, stopped when dropped.
 #[derive(Debug)]
 pub struct Running {
@@ -242,20 +151,20 @@ impl Running {
         }
     }
 
-    /// Runs a bound server (`run` is its run method) and waits until
-    /// `ready_path` answers 200.
+    /// Runs a bound server (`run` is its run method) and waits `until` it
+    /// is ready or serving.
     pub async fn start<S, F>(
         http: &reqwest::Client,
         addr: SocketAddr,
         server: S,
         run: impl FnOnce(S, CancellationToken) -> F,
-        ready_path: &str,
+        until: Until,
     ) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let running = Self::spawn(addr, |shutdown| run(server, shutdown));
-        running.until_ok(http, ready_path).await;
+        running.until_ok(http, until.path()).await;
         running
     }
 
@@ -297,79 +206,6 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// A redis-server of the test's own on a port of its own, killed on drop.
-/// With an append-only file, so that a restart on the same folder brings
-/// its data back.
-#[derive(Debug)]
-pub struct OwnRedis {
-    pub port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    pub fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    pub fn start_on(port: u16) -> Self {
-        let dir = std::env::temp_dir().join(unique("test-redis"));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut redis = Self {
-            port,
-            dir,
-            child: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (again) on the same port and folder.
-    pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (make test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills it (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -430,6 +266,31 @@ where
     }
 }
 
+/// Waits until the chat-server at `base` (`http://host:port`) treats
+/// `chat` as hot: a fetch (`query`, say `limit=1`) by a client of its own
+/// (a fresh `userId`, so no other client's budget is spent) carries the
+/// hot path's `RateLimit-*` headers. A server learns of a flag at its next
+/// resync, within a second. A latest page takes the snapshot (a test that
+/// counts its misses probes with `before=`, which spends the chat's budget
+/// instead).
+pub async fn until_hot(http: &reqwest::Client, base: &str, chat: &str, query: &str) {
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    eventually(
+        Duration::from_secs(10),
+        &format!("{chat} to be hot"),
+        || async {
+            let n = PROBES.fetch_add(1, Ordering::Relaxed);
+            let url = format!("{base}/api/chats/{chat}/messages?{query}&userId=hot-probe-{n}");
+            let response = http.get(url).send().await.ok()?;
+            response
+                .headers()
+                .contains_key("ratelimit-limit")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// A metric's value in Prometheus text, summed over the series whose
 /// labels contain every one of `labels`.
 pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
@@ -442,31 +303,6 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|line| labels.iter().all(|label| line.contains(label)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// Flags `chat` hot for ten minutes the way the scheduler does: a member of
-/// the flags set, scored by its expiry, in the tests' Redis (or cluster).
-/// The servers learn of it at their next resync, within a second.
-pub async fn flag_hot(keys: &chat_core::names::Keys, chat: &str) {
-    flag_hot_in(&redis_config(""), keys, chat).await;
-}
-
-/// Flags `chat` hot for ten minutes in the Redis of `redis`, as the
-/// scheduler does.
-pub async fn flag_hot_in(
-    redis: &chat_core::config::RedisConfig,
-    keys: &chat_core::names::Keys,
-    chat: &str,
-) {
-    let mut conn = redis_conn(redis).await;
-    let until = chat_core::hot::now_millis() + 600_000;
-    redis::cmd("ZADD")
-        .arg(keys.hot_chats())
-        .arg(until)
-        .arg(chat)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("ZADD");
 }
 
 /// What a server answers to the raw bytes of `request`, read until it

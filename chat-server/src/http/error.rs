@@ -19,9 +19,13 @@ impl From<ProduceError> for ApiError {
     }
 }
 
-/// 503 for a Redis failure while using `what`: the error is logged, not
-/// answered.
-pub(super) fn redis_unavailable(what: &str, error: &redis::RedisError) -> ApiError {
+/// What a fetch answers while the read model cannot be read.
+pub(super) const READ_MODEL_DOWN: &str =
+    "the messages cannot be read now: Redis, which holds the read model, is unavailable; retry";
+
+/// 503 for a Redis failure, answered with `sentence` (whole, as the caller
+/// reads it); the error itself is logged, not answered.
+pub(super) fn redis_unavailable(sentence: &'static str, error: &redis::RedisError) -> ApiError {
     warn!(%error, "Redis unavailable");
-    ApiError::unavailable(format!("{what} (Redis) is unavailable; retry"))
+    ApiError::unavailable(sentence)
 }

@@ -112,7 +112,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let auth = state.0.auth.as_ref().map(|auth| {
+        let auth = state.auth.as_ref().map(|auth| {
             // The header only: a cookie would ride along on a cross-site
             // request to this write API (CSRF).
             TokenSource::header_only(&parts.headers)
@@ -128,7 +128,7 @@ impl FromRequestParts<AppState> for Caller {
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| state.0.trusted_proxies.client(peer.ip(), forwarded_for));
+            .map(|ConnectInfo(peer)| state.trusted_proxies.client(peer.ip(), forwarded_for));
         Ok(Self { auth, address })
     }
 }
@@ -221,7 +221,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limits = &state.0.limits;
+        let limits = &state.limits;
         check_json_content_type(request.headers())?;
         let too_large = ApiError::BodyTooLarge(limits.max_body_bytes);
         let declared = request

@@ -16,7 +16,7 @@ use chat_core::validate::{ChatId, UserId};
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::redis_unavailable;
+use super::error::{READ_MODEL_DOWN, redis_unavailable};
 use super::extract::{ApiQuery, Caller, ChatPath};
 use crate::hot::Decision;
 
@@ -111,27 +111,24 @@ async fn fetch_gated(
     let fetch = Fetch::try_from(&query)?;
     let user = caller.reader(&chat_id, query.user_id.as_deref())?;
     let client = caller.client(user.as_ref());
-    let inner = &state.0;
-    if inner.count_fetches {
-        inner.fetch_counter.count(&chat_id, &client);
-    }
-    if !inner.hot.is_hot(&chat_id) {
+    state.hot.count(&chat_id, &client);
+    if !state.hot.is_hot(&chat_id) {
         let page = read(state, &chat_id, &fetch, user.as_ref()).await?;
         return Ok(Json(page).into_response());
     }
-    let own = counted(inner.throttle.client(&chat_id, &client), "client");
+    let own = counted(state.hot.throttle().client(&chat_id, &client), "client");
     if !own.admitted {
         return Err(ApiError::ClientThrottled {
             chat: chat_id.to_string(),
             rate: own.rate(),
         });
     }
-    if let Some(snapshots) = &inner.snapshots {
+    if let Some(snapshots) = state.hot.snapshots() {
         let (snapshot, source) = snapshots.get(&chat_id).await.map_err(|e| {
             tracing::warn!(error = %e, "no snapshot of a hot chat");
-            ApiError::unavailable("the read model (Redis) is unavailable; retry")
+            ApiError::unavailable(READ_MODEL_DOWN)
         })?;
-        metrics::counter!("hot_snapshot_fetches_total", "source" => source.label()).increment(1);
+        metrics::counter!(chat_core::metrics::name::HOT_SNAPSHOT_FETCHES_TOTAL, "source" => source.label()).increment(1);
         if let Some(body) = snapshot.answer(fetch.page, fetch.limit) {
             let mut response = (
                 [(
@@ -148,9 +145,9 @@ async fn fetch_gated(
             own.rate().add_headers(response.headers_mut());
             return Ok(response);
         }
-        metrics::counter!("hot_snapshot_fetches_total", "source" => "uncovered").increment(1);
+        metrics::counter!(chat_core::metrics::name::HOT_SNAPSHOT_FETCHES_TOTAL, "source" => "uncovered").increment(1);
     }
-    let shared = counted(inner.throttle.decide(&chat_id).await, "chat");
+    let shared = counted(state.hot.throttle().decide(&chat_id).await, "chat");
     if !shared.admitted {
         return Err(ApiError::HotThrottled {
             chat: chat_id.to_string(),
@@ -159,7 +156,7 @@ async fn fetch_gated(
     }
     let page = read(state, &chat_id, &fetch, user.as_ref()).await;
     let result = if page.is_ok() { "ok" } else { "error" };
-    metrics::counter!("hot_page_reads_total", "kind" => "page", "result" => result).increment(1);
+    metrics::counter!(chat_core::metrics::name::HOT_PAGE_READS_TOTAL, "kind" => "page", "result" => result).increment(1);
     let mut response = Json(page?).into_response();
     shared.rate().add_headers(response.headers_mut());
     Ok(response)
@@ -172,12 +169,11 @@ async fn read(
     fetch: &Fetch,
     user: Option<&UserId>,
 ) -> Result<chat_core::read_model::FetchPage, ApiError> {
-    let inner = &state.0;
-    inner
+    state
         .read_model
-        .fetch(&inner.redis, chat_id, fetch.page, fetch.limit, user)
+        .fetch(&state.redis, chat_id, fetch.page, fetch.limit, user)
         .await
-        .map_err(|e| redis_unavailable("the read model", &e))
+        .map_err(|e| redis_unavailable(READ_MODEL_DOWN, &e))
 }
 
 /// Records a hot chat's budget decision: `budget` is `client` or `chat`.
@@ -187,7 +183,7 @@ fn counted(decision: Decision, budget: &'static str) -> Decision {
     } else {
         "throttled"
     };
-    metrics::counter!("hot_fetches_total", "budget" => budget, "mode" => decision.mode, "outcome" => outcome)
+    metrics::counter!("hot_fetches_total", "budget" => budget, "mode" => decision.mode.as_str(), "outcome" => outcome)
         .increment(1);
     decision
 }

@@ -24,17 +24,16 @@ pub(super) async fn post_message(
     caller: Caller,
     JsonBody(body): JsonBody<PostMessageBody>,
 ) -> Result<Response, ApiError> {
-    check_text(&body.text, state.0.limits.max_text_chars)?;
+    check_text(&body.text, state.limits.max_text_chars)?;
     let client_message_id: Option<ClientMessageId> =
         body.client_message_id.map(|id| id.parse()).transpose()?;
     let user_id = caller.user(&chat_id, body.user_id.as_deref(), false)?;
     state
-        .0
         .write_limits
         .message(&user_id)
-        .map_err(|retry_after_secs| ApiError::WriteLimit {
+        .map_err(|over| ApiError::WriteLimit {
             what: "messages",
-            retry_after_secs,
+            retry_after_secs: over.retry_after_secs,
         })?;
     let event = MessagePosted {
         chat_id,
@@ -46,7 +45,6 @@ pub(super) async fn post_message(
     let (message, replayed) = match event.client_message_id.clone() {
         None => {
             let id = state
-                .0
                 .producer
                 .send(&ChatEvent::Message(event.clone()))
                 .await?;
@@ -70,16 +68,16 @@ async fn post_once(
     event: MessagePosted,
     client_id: &ClientMessageId,
 ) -> Result<(Message, bool), ApiError> {
-    let inner = &state.0;
-    let store = &inner.client_messages;
-    let give_up = Instant::now() + inner.claim_wait;
+    let store = &state.client_messages;
+    let give_up = Instant::now() + state.claim_wait;
     loop {
         let claim = store
-            .claim(&inner.redis, &event.chat_id, &event.user_id, client_id)
+            .claim(&state.redis, &event.chat_id, &event.user_id, client_id)
             .await
             .map_err(|e| {
                 redis_unavailable(
-                    "the clientMessageId store, so the message was not stored,",
+                    "the message was not stored: Redis, which remembers clientMessageIds, \
+                     is unavailable; retry",
                     &e,
                 )
             })?;
@@ -103,7 +101,7 @@ async fn post_once(
                 if log_applied(state, &event).await == Some(true)
                     && let Some(own) = store
                         .take_over(
-                            &inner.redis,
+                            &state.redis,
                             &event.chat_id,
                             &event.user_id,
                             client_id,
@@ -150,7 +148,7 @@ fn in_doubt(client_id: &ClientMessageId) -> ApiError {
 /// unknown mark), and any request of it still at a broker has timed out by
 /// then too (the request timeout is shorter), with a second to spare.
 fn settled(state: &AppState, at_ms: i64) -> bool {
-    let timeout = state.0.producer.message_timeout().as_millis() as i64;
+    let timeout = state.producer.message_timeout().as_millis() as i64;
     chrono::Utc::now().timestamp_millis() >= at_ms + timeout + 1000
 }
 
@@ -159,15 +157,14 @@ fn settled(state: &AppState, at_ms: i64) -> bool {
 /// model; one that is not there was not stored. `None` when Kafka or Redis
 /// cannot say.
 async fn log_applied(state: &AppState, event: &MessagePosted) -> Option<bool> {
-    let inner = &state.0;
-    let (partition, end) = inner
+    let (partition, end) = state
         .producer
         .chat_partition_end(&event.chat_id)
         .await
         .ok()?;
-    let projected = inner
+    let projected = state
         .read_model
-        .projected(&inner.redis, partition)
+        .projected(&state.redis, partition)
         .await
         .ok()?;
     Some(projected.map_or(end == 0, |p| p + 1 >= end))
@@ -181,16 +178,15 @@ async fn send_claimed(
     client_id: &ClientMessageId,
     marker: &str,
 ) -> Result<Message, ApiError> {
-    let inner = &state.0;
-    let store = &inner.client_messages;
-    match inner
+    let store = &state.client_messages;
+    match state
         .producer
         .send(&ChatEvent::Message(event.clone()))
         .await
     {
         Ok(id) => {
             let message = Message::stored(id, event);
-            if let Err(error) = store.complete(&inner.redis, &message, client_id).await {
+            if let Err(error) = store.complete(&state.redis, &message, client_id).await {
                 error!(%error, %message.chat_id, %client_id,
                     "message stored but its clientMessageId was not recorded; a retry may duplicate it");
             }
@@ -201,7 +197,7 @@ async fn send_claimed(
         // or to have applied the log to its end without it.
         Err(produce_error) if produce_error.may_be_stored() => {
             if let Err(error) = store
-                .mark_unknown(&inner.redis, &event.chat_id, &event.user_id, client_id)
+                .mark_unknown(&state.redis, &event.chat_id, &event.user_id, client_id)
                 .await
             {
                 warn!(%error, %client_id, "cannot mark clientMessageId as unknown; a retry takes its pending claim over once the write can no longer be stored");
@@ -211,7 +207,7 @@ async fn send_claimed(
         Err(produce_error) => {
             if let Err(error) = store
                 .release(
-                    &inner.redis,
+                    &state.redis,
                     &event.chat_id,
                     &event.user_id,
                     client_id,

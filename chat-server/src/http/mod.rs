@@ -18,7 +18,7 @@ use chat_core::read_model::ReadModel;
 use chat_core::redis_conn::RedisConn;
 
 use crate::client_messages::ClientMessages;
-use crate::hot::{FetchCounter, Throttle};
+use crate::hot::Hot;
 use crate::producer::EventProducer;
 
 mod error;
@@ -41,10 +41,12 @@ pub(crate) struct Limits {
     pub body_timeout: Duration,
 }
 
-/// What every handler shares.
+/// What every handler shares: a cheap clone, read through `Deref` as its
+/// [`Inner`].
 #[derive(Debug, Clone)]
 pub(crate) struct AppState(Arc<Inner>);
 
+/// The state behind an [`AppState`].
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) producer: EventProducer,
@@ -58,14 +60,8 @@ pub(crate) struct Inner {
     pub(crate) claim_wait: Duration,
     /// How long a reaction waits for the projector to reach its message.
     pub(crate) reaction_wait: Duration,
-    /// Counts each fetch toward its chat's rate (off only to measure it).
-    pub(crate) count_fetches: bool,
-    pub(crate) fetch_counter: Arc<FetchCounter>,
-    /// The hot chats, kept up to date by the scheduler's announcements.
-    pub(crate) hot: Arc<chat_core::hot::HotChats>,
-    pub(crate) throttle: Throttle,
-    /// Hot chats' shared snapshots; `None`: off.
-    pub(crate) snapshots: Option<crate::snapshot::Snapshots>,
+    /// The hot chats: fetch counts, flags, the throttle and snapshots.
+    pub(crate) hot: Hot,
     /// Folder of the built web UI.
     pub(crate) web_dir: std::path::PathBuf,
     /// publish-server's base URL as browsers reach it.
@@ -88,42 +84,13 @@ impl AppState {
     pub(crate) fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
     }
+}
 
-    /// The producer, for flushing at shutdown.
-    pub(crate) fn producer(&self) -> &EventProducer {
-        &self.0.producer
-    }
+impl std::ops::Deref for AppState {
+    type Target = Inner;
 
-    pub(crate) fn redis(&self) -> &Arc<RedisConn> {
-        &self.0.redis
-    }
-
-    pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
-        &self.0.read_model
-    }
-
-    pub(crate) fn projector_settled(&self) -> &Arc<std::sync::atomic::AtomicBool> {
-        &self.0.projector_settled
-    }
-
-    pub(crate) fn fetch_counter(&self) -> &Arc<FetchCounter> {
-        &self.0.fetch_counter
-    }
-
-    pub(crate) fn hot(&self) -> &Arc<chat_core::hot::HotChats> {
-        &self.0.hot
-    }
-
-    pub(crate) fn throttle(&self) -> &Throttle {
-        &self.0.throttle
-    }
-
-    pub(crate) fn snapshots(&self) -> Option<&crate::snapshot::Snapshots> {
-        self.0.snapshots.as_ref()
-    }
-
-    pub(crate) fn write_limits(&self) -> &crate::limits::WriteLimits {
-        &self.0.write_limits
+    fn deref(&self) -> &Inner {
+        &self.0
     }
 }
 

@@ -10,21 +10,52 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chat_core::problem::ApiError;
 use chat_core::validate::{ChatId, UserId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::extract::{Caller, JsonBody};
 
 /// What the web UI needs to know: where the streams are, how to sign in,
 /// and the rules the server checks input against.
-pub(super) async fn ui_config(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "streamUrl": state.0.stream_url,
-        "auth": state.0.auth.is_some(),
-        "devTokens": state.0.dev_tokens && state.0.auth.is_some(),
-        "maxTextChars": state.0.limits.max_text_chars,
-        "patterns": {"chatId": ChatId::pattern(), "userId": UserId::pattern()},
-    }))
+pub(super) async fn ui_config(State(state): State<AppState>) -> Json<UiConfig> {
+    Json(UiConfig {
+        stream_url: state.stream_url.clone(),
+        auth: state.auth.is_some(),
+        dev_tokens: state.dev_tokens && state.auth.is_some(),
+        max_text_chars: state.limits.max_text_chars,
+        patterns: Patterns {
+            chat_id: ChatId::pattern(),
+            user_id: UserId::pattern(),
+        },
+    })
+}
+
+/// The body of `GET /api/config`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UiConfig {
+    stream_url: String,
+    auth: bool,
+    dev_tokens: bool,
+    max_text_chars: usize,
+    patterns: Patterns,
+}
+
+/// The patterns ids are checked against, for the web UI to check first.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Patterns {
+    chat_id: String,
+    user_id: String,
+}
+
+/// The body of a development token's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DevToken {
+    token: String,
+    user_id: UserId,
+    expires_at: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,19 +78,18 @@ pub(super) async fn dev_token(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<DevTokenBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DevToken>, ApiError> {
     let auth = state
-        .0
         .auth
         .as_ref()
-        .filter(|_| state.0.dev_tokens)
+        .filter(|_| state.dev_tokens)
         .ok_or_else(|| {
             ApiError::NotFound(
             "development tokens are off: start chat-server with --auth-hmac-key and --dev-tokens"
                 .to_owned(),
         )
         })?;
-    if !may_get_dev_token(caller.address(), state.0.dev_tokens_from_anywhere) {
+    if !may_get_dev_token(caller.address(), state.dev_tokens_from_anywhere) {
         return Err(ApiError::Forbidden(
             "development tokens are given to loopback clients only (--dev-tokens-from-anywhere allows others)"
                 .to_owned(),
@@ -72,9 +102,11 @@ pub(super) async fn dev_token(
     let (token, expires_at) = auth
         .issue(&user, body.chats, Duration::from_secs(3600))
         .map_err(ApiError::unavailable)?;
-    Ok(Json(
-        serde_json::json!({"token": token, "userId": user.as_str(), "expiresAt": expires_at}),
-    ))
+    Ok(Json(DevToken {
+        token,
+        user_id: user,
+        expires_at,
+    }))
 }
 
 /// Outside `/api/`, a GET is for the web UI's files (any unknown path gets
@@ -83,7 +115,7 @@ pub(super) async fn web_or_not_found(State(state): State<AppState>, request: Req
     use tower::ServiceExt as _;
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let dir = &state.0.web_dir;
+    let dir = &state.web_dir;
     let index = dir.join("index.html");
     if path.starts_with("/api/") || !matches!(method, Method::GET | Method::HEAD) {
         return ApiError::NoRoute { method, path }.into_response();
@@ -106,7 +138,7 @@ pub(super) async fn web_or_not_found(State(state): State<AppState>, request: Req
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Ok(policy) = HeaderValue::from_str(&ui_policy(&state.0.stream_url)) {
+    if let Ok(policy) = HeaderValue::from_str(&ui_policy(&state.stream_url)) {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
     response
@@ -148,9 +180,8 @@ pub(super) async fn openapi() -> Response {
 pub(super) async fn readyz(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (kafka, redis) = tokio::join!(state.0.producer.check(), state.0.redis.ping());
+    let (kafka, redis) = tokio::join!(state.producer.check(), state.redis.ping());
     let settled = state
-        .0
         .projector_settled
         .load(std::sync::atomic::Ordering::Acquire);
     chat_core::serve::ready(&[
@@ -164,7 +195,7 @@ pub(super) async fn readyz(
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    chat_core::metrics::exposition(&state.0.metrics)
+    chat_core::metrics::exposition(&state.metrics)
 }
 
 #[cfg(test)]

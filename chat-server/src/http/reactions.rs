@@ -76,16 +76,14 @@ fn changed(chat: ChatId, message: EventId, user: UserId, emoji: Emoji) -> Reacti
 /// the change.
 async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Reaction, ApiError> {
     state
-        .0
         .write_limits
         .reaction(&change.user_id)
-        .map_err(|retry_after_secs| ApiError::WriteLimit {
+        .map_err(|over| ApiError::WriteLimit {
             what: "reactions",
-            retry_after_secs,
+            retry_after_secs: over.retry_after_secs,
         })?;
     ensure_message_exists(state, &change).await?;
     let id = state
-        .0
         .producer
         .send(&ChatEvent::Reaction(change.clone()))
         .await?;
@@ -98,8 +96,7 @@ async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Rea
 /// hold (another partition, or past the log's end) is missing at once. A new
 /// emoji on a message that holds the most distinct emojis is refused.
 async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Result<(), ApiError> {
-    let inner = &state.0;
-    let give_up = Instant::now() + inner.reaction_wait;
+    let give_up = Instant::now() + state.reaction_wait;
     let missing = || {
         ApiError::NotFound(format!(
             "chat {} has no message {}",
@@ -108,24 +105,28 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
     };
     let mut asked_kafka = false;
     loop {
-        let found = inner
+        let found = state
             .read_model
             .lookup(
-                &inner.redis,
+                &state.redis,
                 &change.chat_id,
                 change.message_id,
                 change.emoji.as_str(),
             )
             .await
             .map_err(|e| {
-                redis_unavailable("the read model, so the reaction was not stored,", &e)
+                redis_unavailable(
+                    "the reaction was not stored: Redis, which holds the read model, \
+                     is unavailable; retry",
+                    &e,
+                )
             })?;
         match found {
             Lookup::Found {
                 distinct_emojis,
                 holds_emoji,
             } => {
-                let max = inner.read_model.max_emojis();
+                let max = state.read_model.max_emojis();
                 let adds_one = change.action == ReactionAction::Add && !holds_emoji;
                 if adds_one && distinct_emojis >= max as usize {
                     return Err(ApiError::TooManyEmojis {
@@ -139,7 +140,7 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
             Lookup::NotYetProjected { .. } if !asked_kafka => {
                 asked_kafka = true;
                 // Kafka unreachable: wait for the projector as before.
-                if let Ok(false) = inner
+                if let Ok(false) = state
                     .producer
                     .may_hold(&change.chat_id, change.message_id)
                     .await
@@ -151,7 +152,7 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
                 // Past the end of the log, with the projector at that end:
                 // made up (the first look allowed for a broker that reports
                 // the end short by a batch).
-                let end = inner
+                let end = state
                     .producer
                     .chat_log_end(&change.chat_id, change.message_id.partition)
                     .await;

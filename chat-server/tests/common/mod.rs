@@ -29,10 +29,10 @@ pub fn config() -> chat_server::Config {
     );
     config.kafka.topic_partitions = 3;
     config.kafka.create_topic = true;
-    config.projector_group = unique("test-projector");
+    config.projector.group = unique("test-projector");
     // Tests post fast as few users; the limits have a test of their own.
-    config.user_messages_per_sec = 0;
-    config.user_reactions_per_sec = 0;
+    config.writes.user_messages_per_sec = 0;
+    config.writes.user_reactions_per_sec = 0;
     config
 }
 
@@ -50,7 +50,18 @@ impl TestServer {
         Self::start_with(config()).await
     }
 
+    /// A server of `config`, once ready: Kafka and Redis answer and its
+    /// projector owns its partitions.
     pub async fn start_with(config: chat_server::Config) -> Self {
+        Self::start_until(config, test_support::Until::Ready).await
+    }
+
+    /// A server of `config` whose Kafka or Redis is down, once it serves.
+    pub async fn start_unready(config: chat_server::Config) -> Self {
+        Self::start_until(config, test_support::Until::Serving).await
+    }
+
+    async fn start_until(config: chat_server::Config, until: test_support::Until) -> Self {
         let server = chat_server::Server::bind(config.clone())
             .await
             .expect("server binds");
@@ -59,9 +70,7 @@ impl TestServer {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        // The server is up once it answers; the topic exists once run() started.
-        let running =
-            Running::start(&http, addr, server, chat_server::Server::run, "/healthz").await;
+        let running = Running::start(&http, addr, server, chat_server::Server::run, until).await;
         Self {
             addr,
             config,
@@ -186,6 +195,28 @@ impl TestServer {
         self.running.stop().await;
     }
 
+    /// Waits until this server's projector has committed the end of every
+    /// partition of its topic: it has applied the whole log.
+    pub async fn until_projector_caught_up(&self) {
+        let brokers = self.config.kafka.brokers.clone();
+        let topic = self.config.kafka.topic.clone();
+        let group = self.config.projector.group.clone();
+        eventually(
+            Duration::from_secs(60),
+            "the projector to reach the end of the log",
+            || {
+                let (brokers, topic, group) = (brokers.clone(), topic.clone(), group.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || caught_up(&brokers, &topic, &group))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            },
+        )
+        .await;
+    }
+
     /// Every record of this server's topic, oldest first per partition.
     pub async fn records(&self) -> Vec<Record> {
         read_topic(&self.config.kafka.brokers, &self.config.kafka.topic).await
@@ -290,8 +321,8 @@ impl ServerProcess {
             .env("KAFKA_TOPIC", &config.kafka.topic)
             .env("REDIS_URL", &config.redis.url)
             .env("REDIS_KEY_PREFIX", &config.redis.key_prefix)
-            .env("PROJECTOR", config.projector.to_string())
-            .env("PROJECTOR_GROUP", &config.projector_group)
+            .env("PROJECTOR", config.projector.run.to_string())
+            .env("PROJECTOR_GROUP", &config.projector.group)
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -312,4 +343,39 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `group` has committed the end of every partition of `topic`.
+fn caught_up(brokers: &str, topic: &str, group: &str) -> Option<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .ok()?;
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()?
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut wanted = TopicPartitionList::new();
+    for &partition in &partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(wanted, timeout).ok()?;
+    for &partition in &partitions {
+        let (_, end) = consumer.fetch_watermarks(topic, partition, timeout).ok()?;
+        let at = match committed.find_partition(topic, partition)?.offset() {
+            Offset::Offset(at) => at,
+            _ => 0,
+        };
+        if at < end {
+            return None;
+        }
+    }
+    Some(())
 }

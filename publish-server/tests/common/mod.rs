@@ -52,9 +52,9 @@ impl World {
         let mut config = chat_server::Config::parse_from(["chat-server"]);
         self.corner()
             .apply(&mut config.listen, &mut config.kafka, &mut config.redis);
-        config.projector_group = unique("ps-test-projector");
-        config.user_messages_per_sec = 0;
-        config.user_reactions_per_sec = 0;
+        config.projector.group = unique("ps-test-projector");
+        config.writes.user_messages_per_sec = 0;
+        config.writes.user_reactions_per_sec = 0;
         config
     }
 
@@ -68,7 +68,7 @@ impl World {
             addr,
             server,
             chat_server::Server::run,
-            "/readyz",
+            test_support::Until::Ready,
         )
         .await
     }
@@ -90,7 +90,7 @@ impl World {
             addr,
             server,
             publish_server::Server::run,
-            "/readyz",
+            test_support::Until::Ready,
         )
         .await
     }

@@ -46,9 +46,9 @@ impl World {
             prefix: self.prefix.clone(),
         };
         corner.apply(&mut config.listen, &mut config.kafka, &mut config.redis);
-        config.projector_group = unique("hot-test-projector");
-        config.user_messages_per_sec = 0;
-        config.user_reactions_per_sec = 0;
+        config.projector.group = unique("hot-test-projector");
+        config.writes.user_messages_per_sec = 0;
+        config.writes.user_reactions_per_sec = 0;
         config
     }
 
@@ -62,7 +62,7 @@ impl World {
             addr,
             server,
             chat_server::Server::run,
-            "/healthz",
+            test_support::Until::Ready,
         )
         .await
     }
@@ -90,8 +90,24 @@ impl World {
             addr,
             scheduler,
             scheduler::Scheduler::run,
-            "/healthz",
+            test_support::Until::Ready,
         )
+        .await;
+        (running, state)
+    }
+
+    /// A scheduler of `config` that leads: started, and waited for until it
+    /// took the lock (within a tenth of the lock's TTL when no other holds
+    /// it).
+    pub async fn leading_scheduler(
+        &self,
+        config: scheduler::Config,
+    ) -> (Running, scheduler::AppState) {
+        let (running, state) = self.scheduler(config).await;
+        test_support::eventually(Duration::from_secs(10), "the scheduler to lead", || {
+            let leads = state.is_leader();
+            async move { leads.then_some(()) }
+        })
         .await;
         (running, state)
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::event::{ChatEvent, Message, ReactionAction};
+use crate::event::{ChatEvent, Message};
 use crate::id::EventId;
 use crate::names::{self, Keys};
 use crate::validate::{ChatId, UserId};
@@ -15,6 +15,10 @@ use redis::Script;
 use serde::Serialize;
 
 use crate::redis_conn::RedisConn;
+
+mod wire;
+
+use wire::{decode_page, encode};
 
 /// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
 /// head, reactions, events. ARGV: counts prefix, users prefix, retention,
@@ -24,10 +28,10 @@ use crate::redis_conn::RedisConn;
 /// reaction message id, userId, emoji, action; then its SSE frame.
 /// Answers how many adds were refused because their message already held
 /// the most distinct emojis.
-const APPLY: &str = include_str!("lua/apply.lua");
+const APPLY: &str = include_str!("../lua/apply.lua");
 
 /// Moves a partition's projected offset forward, never back.
-const ADVANCE: &str = include_str!("lua/advance.lua");
+const ADVANCE: &str = include_str!("../lua/advance.lua");
 
 /// Reads a page of messages with their counts. KEYS: messages, bodies,
 /// head, reactions. ARGV: mode (`after`, `before`, `latest`), offset,
@@ -36,18 +40,18 @@ const ADVANCE: &str = include_str!("lua/advance.lua");
 /// (or false), has newer (0/1), has older (0/1), the bodies, the counts
 /// (JSON, or false for none), then, given a user, per message the emojis
 /// that user holds, in page order.
-const FETCH: &str = include_str!("lua/fetch.lua");
+const FETCH: &str = include_str!("../lua/fetch.lua");
 
 /// Reads the replay log after an offset. KEYS: events, head. ARGV: offset,
 /// most frames, most bytes. Answers the highest offset trimmed from the log
 /// (or false), then frame/offset pairs (within the bytes), then 1 when
 /// there were more bytes than that.
-const REPLAY: &str = include_str!("lua/replay.lua");
+const REPLAY: &str = include_str!("../lua/replay.lua");
 
 /// Reads some messages' counts with the chat's head, atomically. KEYS:
 /// head, reactions. ARGV: message ids. Answers head offset (or false), head
 /// id (or false), then the counts (JSON, or false for none) in order.
-const COUNTS: &str = include_str!("lua/counts.lua");
+const COUNTS: &str = include_str!("../lua/counts.lua");
 
 /// Some messages' reaction counts as of a point of the chat's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,15 +137,21 @@ pub enum Lookup {
     NotYetProjected { projected: Option<i64> },
 }
 
+/// How much of each chat the read model keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept per chat; older ones are dropped with their reactions.
+    pub messages: u32,
+    /// Events kept per chat for replay to reconnecting SSE clients.
+    pub replay_events: u32,
+}
+
 /// Reads and writes the read model.
 #[derive(Debug)]
 pub struct ReadModel {
     keys: Keys,
     topic: String,
-    /// Messages kept per chat; older ones are dropped with their reactions.
-    retention: u32,
-    /// Events kept per chat for replay to reconnecting SSE clients.
-    replay_events: u32,
+    retention: Retention,
     /// The most distinct emojis one message may hold.
     max_emojis: u32,
     apply: Script,
@@ -152,12 +162,13 @@ pub struct ReadModel {
 }
 
 impl ReadModel {
-    pub fn new(keys: Keys, topic: &str, retention: u32, replay_events: u32) -> Self {
+    /// The read model of `topic`'s events, keeping `retention` of each
+    /// chat when it applies them.
+    pub fn new(keys: Keys, topic: &str, retention: Retention) -> Self {
         Self {
             keys,
             topic: topic.to_owned(),
             retention,
-            replay_events,
             max_emojis: DEFAULT_MAX_EMOJIS_PER_MESSAGE,
             apply: Script::new(APPLY),
             advance: Script::new(ADVANCE),
@@ -165,6 +176,19 @@ impl ReadModel {
             replay: Script::new(REPLAY),
             counts: Script::new(COUNTS),
         }
+    }
+
+    /// A read model only read from (as publish-server reads the replay log
+    /// and positions): it never applies, so it needs no retention.
+    pub fn reader(keys: Keys, topic: &str) -> Self {
+        Self::new(
+            keys,
+            topic,
+            Retention {
+                messages: 1,
+                replay_events: 1,
+            },
+        )
     }
 
     /// Caps the distinct emojis one message may hold: an add of another
@@ -218,8 +242,8 @@ impl ReadModel {
                 .key(&keys.events)
                 .arg(&keys.counts_prefix)
                 .arg(&keys.users_prefix)
-                .arg(self.retention)
-                .arg(self.replay_events)
+                .arg(self.retention.messages)
+                .arg(self.retention.replay_events)
                 .arg(names::FIELD_SEPARATOR)
                 .arg(self.max_emojis);
             for (id, event) in chat_events {
@@ -407,102 +431,4 @@ impl ReadModel {
             Lookup::NotYetProjected { projected }
         })
     }
-}
-
-fn encode(call: &mut redis::ScriptInvocation<'_>, id: EventId, event: &ChatEvent) {
-    call.arg(match event {
-        ChatEvent::Message(_) => "m",
-        ChatEvent::Reaction(_) => "r",
-    })
-    .arg(id.to_string())
-    .arg(id.offset);
-    match event {
-        ChatEvent::Message(posted) => {
-            let body =
-                serde_json::to_string(&Message::stored(id, posted.clone())).unwrap_or_default();
-            call.arg(posted.user_id.as_str())
-                .arg(posted.client_message_id.as_ref().map_or("", |c| c.as_str()))
-                .arg(body)
-                .arg("");
-        }
-        ChatEvent::Reaction(change) => {
-            call.arg(change.message_id.to_string())
-                .arg(change.user_id.as_str())
-                .arg(change.emoji.as_str())
-                .arg(match change.action {
-                    ReactionAction::Add => "add",
-                    ReactionAction::Remove => "remove",
-                });
-        }
-    }
-    call.arg(crate::sse::frame(id, event));
-}
-
-fn invalid(what: &str) -> redis::RedisError {
-    redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected read model reply",
-        what.to_owned(),
-    ))
-}
-
-fn decode_page(
-    chat: &ChatId,
-    page: Page,
-    reply: Vec<redis::Value>,
-) -> redis::RedisResult<FetchPage> {
-    use redis::FromRedisValue as _;
-    let mut reply = reply.into_iter();
-    let mut next = || reply.next().ok_or_else(|| invalid("short reply"));
-    let head = Option::<String>::from_redis_value(next()?)?
-        .map(|id| id.parse::<EventId>().map_err(|e| invalid(&e.to_string())))
-        .transpose()?;
-    let has_more = i64::from_redis_value(next()?)? == 1;
-    let has_older = i64::from_redis_value(next()?)? == 1;
-    let bodies = Vec::<Option<String>>::from_redis_value(next()?)?;
-    let counts = Vec::<Option<String>>::from_redis_value(next()?)?;
-    let mut mine = Vec::<Vec<String>>::from_redis_value(next()?)?.into_iter();
-    let mut messages = Vec::with_capacity(bodies.len());
-    // A body is missing only if retention dropped it between the range and
-    // the read, which one script call rules out; skip rather than fail.
-    for (body, counts, mine) in bodies
-        .into_iter()
-        .zip(counts)
-        .map(|(b, c)| (b, c, mine.next()))
-        .filter_map(|(b, c, m)| Some((b?, c, m)))
-    {
-        let message: Message = serde_json::from_str(&body).map_err(|e| invalid(&e.to_string()))?;
-        let reactions = match counts {
-            Some(json) => serde_json::from_str(&json).map_err(|e| invalid(&e.to_string()))?,
-            None => HashMap::new(),
-        };
-        messages.push(FetchedMessage {
-            message,
-            reactions,
-            mine,
-        });
-    }
-    let last = messages.last().map(|m| m.message.id);
-    // With nothing newer left, continue from the chat's head, which also
-    // covers reactions applied after the last message.
-    let cursor = match (has_more, last, page) {
-        (true, Some(last), _) => Some(last),
-        (_, last, page) => {
-            let given = match page {
-                Page::After(id) => Some(id),
-                _ => None,
-            };
-            [last, given, head]
-                .into_iter()
-                .flatten()
-                .max_by_key(|id| id.offset)
-        }
-    };
-    Ok(FetchPage {
-        chat_id: chat.clone(),
-        messages,
-        cursor,
-        has_more,
-        has_older,
-    })
 }

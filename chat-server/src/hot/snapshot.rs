@@ -247,7 +247,7 @@ impl Snapshots {
         }
         let slot = Arc::new(Slot::default());
         chats.insert(chat.clone(), slot.clone());
-        metrics::gauge!("hot_snapshot_chats").set(chats.len() as f64);
+        metrics::gauge!(chat_core::metrics::name::HOT_SNAPSHOT_CHATS).set(chats.len() as f64);
         slot
     }
 
@@ -309,7 +309,7 @@ impl Snapshots {
             .fetch(&self.redis, chat, Page::Latest, self.size, None)
             .await;
         let result = if page.is_ok() { "ok" } else { "error" };
-        metrics::counter!("hot_page_reads_total", "kind" => "snapshot", "result" => result)
+        metrics::counter!(chat_core::metrics::name::HOT_PAGE_READS_TOTAL, "kind" => "snapshot", "result" => result)
             .increment(1);
         Ok(Snapshot::new(page?, started))
     }
@@ -318,7 +318,7 @@ impl Snapshots {
     pub(crate) fn retain(&self, hot: impl Fn(&ChatId) -> bool) {
         let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
         chats.retain(|chat, _| hot(chat));
-        metrics::gauge!("hot_snapshot_chats").set(chats.len() as f64);
+        metrics::gauge!(chat_core::metrics::name::HOT_SNAPSHOT_CHATS).set(chats.len() as f64);
     }
 }
 

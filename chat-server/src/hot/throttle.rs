@@ -1,217 +1,102 @@
-//! Hot chats in chat-server: every fetch is counted in memory, once per
-//! client and second, and the counts flushed to Redis in batches. A hot
-//! chat's fetches pass a per-client budget kept by this instance; those the
-//! chat's shared snapshot cannot answer also pass a cluster-wide budget
-//! decided by one Lua script (GCRA), or, while that Redis is unreachable, a
-//! local `governor` limiter at the budget's share of this instance.
+//! The throttle of hot chats' fetches: a per-client budget kept by this
+//! instance, and, for fetches the chat's shared snapshot cannot answer, a
+//! cluster-wide budget decided by one Lua script (GCRA), or, while that
+//! Redis is unreachable, a local `governor` limiter at the budget's share of
+//! this instance.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher as _, RandomState};
-use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_core::hot::{HotChats, now_millis};
+use chat_core::hot::HotChats;
 use chat_core::names::Keys;
 use chat_core::redis_conn::RedisConn;
-use chat_core::validate::{ChatId, UserId};
+use chat_core::validate::ChatId;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use redis::Script;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Most distinct (second, chat, client) entries held between two flushes;
-/// past it further fetches go uncounted (and are counted as dropped).
-const MAX_PENDING: usize = 100_000;
+use super::Client;
 
 /// Most (chat, client) pairs the per-client budget tracks at once; past it
 /// (after a prune) a new pair is admitted untracked, as a client with a
 /// fresh burst would be.
 const MAX_TRACKED_CLIENTS: usize = 100_000;
 
-/// How long the fetch counters stay in Redis, in seconds: the scheduler
-/// reads each second once, right after it ends.
-const COUNTER_TTL_SECS: i64 = 60;
-
-/// Who a fetch comes from, for hotness and the per-client budget: the
-/// token's user with authentication on; with it off the `userId` the
-/// request names, else the client's address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Client {
-    User(UserId),
-    Address(IpAddr),
-    /// Neither a user nor an address (a request not from a socket).
-    Unknown,
-}
-
-impl std::fmt::Display for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::User(user) => write!(f, "user {user}"),
-            Self::Address(address) => write!(f, "address {address}"),
-            Self::Unknown => f.write_str("unknown"),
-        }
-    }
-}
-
-/// Counts the distinct clients fetching each chat per second, and
-/// flushes the counts in batches: a chat's hotness is how many clients
-/// read it, so one client alone cannot make it hot.
-#[derive(Debug, Default)]
-pub(crate) struct FetchCounter {
-    /// Unix second to chat id to the clients (hashed) not flushed yet.
-    pending: Mutex<HashMap<i64, HashMap<String, HashSet<u64>>>>,
-    /// Number of entries in `pending`.
-    held: AtomicU64,
-    hasher: RandomState,
-}
-
-impl FetchCounter {
-    /// Counts `client`'s fetch of `chat` in the current second, once per
-    /// second. Never waits for Redis.
-    pub(crate) fn count(&self, chat: &ChatId, client: &Client) {
-        let second = now_millis().div_euclid(1000);
-        let who = self.hasher.hash_one(client);
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(clients) = pending
-            .get_mut(&second)
-            .and_then(|chats| chats.get_mut(chat.as_str()))
-        {
-            if clients.contains(&who) {
-                return;
-            }
-            if self.held.load(Ordering::Relaxed) < MAX_PENDING as u64 {
-                clients.insert(who);
-                self.held.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        } else if self.held.load(Ordering::Relaxed) < MAX_PENDING as u64 {
-            pending
-                .entry(second)
-                .or_default()
-                .insert(chat.as_str().to_owned(), HashSet::from([who]));
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        drop(pending);
-        metrics::counter!("fetch_counts_dropped_total").increment(1);
-    }
-
-    /// The counts not flushed yet: per second, chat id to distinct clients.
-    fn take(&self) -> HashMap<i64, HashMap<String, u64>> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.held.store(0, Ordering::Relaxed);
-        std::mem::take(&mut *pending)
-            .into_iter()
-            .map(|(second, chats)| {
-                let counts = chats
-                    .into_iter()
-                    .map(|(chat, clients)| (chat, clients.len() as u64))
-                    .collect();
-                (second, counts)
-            })
-            .collect()
-    }
-
-    /// Flushes every `every` until `shutdown`, then once more.
-    pub(crate) async fn flush_loop(
-        self: Arc<Self>,
-        redis: Arc<RedisConn>,
-        keys: Keys,
-        hot: Arc<HotChats>,
-        every: Duration,
-        shutdown: CancellationToken,
-    ) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let stop = tokio::select! {
-                () = shutdown.cancelled() => true,
-                _ = ticks.tick() => false,
-            };
-            self.flush(&redis, &keys, &hot).await;
-            if stop {
-                return;
-            }
-        }
-    }
-
-    /// Adds the pending counts to Redis, one pipeline per shard (one slot
-    /// of a cluster each), sent together; when Redis cannot take them they
-    /// are dropped, never retried into a pile.
-    async fn flush(&self, redis: &RedisConn, keys: &Keys, hot: &HotChats) {
-        let batch = self.take();
-        if batch.is_empty() {
-            return;
-        }
-        let total: u64 = batch.values().flat_map(HashMap::values).sum();
-        if !hot.store_up() {
-            metrics::counter!("fetch_counts_dropped_total").increment(total);
-            return;
-        }
-        let mut pipes: HashMap<String, redis::Pipeline> = HashMap::new();
-        for (second, chats) in &batch {
-            for (chat, n) in chats {
-                let key = keys.fetch_counts(*second, chat_core::names::fetch_count_shard(chat));
-                pipes
-                    .entry(key.clone())
-                    .or_insert_with(redis::pipe)
-                    .zincr(&key, chat, *n)
-                    .ignore();
-            }
-        }
-        let sent = async {
-            let conn = redis.get().await?;
-            let sends = pipes.into_iter().map(|(key, mut pipe)| {
-                let mut conn = conn.clone();
-                async move {
-                    pipe.expire(&key, COUNTER_TTL_SECS).ignore();
-                    pipe.query_async::<()>(&mut conn).await
-                }
-            });
-            futures::future::try_join_all(sends).await.map(drop)
-        };
-        match sent.await {
-            Ok(()) => metrics::counter!("fetch_counts_flushed_total").increment(total),
-            Err(error) => {
-                metrics::counter!("fetch_counts_dropped_total").increment(total);
-                warn!(%error, fetches = total, "cannot flush fetch counts; dropped");
-            }
-        }
-    }
-}
-
 /// GCRA over a per-chat theoretical arrival time, on Redis's clock, in
 /// microseconds. KEYS: the chat's throttle key. ARGV: emission interval
 /// (1 s / budget), burst. Answers admitted (0/1), remaining burst,
 /// microseconds until a retry can pass, microseconds until the burst is
 /// whole again.
-const GCRA: &str = include_str!("lua/gcra.lua");
+const GCRA: &str = include_str!("../lua/gcra.lua");
 
 type LocalLimiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// How a hot chat's fetches are limited.
-#[derive(Debug, Clone)]
-pub(crate) struct ThrottleSettings {
-    /// Fetches per second per hot chat, over the whole cluster.
-    pub budget: u32,
-    /// Fetches a hot chat may take at once above the steady rate.
-    pub burst: u32,
-    /// chat-server instances sharing the budget, for the local fallback.
-    pub expected_instances: u32,
-    /// Up to this many seconds are added at random to `Retry-After`.
-    pub retry_jitter_secs: u32,
-    /// Fetches per second one client may make of one hot chat, on this
-    /// instance.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThrottleConfig {
+    /// Fetches per second a hot chat may take, over all chat-server
+    /// instances together (the cluster-wide budget).
+    #[arg(long = "hot-fetch-budget", env = "HOT_FETCH_BUDGET", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub fetch_budget: u32,
+
+    /// Fetches a hot chat may take at once beyond its steady budget.
+    #[arg(long = "hot-fetch-burst", env = "HOT_FETCH_BURST", default_value_t = 25,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub fetch_burst: u32,
+
+    /// Fetches per second one client may make of one hot chat, on each
+    /// instance (a client is the token's user, else the `userId` named,
+    /// else the address).
+    #[arg(long = "hot-client-rate", env = "HOT_CLIENT_RATE", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub client_rate: u32,
-    /// Fetches one client may make of one hot chat at once.
+
+    /// Fetches one client may make of one hot chat at once beyond its rate.
+    #[arg(long = "hot-client-burst", env = "HOT_CLIENT_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub client_burst: u32,
+
+    /// chat-server instances sharing the budget: while the hot-chat Redis
+    /// is unreachable, each throttles a hot chat locally at budget / this.
+    #[arg(long, env = "EXPECTED_INSTANCES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub expected_instances: u32,
+
+    /// Up to this many seconds are added at random to a 429's
+    /// `Retry-After`, so refused clients do not return in lockstep.
+    #[arg(long, env = "RETRY_AFTER_JITTER_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub retry_after_jitter_secs: u32,
+}
+
+/// Which budget decided a fetch, and where it was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The chat's cluster-wide budget, kept in Redis.
+    Redis,
+    /// The chat's budget at this instance's share, while Redis is away.
+    Local,
+    /// A client's own budget on this instance.
+    Instance,
+}
+
+impl Mode {
+    /// The `mode` label of `hot_fetches_total`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Local => "local",
+            Self::Instance => "instance",
+        }
+    }
 }
 
 /// The throttle's answer for one fetch of a hot chat.
@@ -226,9 +111,8 @@ pub(crate) struct Decision {
     pub reset_secs: u64,
     /// `Retry-After`, with jitter, when refused.
     pub retry_after_secs: u64,
-    /// `redis` or `local` for the chat's cluster-wide budget, `instance`
-    /// for a client's budget.
-    pub mode: &'static str,
+    /// Which budget decided, and where.
+    pub mode: Mode,
 }
 
 impl Decision {
@@ -245,7 +129,7 @@ impl Decision {
 
 /// Decides hot chats' fetches.
 pub(crate) struct Throttle {
-    settings: ThrottleSettings,
+    settings: ThrottleConfig,
     script: Script,
     redis: Arc<RedisConn>,
     keys: Keys,
@@ -269,16 +153,17 @@ impl std::fmt::Debug for Throttle {
 
 impl Throttle {
     pub(crate) fn new(
-        settings: ThrottleSettings,
+        settings: ThrottleConfig,
         redis: Arc<RedisConn>,
         keys: Keys,
         hot: Arc<HotChats>,
         timeout: Duration,
     ) -> Self {
         let instances = settings.expected_instances.max(1);
-        let per_instance = f64::from(settings.budget.max(1)) / f64::from(instances);
+        let per_instance = f64::from(settings.fetch_budget.max(1)) / f64::from(instances);
         let period = Duration::from_secs_f64(1.0 / per_instance);
-        let burst = NonZeroU32::new((settings.burst / instances).max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst =
+            NonZeroU32::new((settings.fetch_burst / instances).max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
@@ -316,19 +201,19 @@ impl Throttle {
 
     async fn in_redis(&self, chat: &ChatId) -> redis::RedisResult<Decision> {
         let settings = &self.settings;
-        let interval = 1_000_000 / u64::from(settings.budget.max(1));
+        let interval = 1_000_000 / u64::from(settings.fetch_budget.max(1));
         let mut conn = self.redis.get().await?;
         let (admitted, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
             .script
             .key(self.keys.throttle(chat))
             .arg(interval)
-            .arg(settings.burst.max(1))
+            .arg(settings.fetch_burst.max(1))
             .invoke_async(&mut conn)
             .await?;
         let admitted = admitted == 1;
         Ok(Decision {
             admitted,
-            limit: settings.budget,
+            limit: settings.fetch_budget,
             remaining: remaining.max(0) as u64,
             reset_secs: micros_to_secs(reset_us),
             retry_after_secs: if admitted {
@@ -336,7 +221,7 @@ impl Throttle {
             } else {
                 self.retry_after(micros_to_secs(retry_us))
             },
-            mode: "redis",
+            mode: Mode::Redis,
         })
     }
 
@@ -355,25 +240,24 @@ impl Throttle {
                 remaining: u64::from(self.settings.client_burst),
                 reset_secs: 0,
                 retry_after_secs: 0,
-                mode: "instance",
+                mode: Mode::Instance,
             };
         }
-        self.limited(&self.clients, key, self.settings.client_rate, "instance")
+        self.limited(
+            &self.clients,
+            key,
+            self.settings.client_rate,
+            Mode::Instance,
+        )
     }
 
     fn locally(&self, chat: &ChatId) -> Decision {
         let instances = self.settings.expected_instances.max(1);
-        let limit = (self.settings.budget / instances).max(1);
-        self.limited(&self.local, chat.as_str().to_owned(), limit, "local")
+        let limit = (self.settings.fetch_budget / instances).max(1);
+        self.limited(&self.local, chat.as_str().to_owned(), limit, Mode::Local)
     }
 
-    fn limited(
-        &self,
-        limiter: &LocalLimiter,
-        key: String,
-        limit: u32,
-        mode: &'static str,
-    ) -> Decision {
+    fn limited(&self, limiter: &LocalLimiter, key: String, limit: u32, mode: Mode) -> Decision {
         match limiter.check_key(&key) {
             Ok(snapshot) => Decision {
                 admitted: true,
@@ -398,13 +282,13 @@ impl Throttle {
         }
     }
 
-    /// At least one second, plus up to `retry_jitter_secs` at random, so
+    /// At least one second, plus up to `retry_after_jitter_secs` at random, so
     /// refused clients do not come back in lockstep.
     fn retry_after(&self, secs: u64) -> u64 {
         let draw = self
             .jitter
             .hash_one(self.draws.fetch_add(1, Ordering::Relaxed));
-        let spread = u64::from(self.settings.retry_jitter_secs) + 1;
+        let spread = u64::from(self.settings.retry_after_jitter_secs) + 1;
         secs.max(1) + draw % spread
     }
 
@@ -433,11 +317,11 @@ mod tests {
             timeout_ms: 10,
         };
         Throttle::new(
-            ThrottleSettings {
-                budget,
-                burst,
+            ThrottleConfig {
+                fetch_budget: budget,
+                fetch_burst: burst,
                 expected_instances: instances,
-                retry_jitter_secs: 2,
+                retry_after_jitter_secs: 2,
                 client_rate: 5,
                 client_burst: 10,
             },
@@ -476,7 +360,7 @@ mod tests {
         assert_eq!(admitted, 10, "the burst of 10");
         let refused = throttle.client(&chat, &abuser);
         assert!(!refused.admitted);
-        assert_eq!((refused.limit, refused.mode), (5, "instance"));
+        assert_eq!((refused.limit, refused.mode), (5, Mode::Instance));
         assert!(refused.retry_after_secs >= 1);
         let member = Client::User("member".parse().expect("user"));
         assert!(throttle.client(&chat, &member).admitted);
@@ -493,26 +377,5 @@ mod tests {
         let seen: std::collections::HashSet<u64> =
             (0..200).map(|_| throttle.retry_after(1)).collect();
         assert_eq!(seen, [1, 2, 3].into_iter().collect());
-    }
-
-    #[test]
-    fn counts_are_grouped_by_second_and_chat() {
-        let counter = FetchCounter::default();
-        let lobby: ChatId = "lobby".parse().expect("chat");
-        let ann = Client::User("ann".parse().expect("user"));
-        for _ in 0..3 {
-            counter.count(&lobby, &ann);
-        }
-        counter.count(&lobby, &Client::User("bob".parse().expect("user")));
-        counter.count(&lobby, &Client::Address([127, 0, 0, 1].into()));
-        let batch = counter.take();
-        let counts: Vec<(&String, &u64)> = batch.values().flatten().collect();
-        assert_eq!(
-            counts.iter().map(|(_, n)| **n).sum::<u64>(),
-            3,
-            "three clients, whatever their fetches"
-        );
-        assert!(counts.iter().all(|(chat, _)| chat.as_str() == "lobby"));
-        assert!(counter.take().is_empty(), "taken once");
     }
 }
