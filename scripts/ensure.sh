@@ -84,13 +84,24 @@ maven_copy() { # pom folder
   mvn -q -B -f "$1" dependency:copy-dependencies -DoutputDirectory="$PWD/$2" -DincludeScope=runtime
 }
 
+# Whether a folder filled from a pom is whole and current: `file` arrived and
+# the .complete mark, touched last, is newer than the pom.
+maven_fetched() { # pom folder file
+  [ -f "$2/$3" ] && [ "$2/.complete" -nt "$1" ]
+}
+
+# Says what is fetched and empties its folder for a fresh fetch.
+maven_refetch() { # folder what
+  echo "fetching $2's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
+  rm -rf "$1"
+}
+
 ensure_kafka() {
   local version libs
   version="$(pom_version deploy/kafka/pom.xml kafka)"
   libs=".run/kafka-$version/libs"
-  if [ -f "$libs/kafka_2.13-$version.jar" ] && [ "$libs/.complete" -nt deploy/kafka/pom.xml ]; then return 0; fi
-  echo "fetching Apache Kafka $version's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
-  rm -rf "$libs"
+  maven_fetched deploy/kafka/pom.xml "$libs" "kafka_2.13-$version.jar" && return 0
+  maven_refetch "$libs" "Apache Kafka $version"
   maven_copy deploy/kafka/pom.xml "$libs"
   [ -f "$libs/kafka_2.13-$version.jar" ] || { echo "Kafka $version's broker jar did not arrive in $libs" >&2; exit 1; }
   touch "$libs/.complete"
@@ -100,9 +111,8 @@ ensure_jmeter5() {
   local version home
   version="$(pom_version deploy/jmeter/pom.xml jmeter)"
   home=".run/jmeter-$version"
-  if [ -f "$home/bin/ApacheJMeter.jar" ] && [ "$home/.complete" -nt deploy/jmeter/pom.xml ]; then return 0; fi
-  echo "fetching Apache JMeter $version's jars from Maven Central (mvn dependency:copy-dependencies)" >&2
-  rm -rf "$home"
+  maven_fetched deploy/jmeter/pom.xml "$home" bin/ApacheJMeter.jar && return 0
+  maven_refetch "$home" "Apache JMeter $version"
   # lib/junit too: NewDriver prints a stack trace when it is missing.
   mkdir -p "$home/bin" "$home/lib/ext" "$home/lib/junit"
   maven_copy deploy/jmeter/pom.xml "$home/lib"

@@ -225,7 +225,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
     let p99_le = |name: &str| crate::metrics::p99_le_ms(&metrics_before, &metrics_after, name);
 
     let histogram = Histogram::new();
-    let mut total = WorkerResult::default();
+    let mut total = Counts::<u64>::default();
     for worker in &mut workers {
         if let Some(stdin) = worker.child.stdin.as_mut() {
             let _ = stdin.write_all(b"stop\n");
@@ -240,9 +240,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
             .ok_or_else(|| format!("unexpected worker output {line:?}"))?;
         let result: WorkerResult = serde_json::from_str(json).map_err(Failure::from)?;
         histogram.merge(&result.histogram);
-        total.unique += result.unique;
-        total.duplicates += result.duplicates;
-        total.closed += result.closed;
+        total.unique += result.counts.unique;
+        total.duplicates += result.counts.duplicates;
+        total.closed += result.counts.closed;
         let _ = worker.child.wait();
     }
     let ms = |micros: u64| micros as f64 / 1000.0;

@@ -41,26 +41,42 @@ pub(crate) fn placement(shared: &Shared, i: usize) -> (usize, usize, IpAddr) {
     )
 }
 
+/// What a worker counts of its subscribers: as atomics while it runs
+/// (`Counters`), as plain numbers in its result.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Counts<T> {
+    pub(crate) connected: T,
+    pub(crate) failed: T,
+    /// Deliveries of a post not seen before on that connection.
+    pub(crate) unique: T,
+    pub(crate) duplicates: T,
+    /// Streams that ended before the worker was stopped.
+    pub(crate) closed: T,
+}
+
+pub(crate) type Counters = Counts<AtomicU64>;
+
+impl Counters {
+    /// The counts so far.
+    fn load(&self) -> Counts<u64> {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counts {
+            connected: load(&self.connected),
+            failed: load(&self.failed),
+            unique: load(&self.unique),
+            duplicates: load(&self.duplicates),
+            closed: load(&self.closed),
+        }
+    }
+}
+
 /// What a worker reports at the end.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct WorkerResult {
-    pub(crate) connected: u64,
-    pub(crate) failed: u64,
-    /// Deliveries of a post not seen before on that connection.
-    pub(crate) unique: u64,
-    pub(crate) duplicates: u64,
-    /// Streams that ended before the worker was stopped.
-    pub(crate) closed: u64,
+    /// Flattened: the counts are fields of the result line's JSON.
+    #[serde(flatten)]
+    pub(crate) counts: Counts<u64>,
     pub(crate) histogram: Vec<(usize, u64)>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) connected: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) unique: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) closed: AtomicU64,
 }
 
 /// The worker: opens its share of the subscribers, says `ready`, reports
@@ -140,11 +156,7 @@ pub(crate) async fn subscribe(shared: Shared) -> Result<(), Failure> {
         }
     }
     let result = WorkerResult {
-        connected: counters.connected.load(Ordering::Relaxed),
-        failed: counters.failed.load(Ordering::Relaxed),
-        unique: counters.unique.load(Ordering::Relaxed),
-        duplicates: counters.duplicates.load(Ordering::Relaxed),
-        closed: counters.closed.load(Ordering::Relaxed),
+        counts: counters.load(),
         histogram: histogram.export(),
     };
     let json = serde_json::to_string(&result).map_err(Failure::from)?;

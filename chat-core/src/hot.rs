@@ -259,13 +259,8 @@ async fn resync_loop(
     every: Duration,
     shutdown: &CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = crate::shutdown::Ticks::every(every, shutdown);
+    while ticks.next().await {
         let since = hot.announced();
         match read_flags(conn, keys, now_millis() - LAPSE_GRACE_MS).await {
             Ok(flags) => {

@@ -38,3 +38,32 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// A periodic loop's clock: ticks every `every` (a late tick delays the
+/// next rather than bursting) until a token is cancelled.
+#[derive(Debug)]
+pub struct Ticks {
+    interval: tokio::time::Interval,
+    shutdown: CancellationToken,
+}
+
+impl Ticks {
+    /// Ticks every `every` until `shutdown`; the first tick is at once.
+    pub fn every(every: std::time::Duration, shutdown: &CancellationToken) -> Self {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            interval,
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    /// Waits for the next tick: `true`, or `false` once the token is
+    /// cancelled (at once, even between ticks).
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            _ = self.interval.tick() => true,
+        }
+    }
+}

@@ -152,6 +152,12 @@ impl Server {
     }
 
     /// The address the server listens on.
+    /// The hot chats this server knows of: the flags it resyncs every
+    /// second and hears announced.
+    pub fn hot_chats(&self) -> std::sync::Arc<chat_core::hot::HotChats> {
+        self.state.hot.chats().clone()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.config.listen)
     }

@@ -280,21 +280,27 @@ async fn development_tokens_only_when_asked_for() {
     on.stop().await;
 }
 
-#[tokio::test]
-async fn development_tokens_are_announced_loudly_at_start() {
-    let server = test_support::LoggedProcess::start(
+/// A chat-server process of its own, with tokens signed by `KEY` and one
+/// more setting, whose log the test reads.
+async fn logged_server(name: &str, (key, value): (&str, &str)) -> test_support::LoggedProcess {
+    test_support::LoggedProcess::start(
         env!("CARGO_BIN_EXE_chat-server"),
         "CHAT_SERVER_LISTEN",
         &[
             ("KAFKA_BROKERS", common::kafka_brokers()),
-            ("KAFKA_TOPIC", common::unique("dev-log-events")),
+            ("KAFKA_TOPIC", common::unique(&format!("{name}-events"))),
             ("REDIS_URL", common::redis_url()),
-            ("REDIS_KEY_PREFIX", common::unique("dev-log")),
+            ("REDIS_KEY_PREFIX", common::unique(name)),
             ("AUTH_HMAC_KEY", KEY.to_owned()),
-            ("DEV_TOKENS", "true".to_owned()),
+            (key, value.to_owned()),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn development_tokens_are_announced_loudly_at_start() {
+    let server = logged_server("dev-log", ("DEV_TOKENS", "true")).await;
     let http = reqwest::Client::new();
     let issued = http
         .post(format!("{}/api/dev/token", server.base))
@@ -312,19 +318,7 @@ async fn development_tokens_are_announced_loudly_at_start() {
 
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let server = test_support::LoggedProcess::start(
-        env!("CARGO_BIN_EXE_chat-server"),
-        "CHAT_SERVER_LISTEN",
-        &[
-            ("KAFKA_BROKERS", common::kafka_brokers()),
-            ("KAFKA_TOPIC", common::unique("auth-log-events")),
-            ("REDIS_URL", common::redis_url()),
-            ("REDIS_KEY_PREFIX", common::unique("auth-log")),
-            ("AUTH_HMAC_KEY", KEY.to_owned()),
-            ("RUST_LOG", "debug".to_owned()),
-        ],
-    )
-    .await;
+    let server = logged_server("auth-log", ("RUST_LOG", "debug")).await;
     let http = reqwest::Client::new();
     let base = server.base.clone();
     let good = token("alice", None, Duration::from_secs(600));

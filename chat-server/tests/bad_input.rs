@@ -309,7 +309,7 @@ async fn malformed_requests_spend_no_budget_and_no_write_limit() {
     // The chat is hot the way the scheduler flags it; the server resyncs
     // the flags every second.
     test_support::flag_hot(&server.config.redis.keys(), "spent").await;
-    test_support::until_hot(&server.http, &server.url(""), "spent", "limit=1").await;
+    server.until_knows_hot("spent").await;
     for _ in 0..5 {
         let (status, _) = server.get_json("/api/chats/spent/messages?limit=0").await;
         assert_eq!(status, 400);

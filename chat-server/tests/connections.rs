@@ -143,3 +143,18 @@ async fn a_request_head_over_8_kib_is_431() {
     assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
     server.stop().await;
 }
+
+/// Any token is an HTTP method and any path can be asked: neither may
+/// become a metric label, or every client could grow `/metrics` (and each
+/// scrape) without bound.
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series_of_their_own() {
+    let server = TestServer::start().await;
+    test_support::labels::assert_made_up_requests_add_few_series(
+        &server.http,
+        &server.url(""),
+        200,
+    )
+    .await;
+    server.stop().await;
+}

@@ -14,11 +14,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Flags `chat` hot in `server`'s Redis, as the scheduler does, and
 /// waits for `server` to know it (it resyncs the flags every second).
-/// Still a fixed wait: a probe fetch would take the snapshot or a page
-/// read that the tests here count.
 async fn flag_hot(server: &TestServer, chat: &str) {
     test_support::flag_hot_in(&server.config.redis, &server.config.redis.keys(), chat).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.until_knows_hot(chat).await;
 }
 
 async fn page_reads(server: &TestServer) -> f64 {

@@ -219,12 +219,7 @@ async fn reactions_are_added_and_removed_through_kafka() {
         .expect("JSON");
     let message_id = message["id"].as_str().expect("id");
 
-    let added = server
-        .post_json(
-            &format!("/api/chats/lobby/messages/{message_id}/reactions"),
-            json!({"userId": "bob", "emoji": "👍🏽"}),
-        )
-        .await;
+    let added = server.react("lobby", message_id, "bob", "👍🏽").await;
     assert_eq!(added.status(), 201);
     let added: Value = added.json().await.expect("JSON");
     assert_eq!(added["action"], "add");

@@ -223,10 +223,7 @@ async fn a_reaction_on_a_message_that_does_not_exist_is_404_and_writes_nothing()
     let server = TestServer::start().await;
     let id = server.post_message("missing", "alice", "real").await;
     let reaction: Value = server
-        .post_json(
-            &format!("/api/chats/missing/messages/{id}/reactions"),
-            json!({"userId": "bob", "emoji": "👍"}),
-        )
+        .react("missing", &id, "bob", "👍")
         .await
         .json()
         .await
@@ -241,12 +238,7 @@ async fn a_reaction_on_a_message_that_does_not_exist_is_404_and_writes_nothing()
     let other_partition = format!("{}-0000000000000000", (partition + 1) % 3);
     let before = server.records().await.len();
     for missing in [reaction_id, other_partition.as_str()] {
-        let response = server
-            .post_json(
-                &format!("/api/chats/missing/messages/{missing}/reactions"),
-                json!({"userId": "bob", "emoji": "👍"}),
-            )
-            .await;
+        let response = server.react("missing", missing, "bob", "👍").await;
         assert_eq!(response.status(), 404, "{missing}");
         assert_eq!(
             response.headers()["content-type"],
@@ -284,12 +276,7 @@ async fn an_id_the_chats_log_cannot_hold_is_404_at_once_not_after_the_wait() {
     let before = server.records().await.len();
     for (chat, message) in &made_up {
         let started = Instant::now();
-        let response = server
-            .post_json(
-                &format!("/api/chats/{chat}/messages/{message}/reactions"),
-                json!({"userId": "bob", "emoji": "👍"}),
-            )
-            .await;
+        let response = server.react(chat, message, "bob", "👍").await;
         assert_eq!(response.status(), 404, "{chat} {message}");
         assert_eq!(
             response.headers()["content-type"],
@@ -322,12 +309,7 @@ async fn a_made_up_id_just_past_the_end_is_404_after_the_wait() {
     })
     .await;
     let past = format!("{partition}-{:016x}", offset + 3);
-    let response = server
-        .post_json(
-            &format!("/api/chats/edge/messages/{past}/reactions"),
-            json!({"userId": "bob", "emoji": "👍"}),
-        )
-        .await;
+    let response = server.react("edge", &past, "bob", "👍").await;
     assert_eq!(response.status(), 404, "{past}");
     server.stop().await;
 }
@@ -456,12 +438,7 @@ async fn once_ready_a_post_is_fetchable_at_once_and_takes_reactions() {
         fetchable < Duration::from_millis(1500),
         "fetchable {fetchable:?} after its 201, though the server was ready"
     );
-    let reaction = server
-        .post_json(
-            &format!("/api/chats/{chat}/messages/{id}/reactions"),
-            json!({"userId": "bob", "emoji": "👍"}),
-        )
-        .await;
+    let reaction = server.react(&chat, &id, "bob", "👍").await;
     assert_eq!(reaction.status(), 201);
 
     // A second member joining the running group.

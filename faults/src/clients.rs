@@ -26,12 +26,10 @@ pub(crate) async fn post(
     attempts: Arc<Mutex<Vec<Attempt>>>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = chat_core::shutdown::Ticks::every(every, &stop);
     for n in 0u64.. {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
+        if !beat.next().await {
+            return;
         }
         let chat = &chats[(n as usize + poster) % chats.len()];
         let text = format!("{tag}-{n}");

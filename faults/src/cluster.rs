@@ -101,29 +101,34 @@ impl Cluster {
         let publish_own = [("MAX_STREAMS_PER_ADDRESS", "0".to_owned())];
         let mut chat = Vec::new();
         let mut publish = Vec::new();
-        for i in 0..2 {
-            let mut s = launch.server(
-                &format!("chat-server-{i}"),
+        for (servers, binary, listen_var, own, extra) in [
+            (
+                &mut chat,
                 "chat-server",
                 "CHAT_SERVER_LISTEN",
-                &common,
-                &chat_own,
+                &chat_own[..],
                 &options.chat_env,
-            );
-            s.start().await;
-            chat.push(s);
-        }
-        for i in 0..2 {
-            let mut s = launch.server(
-                &format!("publish-server-{i}"),
+            ),
+            (
+                &mut publish,
                 "publish-server",
                 "PUBLISH_SERVER_LISTEN",
-                &common,
-                &publish_own,
+                &publish_own[..],
                 &options.publish_env,
-            );
-            s.start().await;
-            publish.push(s);
+            ),
+        ] {
+            for i in 0..2 {
+                let mut s = launch.server(
+                    &format!("{binary}-{i}"),
+                    binary,
+                    listen_var,
+                    &common,
+                    own,
+                    extra,
+                );
+                s.start().await;
+                servers.push(s);
+            }
         }
         let mut scheduler = launch.server(
             "scheduler",

@@ -55,6 +55,18 @@ pub fn fetcher(
     (seen, task)
 }
 
+/// Stops the fetchers `stop` was given to and waits until each of their
+/// `tasks` has ended.
+pub async fn stop_fetchers(
+    stop: &CancellationToken,
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+) {
+    stop.cancel();
+    for task in tasks {
+        task.await.expect("fetcher");
+    }
+}
+
 /// The answers asked for in `from..to` that pass `keep`.
 pub fn answers(
     seen: &Seen,

@@ -1,7 +1,7 @@
 //! One helper per service of a fault-suite cluster: a redis-server, a
 //! Redis Cluster, Apache Kafka nodes and the workspace's servers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::create_redis_cluster;
@@ -53,24 +53,11 @@ impl Launcher {
     /// The single redis-server, with an append-only file.
     pub(crate) async fn redis(&self) -> Service {
         let mut redis = self.service("redis", "redis-server".into(), Ready::Tcp);
-        let port = redis.port.to_string();
-        let dir = self.dir.display().to_string();
-        redis.args = [
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &dir,
-        ]
-        .map(String::from)
-        .to_vec();
+        redis.args = redis_args(
+            redis.port,
+            &self.dir,
+            &["--appendonly", "yes", "--appendfsync", "always"],
+        );
         redis.start().await;
         redis
     }
@@ -89,26 +76,18 @@ impl Launcher {
             node.port = free_cluster_port();
             let node_dir = self.dir.join(format!("redis-node-{i}"));
             std::fs::create_dir_all(&node_dir).expect("node folder");
-            let port = node.port.to_string();
-            let dir = node_dir.display().to_string();
-            node.args = [
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-node-timeout",
-                "2000",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir,
-            ]
-            .map(String::from)
-            .to_vec();
+            node.args = redis_args(
+                node.port,
+                &node_dir,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendonly",
+                    "no",
+                ],
+            );
             node.start().await;
             nodes.push(node);
         }
@@ -134,4 +113,25 @@ impl Launcher {
             .await;
         (config, kafka)
     }
+}
+
+/// A redis-server's arguments: listening on `port` of 127.0.0.1, keeping
+/// its data in `dir` and writing no snapshots, then its `own` settings.
+fn redis_args(port: u16, dir: &Path, own: &[&str]) -> Vec<String> {
+    let port = port.to_string();
+    let dir = dir.display().to_string();
+    [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        &dir,
+    ]
+    .iter()
+    .chain(own)
+    .map(|&arg| arg.to_owned())
+    .collect()
 }

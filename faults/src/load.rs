@@ -243,12 +243,10 @@ impl Load {
             );
             let chats = self.chats.clone();
             self.posters.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut beat = chat_core::shutdown::Ticks::every(every, &stop);
                 for n in 0usize.. {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        _ = tick.tick() => {}
+                    if !beat.next().await {
+                        return;
                     }
                     let chat = &chats[(n + r) % chats.len()];
                     let Some(message) = acked

@@ -120,6 +120,19 @@ impl Service {
         }
     }
 
+    /// A crash and its restart: SIGKILL, and after `down` starts it again.
+    pub async fn crash_for(&mut self, down: Duration) {
+        self.kill();
+        tokio::time::sleep(down).await;
+        self.start().await;
+    }
+
+    /// A deploy's restart: SIGTERM, and once it is gone starts it again.
+    pub async fn restart(&mut self) {
+        self.terminate().await;
+        self.start().await;
+    }
+
     /// Sets (or overrides) environment for the next start.
     pub fn add_env(&mut self, env: &[(String, String)]) {
         for (key, value) in env {

@@ -128,6 +128,14 @@ impl Run {
         .await;
     }
 
+    /// Waits until the cluster has healed (`until_healed`), then `finish`es
+    /// with the fault lasting from `from` until then.
+    async fn heal_and_finish(self, name: &str, from: Instant) -> (Report, String) {
+        self.until_healed().await;
+        let to = Instant::now();
+        self.finish(name, from, to).await
+    }
+
     /// Stops the load, checks, and prints the scenario's Reliability row
     /// for the fault from `from` to `to`.
     async fn finish(self, name: &str, from: Instant, to: Instant) -> (Report, String) {
@@ -183,13 +191,10 @@ async fn nothing_acknowledged_is_lost_when_the_busiest_leader_is_killed_and_rest
     // The others elect a new leader once the controller has fenced it.
     let acked_again = first_ack_after(&run.load, from + BROKER_SESSION).await;
     run.cluster.kafka[leader].start().await;
-    run.until_healed().await;
-    let to = Instant::now();
     let (_, summary) = run
-        .finish(
+        .heal_and_finish(
             "leader of the busiest partition killed (SIGKILL), restarted",
             from,
-            to,
         )
         .await;
     eprintln!(
@@ -220,13 +225,10 @@ async fn nothing_acknowledged_is_lost_when_the_busiest_leader_freezes_past_its_s
     first_ack_after(&run.load, moved).await;
     run.cluster.kafka[leader].resume();
     let thawed = Instant::now();
-    run.until_healed().await;
-    let to = Instant::now();
     let (_, summary) = run
-        .finish(
+        .heal_and_finish(
             "leader of the busiest partition frozen (SIGSTOP) past its session, thawed",
             from,
-            to,
         )
         .await;
     eprintln!(
@@ -242,8 +244,7 @@ async fn nothing_acknowledged_is_lost_in_a_rolling_restart() {
     let mut run = Run::start().await;
     let from = Instant::now();
     for node in 0..3 {
-        run.cluster.kafka[node].terminate().await;
-        run.cluster.kafka[node].start().await;
+        run.cluster.kafka[node].restart().await;
         run.until_healed().await;
     }
     let to = Instant::now();
@@ -286,13 +287,10 @@ async fn the_projector_group_recovers_when_its_coordinator_dies_as_a_member_join
     )
     .await;
     run.cluster.kafka[coordinator].start().await;
-    run.until_healed().await;
-    let to = Instant::now();
     let (_, summary) = run
-        .finish(
+        .heal_and_finish(
             "projector group's coordinator killed while a chat-server joins",
             from,
-            to,
         )
         .await;
     eprintln!(

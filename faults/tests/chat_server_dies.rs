@@ -13,9 +13,7 @@ async fn retried_posts_become_one_message_when_a_chat_server_dies() {
     let load = Load::start(&cluster, 4, 3, 16, Duration::from_millis(40)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    cluster.chat[0].kill();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    cluster.chat[0].start().await;
+    cluster.chat[0].crash_for(Duration::from_secs(4)).await;
     cluster.until_ready(&cluster.chat[0]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 

@@ -97,6 +97,17 @@ fn post(path: &str, body: &[u8]) -> (Vec<u8>, Pieces) {
 
 type Pieces = Box<dyn Iterator<Item = Vec<u8>> + Send>;
 
+/// A GET of `target`, with no body.
+fn get(target: &str) -> (Vec<u8>, Pieces) {
+    let head = format!("GET {target} HTTP/1.1\r\nhost: test\r\n\r\n").into_bytes();
+    (head, Box::new(std::iter::empty()))
+}
+
+/// A GET of `path` with a query of `param` 1 MB long.
+fn get_with_1mb_query(path: &str, param: &str) -> (Vec<u8>, Pieces) {
+    get(&format!("{path}?{param}={}", "1".repeat(1 << 20)))
+}
+
 /// What a case is called, the port it goes to, its head and body, and the
 /// pause between the body's pieces.
 type Case = (&'static str, u16, Vec<u8>, Pieces, Duration);
@@ -190,34 +201,20 @@ async fn hostile_requests_are_refused_in_bounded_time_and_hurt_no_one() {
             chat,
             post(path, br#"{"userId":"a","text":"a\u0000b"}"#),
         ),
-        (
+        case(
             "a 1 MB query string (chat-server)",
             chat,
-            format!(
-                "GET /api/chats/hostile/messages?after={} HTTP/1.1\r\nhost: test\r\n\r\n",
-                "1".repeat(1 << 20)
-            )
-            .into_bytes(),
-            Box::new(std::iter::empty()),
-            Duration::ZERO,
+            get_with_1mb_query("/api/chats/hostile/messages", "after"),
         ),
-        (
+        case(
             "a 1 MB query string (publish-server)",
             publish,
-            format!(
-                "GET /api/chats/hostile/events?lastEventId={} HTTP/1.1\r\nhost: test\r\n\r\n",
-                "1".repeat(1 << 20)
-            )
-            .into_bytes(),
-            Box::new(std::iter::empty()),
-            Duration::ZERO,
+            get_with_1mb_query("/api/chats/hostile/events", "lastEventId"),
         ),
-        (
+        case(
             "a NUL byte in the request line (publish-server)",
             publish,
-            b"GET /api/chats/a\0b/events HTTP/1.1\r\nhost: test\r\n\r\n".to_vec(),
-            Box::new(std::iter::empty()),
-            Duration::ZERO,
+            get("/api/chats/a\0b/events"),
         ),
         (
             "10,000 headers (publish-server)",

@@ -12,13 +12,10 @@ async fn subscribers_end_with_every_message_when_publish_servers_die() {
     let load = Load::start(&cluster, 4, 4, 4, Duration::from_millis(50)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    cluster.publish[0].kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.publish[0].start().await;
+    cluster.publish[0].crash_for(Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    cluster.publish[1].terminate().await;
-    cluster.publish[1].start().await;
+    cluster.publish[1].restart().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let report = load.finish(Duration::from_secs(30)).await;

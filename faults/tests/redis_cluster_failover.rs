@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Crowd, Load, Options, answers, count, fetcher, until_answered};
+use faults::{
+    Cluster, Crowd, Load, Options, answers, count, fetcher, stop_fetchers, until_answered,
+};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,10 +93,7 @@ async fn a_master_killed_under_load_loses_nothing_and_fetches_never_hang() {
     let recovered = until_answered(&lost, promoted, 200, "the lost chat fetched again").await;
     let acked_during = load.acked_count() - acked_before;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.cancel();
-    for task in tasks.into_iter().chain(crowd_tasks) {
-        task.await.expect("fetcher");
-    }
+    stop_fetchers(&stop, tasks.into_iter().chain(crowd_tasks)).await;
     let report = load.finish(Duration::from_secs(60)).await;
     let summary = report.check(&cluster).await;
 

@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use faults::{Cluster, Crowd, Load, Options, Seen, answers, count, fetcher, until_answered};
+use faults::{
+    Cluster, Crowd, Load, Options, Seen, answers, count, fetcher, stop_fetchers, until_answered,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Answers 200 in the window that did not come from a snapshot.
@@ -71,10 +73,7 @@ async fn posting_goes_on_and_throttling_holds_while_redis_restarts() {
     cluster.redis.start().await;
     let recovered = until_answered(&cold, up, 200, "the cold chat fetched again").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.cancel();
-    for task in tasks.into_iter().chain(crowd_tasks) {
-        task.await.expect("fetcher");
-    }
+    stop_fetchers(&stop, tasks.into_iter().chain(crowd_tasks)).await;
     let report = load.finish(Duration::from_secs(60)).await;
     let summary = report.check(&cluster).await;
 

@@ -16,13 +16,8 @@ use crate::hub::Frame;
 
 /// Flushes owed counts every `every` until `shutdown`.
 pub(crate) async fn run(state: AppState, every: Duration, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = chat_core::shutdown::Ticks::every(every, &shutdown);
+    while ticks.next().await {
         for hub in state.hubs.take_owing() {
             let Some(pending) = hub.take_pending() else {
                 continue;

@@ -212,6 +212,12 @@ impl Server {
     }
 
     /// The address the server listens on.
+    /// The hot chats this server knows of: the flags it resyncs every
+    /// second and hears announced.
+    pub fn hot_chats(&self) -> Arc<HotChats> {
+        self.state.hot.clone()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

@@ -193,3 +193,20 @@ async fn other_methods_and_paths_are_problems_and_every_metric_is_described() {
     test_support::assert_described(&metrics);
     publish.stop().await;
 }
+
+/// Any token is an HTTP method and any path can be asked: neither may
+/// become a metric label.
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series_of_their_own() {
+    let world = World::new();
+    // chat-server first: it creates the topic that publish-server reads.
+    let (chat, publish) = world.servers().await;
+    test_support::labels::assert_made_up_requests_add_few_series(
+        &world.http,
+        &publish.url(""),
+        200,
+    )
+    .await;
+    publish.stop().await;
+    chat.stop().await;
+}

@@ -43,3 +43,18 @@ async fn a_request_head_over_8_kib_is_431_and_a_dribbled_one_is_cut_off() {
     );
     scheduler.stop().await;
 }
+
+/// Any token is an HTTP method and any path can be asked: neither may
+/// become a metric label.
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series_of_their_own() {
+    let world = World::new();
+    let (scheduler, _) = world.scheduler(world.scheduler_config(40, 2)).await;
+    test_support::labels::assert_made_up_requests_add_few_series(
+        &world.http,
+        &scheduler.url(""),
+        200,
+    )
+    .await;
+    scheduler.stop().await;
+}

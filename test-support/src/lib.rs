@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod kafka;
+pub mod labels;
+pub mod load;
+pub mod servers;
 mod settings_table;
 mod sse;
 mod store;
@@ -134,6 +137,8 @@ pub struct Running {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The hot chats the server knows of, where it has them.
+    hot: Option<std::sync::Arc<chat_core::hot::HotChats>>,
 }
 
 impl Running {
@@ -148,7 +153,36 @@ impl Running {
             addr,
             shutdown,
             task: Some(task),
+            hot: None,
         }
+    }
+
+    /// The same, with the hot chats the server knows of (see
+    /// [`Running::until_knows_hot`]).
+    #[must_use]
+    pub fn knowing_hot(mut self, hot: std::sync::Arc<chat_core::hot::HotChats>) -> Self {
+        self.hot = Some(hot);
+        self
+    }
+
+    /// Waits until the server knows `chat` is hot (servers resync the
+    /// flags every second): it asks the server's own flags, so nothing is
+    /// fetched, counted or throttled.
+    pub async fn until_knows_hot(&self, chat: &str) {
+        let hot = self
+            .hot
+            .as_ref()
+            .expect("a server started with its hot chats");
+        let chat: chat_core::validate::ChatId = chat.parse().expect("chat id");
+        eventually(
+            Duration::from_secs(10),
+            &format!("{chat} to be known hot"),
+            || {
+                let known = hot.is_hot(&chat);
+                async move { known.then_some(()) }
+            },
+        )
+        .await;
     }
 
     /// Runs a bound server (`run` is its run method) and waits `until` it
@@ -264,31 +298,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Waits until the chat-server at `base` (`http://host:port`) treats
-/// `chat` as hot: a fetch (`query`, say `limit=1`) by a client of its own
-/// (a fresh `userId`, so no other client's budget is spent) carries the
-/// hot path's `RateLimit-*` headers. A server learns of a flag at its next
-/// resync, within a second. A latest page takes the snapshot (a test that
-/// counts its misses probes with `before=`, which spends the chat's budget
-/// instead).
-pub async fn until_hot(http: &reqwest::Client, base: &str, chat: &str, query: &str) {
-    static PROBES: AtomicU32 = AtomicU32::new(0);
-    eventually(
-        Duration::from_secs(10),
-        &format!("{chat} to be hot"),
-        || async {
-            let n = PROBES.fetch_add(1, Ordering::Relaxed);
-            let url = format!("{base}/api/chats/{chat}/messages?{query}&userId=hot-probe-{n}");
-            let response = http.get(url).send().await.ok()?;
-            response
-                .headers()
-                .contains_key("ratelimit-limit")
-                .then_some(())
-        },
-    )
-    .await;
 }
 
 /// A metric's value in Prometheus text, summed over the series whose

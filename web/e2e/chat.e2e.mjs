@@ -112,16 +112,20 @@ try {
   await until('scheduler', async () => (await fetch(`http://127.0.0.1:${ports.scheduler}/readyz`)).ok);
 
   const room = 'e2e-room';
-  const open = async (user) => {
-    const context = await browser.newContext({ viewport: { width: 390, height: 800 } });
+  // A page in a browser context of its own whose UI starts as `user` in `chat`.
+  const pageAs = async (user, chat, options = {}) => {
+    const context = await browser.newContext(options);
     await context.addInitScript(
       ([u, c]) => {
         localStorage.setItem('chat.user', u);
         localStorage.setItem('chat.chat', c);
       },
-      [user, room],
+      [user, chat],
     );
-    const page = await context.newPage();
+    return context.newPage();
+  };
+  const open = async (user) => {
+    const page = await pageAs(user, room, { viewport: { width: 390, height: 800 } });
     page.on('pageerror', (error) => console.log(`[${user}] page error: ${error}`));
     page.on('console', (message) => {
       if (message.text().includes('Content Security Policy')) violations.push(`[${user}] ${message.text()}`);
@@ -331,19 +335,23 @@ try {
     const auth = { chat: await freePort(), paste: await freePort(), publish: await freePort() };
     const authUrl = `http://127.0.0.1:${auth.chat}`;
     const pasteUrl = `http://127.0.0.1:${auth.paste}`;
-    start(
-      'chat-server-auth',
-      {
-        ...shared,
-        CHAT_SERVER_LISTEN: `127.0.0.1:${auth.chat}`,
-        WEB_DIR: path.join(root, 'web', 'dist'),
-        PUBLIC_STREAM_URL: `http://127.0.0.1:${auth.publish}`,
-        AUTH_HMAC_KEY: key,
-        DEV_TOKENS: 'true',
-        PROJECTOR: 'false',
-      },
-      'chat-server',
-    );
+    // A chat-server that checks tokens signed with `key`, streaming from the
+    // publish-server started below.
+    const startChatWithAuth = (name, port, env = {}) =>
+      start(
+        name,
+        {
+          ...shared,
+          CHAT_SERVER_LISTEN: `127.0.0.1:${port}`,
+          WEB_DIR: path.join(root, 'web', 'dist'),
+          PUBLIC_STREAM_URL: `http://127.0.0.1:${auth.publish}`,
+          AUTH_HMAC_KEY: key,
+          PROJECTOR: 'false',
+          ...env,
+        },
+        'chat-server',
+      );
+    startChatWithAuth('chat-server-auth', auth.chat, { DEV_TOKENS: 'true' });
     start(
       'publish-server-auth',
       {
@@ -361,15 +369,7 @@ try {
     if (refused.status !== 401) throw new Error(`no token: ${refused.status}, expected 401`);
     const pages = [];
     for (const user of ['dora', 'emil']) {
-      const context = await browser.newContext();
-      await context.addInitScript(
-        ([u, c]) => {
-          localStorage.setItem('chat.user', u);
-          localStorage.setItem('chat.chat', c);
-        },
-        [user, room],
-      );
-      const page = await context.newPage();
+      const page = await pageAs(user, room);
       await page.goto(`${authUrl}/`);
       await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15000 });
       pages.push(page);
@@ -383,31 +383,12 @@ try {
 
     // Without development tokens, a person pastes a token their identity
     // provider gave them: the UI is the token's user, whatever name it had.
-    start(
-      'chat-server-paste',
-      {
-        ...shared,
-        CHAT_SERVER_LISTEN: `127.0.0.1:${auth.paste}`,
-        WEB_DIR: path.join(root, 'web', 'dist'),
-        PUBLIC_STREAM_URL: `http://127.0.0.1:${auth.publish}`,
-        AUTH_HMAC_KEY: key,
-        PROJECTOR: 'false',
-      },
-      'chat-server',
-    );
+    startChatWithAuth('chat-server-paste', auth.paste);
     await until('the server without development tokens', async () => (await fetch(`${pasteUrl}/readyz`)).ok);
     const b64url = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
     const unsigned = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub: 'fern', exp: Math.floor(Date.now() / 1000) + 600 })}`;
     const pasted = `${unsigned}.${createHmac('sha256', key).update(unsigned).digest('base64url')}`;
-    const context = await browser.newContext();
-    await context.addInitScript(
-      ([c]) => {
-        localStorage.setItem('chat.user', 'guest-4242');
-        localStorage.setItem('chat.chat', c);
-      },
-      [room],
-    );
-    const fern = await context.newPage();
+    const fern = await pageAs('guest-4242', room);
     await fern.goto(`${pasteUrl}/`);
     await fern.getByLabel('token').fill(pasted);
     await fern.getByRole('button', { name: 'Sign in' }).click();

@@ -113,15 +113,11 @@ impl FetchCounter {
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = chat_core::shutdown::Ticks::every(every, &shutdown);
         loop {
-            let stop = tokio::select! {
-                () = shutdown.cancelled() => true,
-                _ = ticks.tick() => false,
-            };
+            let more = ticks.next().await;
             self.flush(&redis, &keys, &hot).await;
-            if stop {
+            if !more {
                 return;
             }
         }

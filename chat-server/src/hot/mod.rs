@@ -72,6 +72,11 @@ pub(crate) struct Hot {
 }
 
 impl Hot {
+    /// The flags of the hot chats.
+    pub(crate) fn chats(&self) -> &Arc<HotChats> {
+        &self.chats
+    }
+
     /// The hot chats of `config`, their store derived from `main_redis`;
     /// snapshots of `max_page` messages read through `read_model` and
     /// `redis`. Connects to nothing yet.

@@ -21,18 +21,10 @@ pub use test_support::{
 
 /// The configuration of a test server: port 0, its own topic and prefix.
 pub fn config() -> chat_server::Config {
-    let mut config = chat_server::Config::parse_from(["chat-server"]);
-    test_support::Corner::new("test").apply(
-        &mut config.listen,
-        &mut config.kafka,
-        &mut config.redis,
-    );
+    let mut config =
+        test_support::servers::chat_config(&test_support::Corner::new("test"), "test-projector");
     config.kafka.topic_partitions = 3;
     config.kafka.create_topic = true;
-    config.projector.group = unique("test-projector");
-    // Tests post fast as few users; the limits have a test of their own.
-    config.writes.user_messages_per_sec = 0;
-    config.writes.user_reactions_per_sec = 0;
     config
 }
 
@@ -62,15 +54,12 @@ impl TestServer {
     }
 
     async fn start_until(config: chat_server::Config, until: test_support::Until) -> Self {
-        let server = chat_server::Server::bind(config.clone())
-            .await
-            .expect("server binds");
-        let addr = server.local_addr();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        let running = Running::start(&http, addr, server, chat_server::Server::run, until).await;
+        let running = test_support::servers::chat_server(&http, config.clone(), until).await;
+        let addr = running.addr;
         Self {
             addr,
             config,
@@ -109,6 +98,22 @@ impl TestServer {
             .send()
             .await
             .expect("request completes")
+    }
+
+    /// Adds `emoji` by `user` to `message` in `chat`; answers the response
+    /// as it is.
+    pub async fn react(
+        &self,
+        chat: &str,
+        message: &str,
+        user: &str,
+        emoji: &str,
+    ) -> reqwest::Response {
+        self.post_json(
+            &format!("/api/chats/{chat}/messages/{message}/reactions"),
+            serde_json::json!({"userId": user, "emoji": emoji}),
+        )
+        .await
     }
 
     /// Posts `text` to `chat` as `user`; answers the response as it is.
@@ -193,6 +198,12 @@ impl TestServer {
 
     pub async fn stop(self) {
         self.running.stop().await;
+    }
+
+    /// Waits until this server knows `chat` is hot (it resyncs the flags
+    /// every second), asking its own flags: nothing is fetched.
+    pub async fn until_knows_hot(&self, chat: &str) {
+        self.running.until_knows_hot(chat).await;
     }
 
     /// Waits until this server's projector has committed the end of every

@@ -49,50 +49,19 @@ impl World {
     }
 
     pub fn chat_config(&self) -> chat_server::Config {
-        let mut config = chat_server::Config::parse_from(["chat-server"]);
-        self.corner()
-            .apply(&mut config.listen, &mut config.kafka, &mut config.redis);
-        config.projector.group = unique("ps-test-projector");
-        config.writes.user_messages_per_sec = 0;
-        config.writes.user_reactions_per_sec = 0;
-        config
+        test_support::servers::chat_config(&self.corner(), "ps-test-projector")
     }
 
     pub async fn chat_server_with(&self, config: chat_server::Config) -> Running {
-        let server = chat_server::Server::bind(config)
-            .await
-            .expect("chat-server binds");
-        let addr = server.local_addr();
-        Running::start(
-            &self.http,
-            addr,
-            server,
-            chat_server::Server::run,
-            test_support::Until::Ready,
-        )
-        .await
+        test_support::servers::chat_server(&self.http, config, test_support::Until::Ready).await
     }
 
     pub fn publish_config(&self) -> publish_server::Config {
-        let mut config = publish_server::Config::parse_from(["publish-server"]);
-        self.corner()
-            .apply(&mut config.listen, &mut config.kafka, &mut config.redis);
-        config
+        test_support::servers::publish_config(&self.corner())
     }
 
     pub async fn publish_server(&self, config: publish_server::Config) -> Running {
-        let server = publish_server::Server::bind(config)
-            .await
-            .expect("publish-server binds");
-        let addr = server.local_addr();
-        Running::start(
-            &self.http,
-            addr,
-            server,
-            publish_server::Server::run,
-            test_support::Until::Ready,
-        )
-        .await
+        test_support::servers::publish_server(&self.http, config, test_support::Until::Ready).await
     }
 
     /// The text of `server`'s `GET /metrics`.

@@ -16,6 +16,7 @@ use clap::Parser as _;
 
 use tokio_util::sync::CancellationToken;
 
+pub use test_support::load::{Answer, Load};
 pub use test_support::{OwnRedis, Running, free_port, kafka_brokers, metric, redis_url, unique};
 
 /// One test's world: its topic and key prefix.
@@ -39,32 +40,19 @@ impl World {
         }
     }
 
-    pub fn chat_config(&self) -> chat_server::Config {
-        let mut config = chat_server::Config::parse_from(["chat-server"]);
-        let corner = test_support::Corner {
+    fn corner(&self) -> test_support::Corner {
+        test_support::Corner {
             topic: self.topic.clone(),
             prefix: self.prefix.clone(),
-        };
-        corner.apply(&mut config.listen, &mut config.kafka, &mut config.redis);
-        config.projector.group = unique("hot-test-projector");
-        config.writes.user_messages_per_sec = 0;
-        config.writes.user_reactions_per_sec = 0;
-        config
+        }
+    }
+
+    pub fn chat_config(&self) -> chat_server::Config {
+        test_support::servers::chat_config(&self.corner(), "hot-test-projector")
     }
 
     pub async fn chat_server(&self, config: chat_server::Config) -> Running {
-        let server = chat_server::Server::bind(config)
-            .await
-            .expect("chat-server binds");
-        let addr = server.local_addr();
-        Running::start(
-            &self.http,
-            addr,
-            server,
-            chat_server::Server::run,
-            test_support::Until::Ready,
-        )
-        .await
+        test_support::servers::chat_server(&self.http, config, test_support::Until::Ready).await
     }
 
     pub fn scheduler_config(&self, threshold: u64, cool_down: u64) -> scheduler::Config {
@@ -80,20 +68,7 @@ impl World {
     }
 
     pub async fn scheduler(&self, config: scheduler::Config) -> (Running, scheduler::AppState) {
-        let scheduler = scheduler::Scheduler::bind(config)
-            .await
-            .expect("scheduler binds");
-        let state = scheduler.state();
-        let addr = scheduler.local_addr();
-        let running = Running::start(
-            &self.http,
-            addr,
-            scheduler,
-            scheduler::Scheduler::run,
-            test_support::Until::Ready,
-        )
-        .await;
-        (running, state)
+        test_support::servers::scheduler(&self.http, config, test_support::Until::Ready).await
     }
 
     /// A scheduler of `config` that leads: started, and waited for until it
@@ -138,121 +113,5 @@ impl World {
         flat.into_iter()
             .map(|(chat, until)| (chat, until as i64))
             .collect()
-    }
-}
-
-/// What one fetch answered.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub at: Instant,
-    /// The worker that asked.
-    pub worker: usize,
-    pub status: u16,
-    pub headers: HashMap<String, String>,
-    pub body: serde_json::Value,
-}
-
-impl Answer {
-    /// The answer carries the hot-chat throttle's headers.
-    pub fn throttled_path(&self) -> bool {
-        self.headers.contains_key("ratelimit-limit")
-    }
-
-    /// The answer came from a hot chat's shared snapshot.
-    pub fn answered_from_snapshot(&self) -> bool {
-        self.headers.contains_key("snapshot-age-ms")
-    }
-}
-
-/// Fetches of one URL by some workers, every answer kept.
-pub struct Load {
-    pub answers: Arc<Mutex<Vec<Answer>>>,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// `workers` loops fetching `url`, each pausing `pause` between fetches.
-    pub fn start(http: &reqwest::Client, url: String, workers: usize, pause: Duration) -> Self {
-        Self::start_with(http, move |_, _| url.clone(), workers, pause)
-    }
-
-    /// `workers` loops, each pausing `pause` between fetches; the `n`th
-    /// fetch of worker `w` asks `url(w, n)`.
-    pub fn start_with(
-        http: &reqwest::Client,
-        url: impl Fn(usize, u64) -> String + Send + Sync + 'static,
-        workers: usize,
-        pause: Duration,
-    ) -> Self {
-        let url = Arc::new(url);
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let stop = CancellationToken::new();
-        let tasks = (0..workers)
-            .map(|worker| {
-                let (http, url, answers, stop) =
-                    (http.clone(), url.clone(), answers.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut n = 0;
-                    while !stop.is_cancelled() {
-                        let asked = http.get(url(worker, n)).send();
-                        n += 1;
-                        if let Ok(response) = asked.await {
-                            let status = response.status().as_u16();
-                            let headers = response
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
-                                })
-                                .collect();
-                            let body = response.json().await.unwrap_or_default();
-                            answers.lock().expect("lock").push(Answer {
-                                at: Instant::now(),
-                                worker,
-                                status,
-                                headers,
-                                body,
-                            });
-                        }
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            answers,
-            stop,
-            tasks,
-        }
-    }
-
-    /// Every answer so far.
-    pub fn answers(&self) -> Vec<Answer> {
-        self.answers.lock().expect("lock").clone()
-    }
-
-    /// The first answer satisfying `test`, waiting up to `limit`.
-    pub async fn first(&self, limit: Duration, test: impl Fn(&Answer) -> bool) -> Option<Answer> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(found) = self.answers().into_iter().find(&test) {
-                return Some(found);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub async fn stop(self) -> Vec<Answer> {
-        self.stop.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        self.answers.lock().expect("lock").clone()
     }
 }
