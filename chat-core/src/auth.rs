@@ -386,6 +386,15 @@ mod tests {
         .expect("on")
     }
 
+    /// What `auth` answers when asked for a token of alice's, for a minute.
+    fn issue_alice(auth: &Auth) -> Result<(String, i64), AuthSetupError> {
+        auth.issue(
+            &"alice".parse().expect("user"),
+            None,
+            Duration::from_secs(60),
+        )
+    }
+
     #[test]
     fn a_token_round_trips_and_limits_its_chats() {
         let auth = auth();
@@ -503,26 +512,12 @@ mod tests {
         );
         assert!(rsa.verify(&ec_token).is_err(), "another algorithm");
         assert!(ec.verify(&rsa_token).is_err(), "another algorithm");
-        let hmac = auth()
-            .issue(
-                &"alice".parse().expect("user"),
-                None,
-                Duration::from_secs(60),
-            )
-            .expect("token")
-            .0;
+        let (hmac, _) = issue_alice(&auth()).expect("token");
         assert!(
             rsa.verify(&hmac).is_err(),
             "an HS256 token against a public key"
         );
-        assert!(
-            rsa.issue(
-                &"alice".parse().expect("user"),
-                None,
-                Duration::from_secs(60)
-            )
-            .is_err()
-        );
+        assert!(issue_alice(&rsa).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -584,13 +579,7 @@ mod tests {
         let bare = signed(serde_json::json!({"sub": "alice", "exp": now + 600}));
         assert!(scoped.verify(&bare).is_err(), "no iss and aud");
         // Tokens it issues carry both.
-        let (issued, _) = scoped
-            .issue(
-                &"alice".parse().expect("user"),
-                None,
-                Duration::from_secs(60),
-            )
-            .expect("token");
+        let (issued, _) = issue_alice(&scoped).expect("token");
         assert!(scoped.verify(&issued).is_ok());
 
         // Without a configured audience, a token meant for another service

@@ -179,32 +179,49 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_listed_proxies() {
         let proxies = TrustedProxies::parse(&["10.0.0.0/8", "fd00::1"]).expect("valid");
-        // Not a listed proxy: its header is ignored.
-        assert_eq!(
-            proxies.client(ip("192.0.2.9"), ["203.0.113.5"]),
-            ip("192.0.2.9")
-        );
-        // A listed proxy: the nearest address it does not vouch for.
-        assert_eq!(
-            proxies.client(ip("10.1.2.3"), ["203.0.113.5"]),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            proxies.client(ip("10.1.2.3"), ["198.51.100.1, 203.0.113.5, 10.9.9.9"]),
-            ip("203.0.113.5"),
-            "a spoofed left part is not believed"
-        );
-        assert_eq!(
-            proxies.client(ip("::ffff:10.1.2.3"), ["203.0.113.5"]),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            proxies.client(ip("fd00::1"), ["2001:db8::5"]),
-            ip("2001:db8::5")
-        );
-        // No header, or one that is not addresses: the proxy itself.
-        assert_eq!(proxies.client(ip("10.1.2.3"), []), ip("10.1.2.3"));
-        assert_eq!(proxies.client(ip("10.1.2.3"), ["unknown"]), ip("10.1.2.3"));
+        // (peer, its X-Forwarded-For, the client it is taken for, why)
+        let cases: [(&str, Option<&str>, &str, &str); 7] = [
+            (
+                "192.0.2.9",
+                Some("203.0.113.5"),
+                "192.0.2.9",
+                "not a listed proxy: its header is ignored",
+            ),
+            (
+                "10.1.2.3",
+                Some("203.0.113.5"),
+                "203.0.113.5",
+                "a listed proxy: the nearest address it does not vouch for",
+            ),
+            (
+                "10.1.2.3",
+                Some("198.51.100.1, 203.0.113.5, 10.9.9.9"),
+                "203.0.113.5",
+                "a spoofed left part is not believed",
+            ),
+            (
+                "::ffff:10.1.2.3",
+                Some("203.0.113.5"),
+                "203.0.113.5",
+                "a listed proxy as an IPv4-mapped address",
+            ),
+            (
+                "fd00::1",
+                Some("2001:db8::5"),
+                "2001:db8::5",
+                "a listed IPv6 proxy",
+            ),
+            ("10.1.2.3", None, "10.1.2.3", "no header: the proxy itself"),
+            (
+                "10.1.2.3",
+                Some("unknown"),
+                "10.1.2.3",
+                "a header that is not addresses: the proxy itself",
+            ),
+        ];
+        for (peer, forwarded, client, why) in cases {
+            assert_eq!(proxies.client(ip(peer), forwarded), ip(client), "{why}");
+        }
         // Nothing listed: nothing believed.
         assert_eq!(
             TrustedProxies::default().client(ip("10.1.2.3"), ["203.0.113.5"]),

@@ -168,7 +168,7 @@ pub fn now() -> DateTime<Utc> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[test]
     fn created_at_is_kept_to_the_millisecond() {
         let json = r#"{"type":"message","chatId":"lobby","userId":"alice","text":"hi","createdAt":"2026-11-22T10:00:00.123456789Z"}"#;
@@ -190,15 +190,20 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    #[test]
-    fn message_event_has_the_documented_envelope() {
-        let event = ChatEvent::Message(MessagePosted {
+    /// Alice's `text` in chat lobby, posted at 2026-11-21T09:30:00.123Z.
+    pub(crate) fn alice_in_lobby(text: &str) -> ChatEvent {
+        ChatEvent::Message(MessagePosted {
             chat_id: "lobby".parse().expect("chat"),
             user_id: "alice".parse().expect("user"),
-            text: "hi".into(),
+            text: text.into(),
             client_message_id: None,
             created_at: at(),
-        });
+        })
+    }
+
+    #[test]
+    fn message_event_has_the_documented_envelope() {
+        let event = alice_in_lobby("hi");
         let value: serde_json::Value = serde_json::from_slice(&event.to_json()).expect("json");
         assert_eq!(
             value,

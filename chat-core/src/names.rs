@@ -62,6 +62,7 @@ impl Keys {
             events: format!("{base}:events"),
             counts_prefix: format!("{base}:counts:"),
             users_prefix: format!("{base}:users:"),
+            changes_prefix: format!("{base}:changes:"),
         }
     }
 
@@ -162,6 +163,10 @@ pub struct ChatKeys {
     /// Followed by a message id: hash whose fields are `emoji\nuserId`, the
     /// users holding each emoji.
     pub users_prefix: String,
+    /// Followed by a message id: hash of the reaction changes chat-server
+    /// wrote (or is writing) that the read model does not show yet, so
+    /// that a change that changes nothing is never written.
+    pub changes_prefix: String,
 }
 
 #[cfg(test)]

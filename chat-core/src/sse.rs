@@ -113,19 +113,11 @@ fn json(data: &impl Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MessagePosted;
+    use crate::event::tests::alice_in_lobby;
 
     #[test]
     fn a_message_frame_has_id_event_and_one_data_line() {
-        let event = ChatEvent::Message(MessagePosted {
-            chat_id: "lobby".parse().expect("chat"),
-            user_id: "alice".parse().expect("user"),
-            text: "two\nlines".into(),
-            client_message_id: None,
-            created_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T09:30:00.123Z")
-                .expect("time")
-                .with_timezone(&chrono::Utc),
-        });
+        let event = alice_in_lobby("two\nlines");
         let frame = frame(EventId::new(1, 42), &event);
         assert_eq!(
             frame,

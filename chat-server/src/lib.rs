@@ -15,6 +15,7 @@ mod http;
 mod limits;
 mod producer;
 mod projector;
+mod reaction_changes;
 pub mod token;
 
 pub use config::{Config, ProjectorConfig, RequestsConfig, WebConfig, WritesConfig};
@@ -87,6 +88,12 @@ impl Server {
             config.redis.keys(),
             config.writes.client_message_id_window(),
         );
+        // A write may still reach the log until librdkafka gives it up.
+        let reaction_changes = reaction_changes::ReactionChanges::new(
+            config.redis.keys(),
+            config.writes.max_emojis_per_message,
+            config.kafka.message_timeout() + Duration::from_secs(2),
+        );
         let limits = http::Limits {
             max_body_bytes: config.requests.max_body_bytes as usize,
             max_text_chars: config.requests.max_text_chars as usize,
@@ -105,6 +112,7 @@ impl Server {
             redis,
             read_model,
             client_messages,
+            reaction_changes,
             limits,
             metrics: chat_core::metrics::handle(),
             claim_wait,

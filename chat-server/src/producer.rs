@@ -154,15 +154,25 @@ impl EventProducer {
         }
     }
 
-    /// Checks that Kafka answers and the topic has partitions.
-    pub(crate) async fn check(&self) -> Result<(), CheckError> {
+    /// Asks Kafka, through the live producer, what `ask` wants to know of
+    /// the topic: on a blocking thread, as librdkafka's metadata calls block.
+    async fn ask_kafka<T: Send + 'static>(
+        &self,
+        ask: impl FnOnce(&FutureProducer, &str) -> Result<T, CheckError> + Send + 'static,
+    ) -> Result<T, CheckError> {
         let producer = self.current();
         let topic = self.config.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            topic_partitions(producer.client(), &topic, Duration::from_secs(2)).map(drop)
+        tokio::task::spawn_blocking(move || ask(&producer, &topic))
+            .await
+            .map_err(|_| CheckError::Panicked)?
+    }
+
+    /// Checks that Kafka answers and the topic has partitions.
+    pub(crate) async fn check(&self) -> Result<(), CheckError> {
+        self.ask_kafka(|producer, topic| {
+            topic_partitions(producer.client(), topic, Duration::from_secs(2)).map(drop)
         })
         .await
-        .map_err(|_| CheckError::Panicked)?
     }
 
     /// The end of `chat`'s partition as Kafka reports it (the offset the
@@ -185,18 +195,15 @@ impl EventProducer {
     /// `chat`'s partition and that partition's end (the offset the next
     /// event will get), as Kafka tells it now.
     pub(crate) async fn chat_partition_end(&self, chat: &ChatId) -> Result<(i32, i64), CheckError> {
-        let producer = self.current();
-        let topic = self.config.topic.clone();
         let chat = chat.as_str().to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.ask_kafka(move |producer, topic| {
             let client = producer.client();
             let limit = Duration::from_secs(2);
-            let partition = names::partition_of(&chat, topic_partitions(client, &topic, limit)?);
-            let (_, end) = client.fetch_watermarks(&topic, partition, limit)?;
+            let partition = names::partition_of(&chat, topic_partitions(client, topic, limit)?);
+            let (_, end) = client.fetch_watermarks(topic, partition, limit)?;
             Ok((partition, end))
         })
         .await
-        .map_err(|_| CheckError::Panicked)?
     }
 
     /// Whether `message` can be an event of `chat`'s log: its partition is

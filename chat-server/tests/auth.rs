@@ -21,12 +21,29 @@ fn signer(key: &str) -> Auth {
     .expect("on")
 }
 
-fn token(user: &str, chats: Option<&[&str]>, ttl: Duration) -> String {
+/// A token for `user` signed with `key`.
+fn signed_token(key: &str, user: &str, chats: Option<&[&str]>, ttl: Duration) -> String {
     let chats = chats.map(|c| c.iter().map(|s| (*s).to_owned()).collect());
-    signer(KEY)
+    signer(key)
         .issue(&user.parse().expect("user"), chats, ttl)
         .expect("token")
         .0
+}
+
+/// A token for `user` signed with the servers' key.
+fn token(user: &str, chats: Option<&[&str]>, ttl: Duration) -> String {
+    signed_token(KEY, user, chats, ttl)
+}
+
+/// A token for alice, good for ten minutes but signed with a key the
+/// servers do not have.
+fn forged() -> String {
+    signed_token(
+        "another-secret-of-enough-length-32b",
+        "alice",
+        None,
+        Duration::from_secs(600),
+    )
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -42,21 +59,44 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 async fn start(configure: impl FnOnce(&mut chat_server::Config)) -> TestServer {
-    let mut config = common::config();
-    config.auth.auth_hmac_key = Some(KEY.into());
-    configure(&mut config);
-    TestServer::start_with(config).await
+    TestServer::start_configured(|config| {
+        config.auth.auth_hmac_key = Some(KEY.into());
+        configure(config);
+    })
+    .await
 }
 
-async fn post(server: &TestServer, chat: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = server
-        .http
-        .post(server.url(&format!("/api/chats/{chat}/messages")))
-        .json(&body);
+/// `POST path` of `server` with `body`, as the bearer of `token` when
+/// there is one.
+async fn post_as(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = server.http.post(server.url(path)).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.expect("POST");
+    request.send().await.expect("POST")
+}
+
+/// `GET path` of `server` as the bearer of `token`.
+async fn get_as(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+) -> reqwest::Result<reqwest::Response> {
+    server
+        .http
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+}
+
+async fn post(server: &TestServer, chat: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let response = post_as(server, &format!("/api/chats/{chat}/messages"), token, &body).await;
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON"))
 }
@@ -69,23 +109,10 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
     // Missing, forged, alg none, expired: 401, nothing written.
     let (status, problem) = post(&server, "lobby", None, json!({"text": "no token"})).await;
     assert_eq!(status, 401, "{problem}");
-    let forged = signer("another-secret-of-enough-length-32b")
-        .issue(
-            &"alice".parse().expect("user"),
-            None,
-            Duration::from_secs(600),
-        )
-        .expect("token")
-        .0;
+    let forged = forged();
     let (status, problem) = post(&server, "lobby", Some(&forged), json!({"text": "forged"})).await;
     assert_eq!(status, 401);
-    assert!(
-        problem["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("signature"),
-        "{problem}"
-    );
+    common::assert_detail_contains(&problem, "signature");
     let exp = chrono::Utc::now().timestamp() + 600;
     let none = format!(
         "{}.{}.",
@@ -98,11 +125,7 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
     // passed (fetches need a token too, and write nothing).
     let expired = token("alice", None, Duration::ZERO);
     common::eventually(Duration::from_secs(5), "the token to expire", || async {
-        let response = server
-            .http
-            .get(server.url("/api/chats/lobby/messages"))
-            .bearer_auth(&expired)
-            .send()
+        let response = get_as(&server, "/api/chats/lobby/messages", &expired)
             .await
             .ok()?;
         (response.status() == 401).then_some(())
@@ -110,29 +133,20 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
     .await;
     let (status, problem) = post(&server, "lobby", Some(&expired), json!({"text": "late"})).await;
     assert_eq!(status, 401);
-    assert!(
-        problem["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("expired"),
-        "{problem}"
-    );
+    common::assert_detail_contains(&problem, "expired");
     let unauthorized =
         test_support::get(&server.http, &server.url("/api/chats/lobby/messages")).await;
     assert_eq!(unauthorized.status(), 401, "reading needs a token too");
     assert!(unauthorized.headers().contains_key("www-authenticate"));
 
     // A chat the token does not list, a userId that is not the token's: 403.
-    let (status, problem) = post(&server, "elsewhere", Some(&alice), json!({"text": "hi"})).await;
-    assert_eq!(status, 403, "{problem}");
-    let (status, problem) = post(
-        &server,
-        "lobby",
-        Some(&alice),
-        json!({"userId": "bob", "text": "as bob"}),
-    )
-    .await;
-    assert_eq!(status, 403, "{problem}");
+    for (chat, body) in [
+        ("elsewhere", json!({"text": "hi"})),
+        ("lobby", json!({"userId": "bob", "text": "as bob"})),
+    ] {
+        let (status, problem) = post(&server, chat, Some(&alice), body).await;
+        assert_eq!(status, 403, "{problem}");
+    }
     assert!(
         server.records().await.is_empty(),
         "no refused request wrote anything"
@@ -151,30 +165,18 @@ async fn only_valid_tokens_write_and_read_and_refusals_write_nothing() {
     .await;
     assert_eq!(status, 201);
     let id = message["id"].as_str().expect("id");
-    let reacted = server
-        .http
-        .post(server.url(&format!("/api/chats/lobby/messages/{id}/reactions")))
-        .bearer_auth(&alice)
-        .json(&json!({"emoji": "👍"}))
-        .send()
-        .await
-        .expect("react");
+    let reactions = format!("/api/chats/lobby/messages/{id}/reactions");
+    let reacted = post_as(&server, &reactions, Some(&alice), &json!({"emoji": "👍"})).await;
     assert_eq!(reacted.status(), 201);
     let removed = server
         .http
-        .delete(server.url(&format!(
-            "/api/chats/lobby/messages/{id}/reactions/%F0%9F%91%8D?userId=bob"
-        )))
+        .delete(server.url(&format!("{reactions}/%F0%9F%91%8D?userId=bob")))
         .bearer_auth(&alice)
         .send()
         .await
         .expect("unreact");
     assert_eq!(removed.status(), 403, "removing as someone else");
-    let page = server
-        .http
-        .get(server.url("/api/chats/lobby/messages"))
-        .bearer_auth(&alice)
-        .send()
+    let page = get_as(&server, "/api/chats/lobby/messages", &alice)
         .await
         .expect("GET");
     assert_eq!(page.status(), 200);
@@ -209,14 +211,13 @@ async fn a_user_over_the_write_limit_gets_429_with_retry_after() {
         [201, 201, 429],
         "a burst of twice the rate, then refused"
     );
-    let refused = server
-        .http
-        .post(server.url("/api/chats/lobby/messages"))
-        .bearer_auth(&alice)
-        .json(&json!({"text": "more"}))
-        .send()
-        .await
-        .expect("POST");
+    let refused = post_as(
+        &server,
+        "/api/chats/lobby/messages",
+        Some(&alice),
+        &json!({"text": "more"}),
+    )
+    .await;
     assert_eq!(refused.status(), 429);
     assert!(
         refused.headers()["retry-after"]
@@ -240,13 +241,7 @@ async fn a_user_over_the_write_limit_gets_429_with_retry_after() {
 #[tokio::test]
 async fn development_tokens_only_when_asked_for() {
     let off = start(|_| {}).await;
-    let response = off
-        .http
-        .post(off.url("/api/dev/token"))
-        .json(&json!({"userId": "alice"}))
-        .send()
-        .await
-        .expect("POST");
+    let response = post_as(&off, "/api/dev/token", None, &json!({"userId": "alice"})).await;
     assert_eq!(response.status(), 404);
     off.stop().await;
 
@@ -254,16 +249,16 @@ async fn development_tokens_only_when_asked_for() {
     let (_, config) = on.get_json("/api/config").await;
     assert_eq!(config["auth"], true);
     assert_eq!(config["devTokens"], true);
-    let issued: Value = on
-        .http
-        .post(on.url("/api/dev/token"))
-        .json(&json!({"userId": "carol", "chats": ["lobby"]}))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let issued: Value = post_as(
+        &on,
+        "/api/dev/token",
+        None,
+        &json!({"userId": "carol", "chats": ["lobby"]}),
+    )
+    .await
+    .json()
+    .await
+    .expect("JSON");
     let token = issued["token"].as_str().expect("token");
     assert_eq!(
         post(&on, "lobby", Some(token), json!({"text": "hi"}))
@@ -322,14 +317,7 @@ async fn tokens_never_reach_the_logs() {
     let http = reqwest::Client::new();
     let base = server.base.clone();
     let good = token("alice", None, Duration::from_secs(600));
-    let forged = signer("another-secret-of-enough-length-32b")
-        .issue(
-            &"alice".parse().expect("user"),
-            None,
-            Duration::from_secs(600),
-        )
-        .expect("token")
-        .0;
+    let forged = forged();
     for token in [&good, &forged] {
         let _ = http
             .post(format!("{base}/api/chats/lobby/messages"))
@@ -356,23 +344,19 @@ async fn tokens_never_reach_the_logs() {
 
 #[test]
 fn the_token_command_prints_a_token_the_servers_accept() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args([
-            "token",
-            "--user",
-            "alice",
-            "--chats",
-            "lobby,side",
-            "--ttl",
-            "1h",
-        ])
-        .env("AUTH_HMAC_KEY", KEY)
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = test_support::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args([
+                "token",
+                "--user",
+                "alice",
+                "--chats",
+                "lobby,side",
+                "--ttl",
+                "1h",
+            ])
+            .env("AUTH_HMAC_KEY", KEY),
+        "chat-server token",
     );
     let token = String::from_utf8(output.stdout).expect("utf-8");
     let identity = signer(KEY).verify(token.trim()).expect("valid");

@@ -19,15 +19,9 @@ async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
 
     let before = server.post_message("lobby", "alice", "before").await;
     // A reaction needs its message in the read model.
-    common::eventually(
-        Duration::from_secs(30),
-        "the message to be projected",
-        || async {
-            let (_, page) = server.get_json("/api/chats/lobby/messages").await;
-            (page["messages"][0]["id"] == before.as_str()).then_some(())
-        },
-    )
-    .await;
+    server
+        .until_newest("lobby", &before, Duration::from_secs(30))
+        .await;
 
     kafka.kill();
 
@@ -53,12 +47,8 @@ async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
         let started = Instant::now();
         let response = server.post_json(path, body).await;
         let took = started.elapsed();
-        assert_eq!(response.status(), 503, "{path}");
+        common::assert_problem(&response, 503, path);
         assert!(took < bound, "{path} took {took:?}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
-        );
         assert!(response.headers().contains_key("retry-after"));
         let problem: Value = response.json().await.expect("problem JSON");
         let detail = problem["detail"].as_str().expect("detail");
@@ -70,21 +60,24 @@ async fn with_the_broker_stopped_posts_answer_503_in_bounded_time() {
 
     // A failed write gives its clientMessageId back: it is not stuck pending.
     let retry = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "alice", "text": "retry me", "clientMessageId": "c-down"}),
-        )
+        .post_with_client_id("lobby", "alice", "retry me", "c-down")
         .await;
     assert_eq!(retry.status(), 503, "still no broker, so still not stored");
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
+/// A configuration whose broker is a port nobody listens on, and whose
+/// writes are given up after one second.
+fn without_a_broker() -> chat_server::Config {
     let mut config = common::config();
     config.kafka.brokers = format!("127.0.0.1:{}", common::free_port());
     config.kafka.delivery_timeout_ms = 1000;
-    let server = TestServer::start_unready(config).await;
+    config
+}
+
+#[tokio::test]
+async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
+    let server = TestServer::start_unready(without_a_broker()).await;
     let started = Instant::now();
     let response = server.post_text("lobby", "alice", "hello?").await;
     assert_eq!(response.status(), 503);
@@ -100,9 +93,7 @@ async fn a_server_whose_broker_never_answered_refuses_posts_in_bounded_time() {
 /// library's own codes) is logged, not answered.
 #[tokio::test]
 async fn answers_say_what_is_down_in_words_not_in_library_errors() {
-    let mut config = common::config();
-    config.kafka.brokers = format!("127.0.0.1:{}", common::free_port());
-    config.kafka.delivery_timeout_ms = 1000;
+    let mut config = without_a_broker();
     config.redis.url = format!("redis://127.0.0.1:{}", common::free_port());
     config.redis.cluster_nodes.clear();
     let server = TestServer::start_unready(config).await;

@@ -29,9 +29,7 @@ async fn read_to_close(socket: &mut TcpStream, limit: Duration) -> Option<usize>
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
-    let mut config = common::config();
-    config.requests.write_timeout_ms = 1000;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_configured(|c| c.requests.write_timeout_ms = 1000).await;
     let chat = common::unique("big");
     let text = "x".repeat(3000);
     for _ in 0..100 {
@@ -76,9 +74,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
 
 #[tokio::test]
 async fn one_connection_over_the_cap_gets_503_and_a_freed_place_is_reused() {
-    let mut config = common::config();
-    config.requests.max_connections = 4;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_configured(|c| c.requests.max_connections = 4).await;
     // The test harness's own client may hold kept-alive connections: this
     // test's count starts from a server that holds none of its own.
     let mut held = Vec::new();

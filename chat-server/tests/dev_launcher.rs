@@ -28,6 +28,22 @@ impl Dev {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `path` of chat-dev's chat-server.
+    fn chat_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.chat)
+    }
+
+    /// Posts `text` to `chat` as alice through chat-dev's chat-server;
+    /// answers the response as it is.
+    async fn post_text(&self, chat: &str, text: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.chat_url(&format!("/api/chats/{chat}/messages")))
+            .json(&serde_json::json!({"userId": "alice", "text": text}))
+            .send()
+            .await
+            .expect("POST")
+    }
 }
 
 struct TempDir(std::path::PathBuf);
@@ -171,15 +187,9 @@ async fn make_run_serves_posts_and_streams_and_one_ctrl_c_stops_everything() {
     let mut body = stream.bytes_stream();
     let first = body.next().await.expect("retry").expect("bytes");
     assert!(first.starts_with(b"retry:"));
-    let posted: serde_json::Value = http
-        .post(format!(
-            "http://127.0.0.1:{}/api/chats/lobby/messages",
-            dev.chat
-        ))
-        .json(&serde_json::json!({"userId": "alice", "text": "hi"}))
-        .send()
+    let posted: serde_json::Value = dev
+        .post_text("lobby", "hi")
         .await
-        .expect("post")
         .json()
         .await
         .expect("JSON");
@@ -248,28 +258,17 @@ async fn with_a_redis_cluster_make_run_starts_no_redis_server_of_its_own() {
         2,
         "publish-server and scheduler only"
     );
-    let posted = reqwest::Client::new()
-        .post(format!(
-            "http://127.0.0.1:{}/api/chats/dev-cluster/messages",
-            dev.chat
-        ))
-        .json(&serde_json::json!({"userId": "alice", "text": "on the cluster"}))
-        .send()
-        .await
-        .expect("POST");
+    let posted = dev.post_text("dev-cluster", "on the cluster").await;
     assert_eq!(posted.status(), 201);
     let id = posted.json::<serde_json::Value>().await.expect("JSON")["id"].clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let page: serde_json::Value = reqwest::get(format!(
-            "http://127.0.0.1:{}/api/chats/dev-cluster/messages",
-            dev.chat
-        ))
-        .await
-        .expect("fetch")
-        .json()
-        .await
-        .expect("JSON");
+        let page: serde_json::Value = reqwest::get(dev.chat_url("/api/chats/dev-cluster/messages"))
+            .await
+            .expect("fetch")
+            .json()
+            .await
+            .expect("JSON");
         if page["messages"]
             .as_array()
             .is_some_and(|m| m.iter().any(|m| m["id"] == id))

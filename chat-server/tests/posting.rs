@@ -138,18 +138,16 @@ async fn a_retried_client_message_id_answers_the_original_and_writes_nothing_new
     }
 
     // The same id with another text is a client bug, not a retry.
-    let post_c1 = |user: &'static str, text: &'static str| {
-        server.post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": user, "text": text, "clientMessageId": "c-1"}),
-        )
-    };
-    let reused = post_c1("alice", "other").await;
+    let reused = server
+        .post_with_client_id("lobby", "alice", "other", "c-1")
+        .await;
     assert_eq!(reused.status(), 409);
     assert_eq!(reused.headers()["content-type"], "application/problem+json");
 
     // Another user, or another chat, may use the same client id.
-    let other_user = post_c1("bob", "once").await;
+    let other_user = server
+        .post_with_client_id("lobby", "bob", "once", "c-1")
+        .await;
     assert_eq!(other_user.status(), 201);
     assert_ne!(
         other_user.json::<Value>().await.expect("JSON")["id"],
@@ -385,11 +383,9 @@ async fn a_retry_after_a_lost_record_finds_the_message_the_projector_saw() {
 async fn a_claim_left_by_a_dead_server_is_taken_over_once_its_write_cannot_land() {
     let server = TestServer::start().await;
     let earlier = server.post_message("lobby", "dora", "before").await;
-    eventually(Duration::from_secs(10), "the chat is projected", || async {
-        let (_, page) = server.get_json("/api/chats/lobby/messages").await;
-        (page["messages"][0]["id"] == earlier.as_str()).then_some(())
-    })
-    .await;
+    server
+        .until_newest("lobby", &earlier, Duration::from_secs(10))
+        .await;
     let keys = server.config.redis.keys();
     let claim = |id: &str| {
         keys.client_message(
@@ -420,19 +416,13 @@ async fn a_claim_left_by_a_dead_server_is_taken_over_once_its_write_cannot_land(
 
     // Claimed longer ago than any write can take: taken over and written.
     let old = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "dora", "text": "old", "clientMessageId": "old-1"}),
-        )
+        .post_with_client_id("lobby", "dora", "old", "old-1")
         .await;
     assert_eq!(old.status(), 201);
     assert!(old.headers().get("idempotent-replayed").is_none());
     // Claimed just now: its server may still write it.
     let new = server
-        .post_json(
-            "/api/chats/lobby/messages",
-            json!({"userId": "dora", "text": "new", "clientMessageId": "new-1"}),
-        )
+        .post_with_client_id("lobby", "dora", "new", "new-1")
         .await;
     assert_eq!(new.status(), 409);
     assert_eq!(new.headers()["retry-after"], "1");

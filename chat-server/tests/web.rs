@@ -12,10 +12,11 @@ async fn the_ui_is_served_beside_the_api() {
     std::fs::create_dir_all(dir.join("assets")).expect("dir");
     std::fs::write(dir.join("index.html"), "<!doctype html><title>chat</title>").expect("index");
     std::fs::write(dir.join("assets/app.js"), "console.log(1)").expect("asset");
-    let mut config = common::config();
-    config.web.web_dir = dir.clone();
-    config.web.public_stream_url = "http://streams.example:8081".into();
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_configured(|c| {
+        c.web.web_dir = dir.clone();
+        c.web.public_stream_url = "http://streams.example:8081".into();
+    })
+    .await;
 
     for path in ["/", "/some/page"] {
         let response = server.get(path).await.expect("GET");
@@ -56,28 +57,17 @@ async fn the_ui_is_served_beside_the_api() {
     assert_eq!(ui["streamUrl"], "http://streams.example:8081");
 
     let response = server.get("/api/nothing-here").await.expect("GET");
-    assert_eq!(response.status(), 404);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    common::assert_problem(&response, 404, "an unknown API path");
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn without_a_built_ui_the_root_says_so() {
-    let mut config = common::config();
-    config.web.web_dir = std::env::temp_dir().join(common::unique("no-web"));
-    let server = TestServer::start_with(config).await;
+    let web_dir = std::env::temp_dir().join(common::unique("no-web"));
+    let server = TestServer::start_configured(|c| c.web.web_dir = web_dir).await;
     let (status, problem) = server.get_json("/").await;
     assert_eq!(status, 404);
-    assert!(
-        problem["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("not built"),
-        "{problem}"
-    );
+    common::assert_detail_contains(&problem, "not built");
     server.stop().await;
 }

@@ -4,8 +4,10 @@
 //! broker, three for the fault suite.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::OwnProcess;
 
 /// The workspace's root folder (the scripts live in its `scripts/`).
 pub fn workspace_root() -> PathBuf {
@@ -34,18 +36,14 @@ impl KafkaNodes {
     /// `dir` and formats their storage; `extra` (`key=value`) goes into
     /// every node's properties.
     pub fn prepare(dir: &Path, nodes: usize, extra: &[&str]) -> Self {
-        let output = Command::new(script("kafka.sh"))
-            .arg("prepare")
-            .arg(dir)
-            .arg(nodes.to_string())
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .expect("scripts/kafka.sh runs");
-        assert!(
-            output.status.success(),
-            "scripts/kafka.sh prepare failed (scripts/ensure.sh kafka fetches the jars): {}",
-            String::from_utf8_lossy(&output.stderr)
+        crate::run_ok(
+            Command::new(script("kafka.sh"))
+                .arg("prepare")
+                .arg(dir)
+                .arg(nodes.to_string())
+                .args(extra)
+                .stdin(Stdio::null()),
+            "scripts/kafka.sh prepare (with the jars scripts/ensure.sh kafka fetches)",
         );
         let ports = (1..=nodes)
             .map(|i| {
@@ -151,7 +149,7 @@ async fn metadata_tool(port: u16, args: &[&str]) -> Option<String> {
 pub struct OwnKafka {
     pub brokers: String,
     nodes: KafkaNodes,
-    child: Option<Child>,
+    process: OwnProcess,
 }
 
 impl OwnKafka {
@@ -170,7 +168,10 @@ impl OwnKafka {
             .expect("scripts/kafka.sh node starts");
         let kafka = Self {
             brokers: nodes.bootstrap(),
-            child: Some(child),
+            process: OwnProcess {
+                dir,
+                child: Some(child),
+            },
             nodes,
         };
         kafka
@@ -182,16 +183,6 @@ impl OwnKafka {
 
     /// Kills the broker (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnKafka {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.nodes.dir);
+        self.process.kill();
     }
 }

@@ -243,6 +243,33 @@ impl Drop for Running {
     }
 }
 
+/// A child process of a test's own and the folder it keeps its data in:
+/// killed, and the folder removed, on drop.
+#[derive(Debug)]
+struct OwnProcess {
+    dir: std::path::PathBuf,
+    /// `None` while it is not running.
+    child: Option<Child>,
+}
+
+impl OwnProcess {
+    /// Kills the process (SIGKILL), as a crash would, and waits until it
+    /// is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A server binary in a process of its own whose log (stderr) is kept.
 #[derive(Debug)]
 pub struct LoggedProcess {
@@ -282,6 +309,20 @@ impl LoggedProcess {
         let output = self.child.wait_with_output().expect("exits");
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
+}
+
+/// Runs `command` (`what`) to its end and answers its output; panics,
+/// with what it wrote to stderr, unless it succeeded.
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// Polls `check` every 50 ms until it answers `Some`, for up to `limit`.

@@ -2,10 +2,10 @@
 //! redis-server of a test's own, and hot flags set as the scheduler sets
 //! them.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, unique};
+use crate::{OwnProcess, free_port, unique};
 
 /// The Redis of the tests.
 pub fn redis_url() -> String {
@@ -132,8 +132,7 @@ async fn plain_redis(url: &str) -> redis::RedisResult<redis::aio::MultiplexedCon
 #[derive(Debug)]
 pub struct OwnRedis {
     pub port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
+    process: OwnProcess,
 }
 
 impl OwnRedis {
@@ -146,8 +145,7 @@ impl OwnRedis {
         std::fs::create_dir_all(&dir).expect("redis dir");
         let mut redis = Self {
             port,
-            dir,
-            child: None,
+            process: OwnProcess { dir, child: None },
         };
         redis.restart();
         redis
@@ -170,12 +168,12 @@ impl OwnRedis {
                 "always",
             ])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(&self.process.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts (make test installs it)");
-        self.child = Some(child);
+        self.process.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -185,17 +183,7 @@ impl OwnRedis {
 
     /// Kills it (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.kill();
     }
 }
 

@@ -23,7 +23,7 @@ use wire::{decode_page, encode};
 /// Applies a batch of one chat's events. KEYS: messages, bodies, client ids,
 /// head, reactions, events. ARGV: counts prefix, users prefix, retention,
 /// replay log length, the field separator, the most distinct emojis a
-/// message may hold, then 8 values per event: kind (`m`/`r`), id, offset,
+/// message may hold, the changes prefix, then 8 values per event: kind (`m`/`r`), id, offset,
 /// for a message userId, clientMessageId (or empty), body, unused; for a
 /// reaction message id, userId, emoji, action; then its SSE frame.
 /// Answers how many adds were refused because their message already held
@@ -245,7 +245,8 @@ impl ReadModel {
                 .arg(self.retention.messages)
                 .arg(self.retention.replay_events)
                 .arg(names::FIELD_SEPARATOR)
-                .arg(self.max_emojis);
+                .arg(self.max_emojis)
+                .arg(&keys.changes_prefix);
             for (id, event) in chat_events {
                 encode(&mut call, *id, event);
             }
@@ -325,14 +326,11 @@ impl ReadModel {
     ) -> redis::RedisResult<Replay> {
         use redis::FromRedisValue as _;
         let keys = self.keys.chat(chat);
-        let mut conn = redis.get().await?;
         // Read before the log: the projector records a partition's progress
         // only after the chats' logs hold it, so the log read next holds at
         // least everything up to this offset.
-        let projected: Option<i64> = redis::cmd("GET")
-            .arg(self.keys.projected(&self.topic, after.partition))
-            .query_async(&mut conn)
-            .await?;
+        let projected = self.projected(redis, after.partition).await?;
+        let mut conn = redis.get().await?;
         let (trimmed, flat, over_bytes): (Option<i64>, Vec<redis::Value>, bool) = self
             .replay
             .key(&keys.events)
@@ -399,14 +397,11 @@ impl ReadModel {
         emoji: &str,
     ) -> redis::RedisResult<Lookup> {
         let keys = self.keys.chat(chat);
-        let mut conn = redis.get().await?;
         // The partition's progress first, the chat's keys (one slot) after:
         // the projector applies a chat before it advances the progress, so
         // a message missing after the progress passed it does not exist.
-        let projected: Option<i64> = redis::cmd("GET")
-            .arg(self.keys.projected(&self.topic, message.partition))
-            .query_async(&mut conn)
-            .await?;
+        let projected = self.projected(redis, message.partition).await?;
+        let mut conn = redis.get().await?;
         let counts = format!("{}{message}", keys.counts_prefix);
         let (exists, distinct_emojis, holds_emoji, head): (bool, usize, bool, Option<String>) =
             redis::pipe()

@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) redis: Arc<RedisConn>,
     pub(crate) read_model: Arc<ReadModel>,
     pub(crate) client_messages: ClientMessages,
+    /// Which reaction changes change something, and are written.
+    pub(crate) reaction_changes: crate::reaction_changes::ReactionChanges,
     pub(crate) limits: Limits,
     pub(crate) metrics: PrometheusHandle,
     /// How long a retry waits for a concurrent request with the same

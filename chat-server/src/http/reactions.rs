@@ -1,37 +1,73 @@
 //! Adding and removing a reaction: written to Kafka once its message is
-//! known to the read model.
+//! known to the read model, and only when it changes something (see
+//! `reaction_changes`): an add of an emoji the user holds, or a remove of
+//! one the user does not hold, answers 200 with `"changed": false` and
+//! writes nothing.
 
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chat_core::api::AddReactionBody;
 use chat_core::event::{self, ChatEvent, Reaction, ReactionAction, ReactionChanged};
 use chat_core::id::EventId;
 use chat_core::problem::ApiError;
 use chat_core::read_model::Lookup;
 use chat_core::validate::{ChatId, Emoji, UserId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::redis_unavailable;
 use super::extract::{ApiQuery, Caller, JsonBody, MessagePath, ReactionPath};
+use crate::reaction_changes::Decision;
+
+/// What a reaction request did.
+enum Outcome {
+    /// The change was written: its event.
+    Written(Reaction),
+    /// It would have changed nothing, and nothing was written.
+    Unchanged(ReactionChanged),
+}
+
+/// The answer to a change that changed nothing: the change, no id.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Unchanged {
+    changed: bool,
+    #[serde(flatten)]
+    change: ReactionChanged,
+}
+
+impl Outcome {
+    /// `written` for a change that was written, else 200 `changed: false`.
+    fn respond(self, written: StatusCode) -> Response {
+        match self {
+            Self::Written(reaction) => (written, Json(reaction)).into_response(),
+            Self::Unchanged(change) => Json(Unchanged {
+                changed: false,
+                change,
+            })
+            .into_response(),
+        }
+    }
+}
 
 pub(super) async fn add_reaction(
     State(state): State<AppState>,
     MessagePath { chat, message }: MessagePath,
     caller: Caller,
     JsonBody(body): JsonBody<AddReactionBody>,
-) -> Result<(StatusCode, Json<Reaction>), ApiError> {
+) -> Result<Response, ApiError> {
     let emoji = body.emoji.parse()?;
     let user_id = caller.user(&chat, body.user_id.as_deref(), false)?;
     let change = ReactionChanged {
         action: ReactionAction::Add,
         ..changed(chat, message, user_id, emoji)
     };
-    let reaction = store_reaction(&state, change).await?;
-    Ok((StatusCode::CREATED, Json(reaction)))
+    let outcome = store_reaction(&state, change).await?;
+    Ok(outcome.respond(StatusCode::CREATED))
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,13 +86,14 @@ pub(super) async fn remove_reaction(
     }: ReactionPath,
     ApiQuery(query): ApiQuery<RemoveReactionQuery>,
     caller: Caller,
-) -> Result<Json<Reaction>, ApiError> {
+) -> Result<Response, ApiError> {
     let user_id = caller.user(&chat, query.user_id.as_deref(), true)?;
     let change = ReactionChanged {
         action: ReactionAction::Remove,
         ..changed(chat, message, user_id, emoji)
     };
-    store_reaction(&state, change).await.map(Json)
+    let outcome = store_reaction(&state, change).await?;
+    Ok(outcome.respond(StatusCode::OK))
 }
 
 /// A change of `user`'s `emoji` on a message, made now (an add until said
@@ -72,9 +109,9 @@ fn changed(chat: ChatId, message: EventId, user: UserId, emoji: Emoji) -> Reacti
     }
 }
 
-/// Passes the user's write limit, checks the message exists, then writes
-/// the change.
-async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Reaction, ApiError> {
+/// Passes the user's write limit, checks the message exists, decides
+/// whether the change changes anything, then writes it if it does.
+async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Outcome, ApiError> {
     state
         .write_limits
         .reaction(&change.user_id)
@@ -83,18 +120,86 @@ async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Rea
             retry_after_secs: over.retry_after_secs,
         })?;
     ensure_message_exists(state, &change).await?;
-    let id = state
+    let mark = match decide(state, &change).await? {
+        Decision::Write(mark) => mark,
+        Decision::Same => return Ok(Outcome::Unchanged(change)),
+        Decision::Full => {
+            return Err(ApiError::TooManyEmojis {
+                message: change.message_id.to_string(),
+                max: state.read_model.max_emojis(),
+            });
+        }
+        // Trimmed by retention since it was found.
+        Decision::Missing => {
+            return Err(ApiError::NotFound(format!(
+                "chat {} has no message {}",
+                change.chat_id, change.message_id
+            )));
+        }
+        Decision::Busy => return Err(busy(&change)),
+    };
+    let sent = state
         .producer
         .send(&ChatEvent::Reaction(change.clone()))
-        .await?;
-    Ok(Reaction { id, change })
+        .await;
+    // A write that may be in the log all the same keeps its mark in flight
+    // until it can no longer arrive; else the mark says what the log holds.
+    let settled = match &sent {
+        Ok(id) => Some(Some(*id)),
+        Err(error) if error.may_be_stored() => None,
+        Err(_) => Some(None),
+    };
+    if let Some(stored) = settled
+        && let Err(error) = state
+            .reaction_changes
+            .settle(&state.redis, &mark, stored)
+            .await
+    {
+        tracing::warn!(%error, "cannot note a reaction change; it stays in flight until it lapses");
+    }
+    let id = sent?;
+    Ok(Outcome::Written(Reaction { id, change }))
+}
+
+/// Decides `change`, waiting (up to the reaction wait) while another change
+/// of the same reaction is being written.
+async fn decide(state: &AppState, change: &ReactionChanged) -> Result<Decision, ApiError> {
+    let give_up = Instant::now() + state.reaction_wait;
+    loop {
+        let decision = state
+            .reaction_changes
+            .decide(&state.redis, change)
+            .await
+            .map_err(|e| {
+                redis_unavailable(
+                    "the reaction was not stored: Redis, which holds the read model, \
+                     is unavailable; retry",
+                    &e,
+                )
+            })?;
+        match decision {
+            Decision::Busy if Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            decided => return Ok(decided),
+        }
+    }
+}
+
+/// 503: another change of the same reaction is still being written.
+fn busy(change: &ReactionChanged) -> ApiError {
+    ApiError::unavailable(format!(
+        "another change of {}'s {} on message {} is being written; retry",
+        change.user_id,
+        change.emoji.as_str(),
+        change.message_id
+    ))
 }
 
 /// A reaction needs its message in the read model. A message posted a
 /// moment ago may not be there yet: wait (boundedly) for the projector to
 /// pass its position before calling it missing. An id the chat's log cannot
-/// hold (another partition, or past the log's end) is missing at once. A new
-/// emoji on a message that holds the most distinct emojis is refused.
+/// hold (another partition, or past the log's end) is missing at once.
 async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Result<(), ApiError> {
     let give_up = Instant::now() + state.reaction_wait;
     let missing = || {
@@ -122,20 +227,7 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
                 )
             })?;
         match found {
-            Lookup::Found {
-                distinct_emojis,
-                holds_emoji,
-            } => {
-                let max = state.read_model.max_emojis();
-                let adds_one = change.action == ReactionAction::Add && !holds_emoji;
-                if adds_one && distinct_emojis >= max as usize {
-                    return Err(ApiError::TooManyEmojis {
-                        message: change.message_id.to_string(),
-                        max,
-                    });
-                }
-                return Ok(());
-            }
+            Lookup::Found { .. } => return Ok(()),
             Lookup::Missing => return Err(missing()),
             Lookup::NotYetProjected { .. } if !asked_kafka => {
                 asked_kafka = true;

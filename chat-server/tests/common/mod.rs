@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Parser as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use reqwest::Response;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +49,13 @@ impl TestServer {
         Self::start_until(config, test_support::Until::Ready).await
     }
 
+    /// A server of [`config`] as `configure` changes it, once ready.
+    pub async fn start_configured(configure: impl FnOnce(&mut chat_server::Config)) -> Self {
+        let mut config = config();
+        configure(&mut config);
+        Self::start_with(config).await
+    }
+
     /// A server of `config` whose Kafka or Redis is down, once it serves.
     pub async fn start_unready(config: chat_server::Config) -> Self {
         Self::start_until(config, test_support::Until::Serving).await
@@ -72,11 +80,11 @@ impl TestServer {
         self.running.url(path)
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+    pub async fn get(&self, path: &str) -> reqwest::Result<Response> {
         self.http.get(self.url(path)).send().await
     }
 
-    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> Response {
         self.http
             .post(self.url(path))
             .json(&body)
@@ -92,7 +100,7 @@ impl TestServer {
     }
 
     /// `DELETE path`; answers the response as it is.
-    pub async fn delete(&self, path: &str) -> reqwest::Response {
+    pub async fn delete(&self, path: &str) -> Response {
         self.http
             .delete(self.url(path))
             .send()
@@ -102,13 +110,7 @@ impl TestServer {
 
     /// Adds `emoji` by `user` to `message` in `chat`; answers the response
     /// as it is.
-    pub async fn react(
-        &self,
-        chat: &str,
-        message: &str,
-        user: &str,
-        emoji: &str,
-    ) -> reqwest::Response {
+    pub async fn react(&self, chat: &str, message: &str, user: &str, emoji: &str) -> Response {
         self.post_json(
             &format!("/api/chats/{chat}/messages/{message}/reactions"),
             serde_json::json!({"userId": user, "emoji": emoji}),
@@ -116,8 +118,18 @@ impl TestServer {
         .await
     }
 
+    /// Removes `emoji` by `user` from `message` in `chat`, the emoji
+    /// percent-encoded in the path; answers the response as it is.
+    pub async fn unreact(&self, chat: &str, message: &str, user: &str, emoji: &str) -> Response {
+        let encoded: String = emoji.bytes().map(|b| format!("%{b:02X}")).collect();
+        self.delete(&format!(
+            "/api/chats/{chat}/messages/{message}/reactions/{encoded}?userId={user}"
+        ))
+        .await
+    }
+
     /// Posts `text` to `chat` as `user`; answers the response as it is.
-    pub async fn post_text(&self, chat: &str, user: &str, text: &str) -> reqwest::Response {
+    pub async fn post_text(&self, chat: &str, user: &str, text: &str) -> Response {
         self.post_json(
             &format!("/api/chats/{chat}/messages"),
             serde_json::json!({"userId": user, "text": text}),
@@ -125,14 +137,25 @@ impl TestServer {
         .await
     }
 
+    /// Posts `text` to `chat` as `user` under the `clientMessageId`
+    /// `client_id`; answers the response as it is.
+    pub async fn post_with_client_id(
+        &self,
+        chat: &str,
+        user: &str,
+        text: &str,
+        client_id: &str,
+    ) -> Response {
+        self.post_json(
+            &format!("/api/chats/{chat}/messages"),
+            serde_json::json!({"userId": user, "text": text, "clientMessageId": client_id}),
+        )
+        .await
+    }
+
     /// Posts a message and answers its id.
     pub async fn post_message(&self, chat: &str, user: &str, text: &str) -> String {
-        let response = self
-            .post_json(
-                &format!("/api/chats/{chat}/messages"),
-                serde_json::json!({"userId": user, "text": text}),
-            )
-            .await;
+        let response = self.post_text(chat, user, text).await;
         assert_eq!(response.status(), 201, "posting {text}");
         let body: serde_json::Value = response.json().await.expect("JSON");
         body["id"].as_str().expect("id").to_owned()
@@ -196,6 +219,21 @@ impl TestServer {
         (messages, page["cursor"].clone())
     }
 
+    /// Waits, for `limit` at most, until the newest message of `chat` is
+    /// `id`: the projector has applied it.
+    pub async fn until_newest(&self, chat: &str, id: &str, limit: Duration) {
+        let path = format!("/api/chats/{chat}/messages");
+        eventually(
+            limit,
+            &format!("{id} to be the newest of {chat}"),
+            || async {
+                let (_, page) = self.get_json(&path).await;
+                (page["messages"][0]["id"] == id).then_some(())
+            },
+        )
+        .await;
+    }
+
     pub async fn stop(self) {
         self.running.stop().await;
     }
@@ -232,6 +270,34 @@ impl TestServer {
     pub async fn records(&self) -> Vec<Record> {
         read_topic(&self.config.kafka.brokers, &self.config.kafka.topic).await
     }
+
+    /// The greatest event id of this server's topic: the head a reader that
+    /// applied the whole log reaches.
+    pub async fn last_event_id(&self) -> String {
+        self.records()
+            .await
+            .iter()
+            .map(Record::id)
+            .max()
+            .expect("records")
+    }
+}
+
+/// Asserts that `response` is a problem+json answer with `status` (`what`
+/// it answered, for the failure's message).
+pub fn assert_problem(response: &Response, status: u16, what: &str) {
+    assert_eq!(response.status(), status, "{what}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+}
+
+/// Asserts that the `detail` of a problem+json body says `words`.
+pub fn assert_detail_contains(problem: &serde_json::Value, words: &str) {
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(detail.contains(words), "{problem}");
 }
 
 /// One record as a reader of the topic sees it.
@@ -272,14 +338,7 @@ fn read_topic_blocking(brokers: &str, topic: &str) -> Vec<Record> {
         .create()
         .expect("consumer");
     let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .expect("topic metadata");
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
+    let partitions = partition_ids(&consumer, topic, timeout).expect("topic metadata");
     assert!(!partitions.is_empty(), "topic {topic} has no partitions");
     let mut assignment = TopicPartitionList::new();
     let mut expected = 0;
@@ -365,14 +424,7 @@ fn caught_up(brokers: &str, topic: &str, group: &str) -> Option<()> {
         .create()
         .ok()?;
     let timeout = Duration::from_secs(5);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()?
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
+    let partitions = partition_ids(&consumer, topic, timeout)?;
     let mut wanted = TopicPartitionList::new();
     for &partition in &partitions {
         wanted.add_partition(topic, partition);
@@ -389,4 +441,12 @@ fn caught_up(brokers: &str, topic: &str, group: &str) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// The partitions of `topic`, as the broker's metadata lists them; `None`
+/// when it did not answer within `timeout`.
+fn partition_ids(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Option<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
+    let listed = metadata.topics().first()?;
+    Some(listed.partitions().iter().map(|p| p.id()).collect())
 }
