@@ -54,6 +54,25 @@ fn fold_each_changing(records: &[Record]) -> std::collections::BTreeMap<String, 
     counts
 }
 
+/// Sends `requests` at once and checks how many answered each status.
+async fn assert_statuses(
+    requests: impl IntoIterator<Item = impl std::future::Future<Output = reqwest::Response>>,
+    want: &[(u16, usize)],
+) {
+    let statuses: Vec<u16> = futures::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    for &(status, count) in want {
+        assert_eq!(
+            statuses.iter().filter(|s| **s == status).count(),
+            count,
+            "{count} answers {status}: {statuses:?}"
+        );
+    }
+}
+
 /// The fetch API's counts of `chat`'s latest message.
 async fn counts(server: &TestServer, chat: &str) -> Value {
     let (_, page) = server
@@ -117,21 +136,7 @@ async fn concurrent_changes_of_one_reaction_write_only_what_changes_something() 
 
     // Twenty identical adds at once: one is written.
     let adds = (0..20).map(|_| server.react(&chat, &id, "carol", "👍"));
-    let statuses: Vec<u16> = futures::future::join_all(adds)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        19,
-        "{statuses:?}"
-    );
+    assert_statuses(adds, &[(201, 1), (200, 19)]).await;
 
     // Adds and removes of one reaction at once, by one user: whatever is
     // written alternates, as the log's order says.
@@ -179,21 +184,8 @@ async fn concurrent_new_emojis_cannot_pass_the_cap_together() {
         let (chat, id) = (&chat, &id);
         async move { server.react(chat, id, &format!("new{n}"), emoji).await }
     });
-    let statuses: Vec<u16> = futures::future::join_all(adds)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "one place left: {statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        7,
-        "{statuses:?}"
-    );
+    // One place left.
+    assert_statuses(adds, &[(201, 1), (409, 7)]).await;
 
     let records = reaction_records(&server, &id).await;
     assert_eq!(

@@ -25,21 +25,19 @@ fn token(key: &str, user: &str, chats: Option<&[&str]>, ttl: Duration) -> String
         .0
 }
 
-fn config(world: &World) -> publish_server::Config {
-    let mut config = world.publish_config();
+/// Makes a publish-server take tokens signed with `KEY`.
+fn authenticated(config: &mut publish_server::Config) {
     config.auth.auth_hmac_key = Some(KEY.into());
-    config
 }
 
 #[tokio::test]
 async fn streams_need_a_valid_token_for_their_chat_and_end_when_it_expires() {
-    let world = World::new();
-    // chat-server makes the topic publish-server reads.
-    let chat = world.chat_server().await;
-    let mut settings = config(&world);
-    settings.max_streams_per_user = 2;
-    settings.max_streams_per_address = 4;
-    let publish = world.publish_server(settings).await;
+    let (world, chat, publish) = World::start_with(|c| {
+        authenticated(c);
+        c.max_streams_per_user = 2;
+        c.max_streams_per_address = 4;
+    })
+    .await;
     let url = |chat: &str| publish.url(&format!("/api/chats/{chat}/events"));
     let alice = token(KEY, "alice", Some(&["room"]), Duration::from_secs(600));
 
@@ -140,8 +138,7 @@ async fn streams_need_a_valid_token_for_their_chat_and_end_when_it_expires() {
         "ended early: {:?}",
         opened.elapsed()
     );
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 #[tokio::test]
@@ -150,7 +147,9 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
     let mut chat_config = world.chat_config();
     chat_config.auth.auth_hmac_key = Some(KEY.into());
     let chat = world.chat_server_with(chat_config).await;
-    let publish = world.publish_server(config(&world)).await;
+    let mut settings = world.publish_config();
+    authenticated(&mut settings);
+    let publish = world.publish_server(settings).await;
     let bob = token(KEY, "bob", Some(&["secure"]), Duration::from_secs(600));
     let mut subscriber = Subscriber::open(
         &world.http,
@@ -171,8 +170,7 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
     let got = subscriber.take(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].data["text"], "for bob");
     assert_eq!(got[0].data["userId"], "alice");
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 
     // The binary, logging at debug, never writes a token it was given.
     let server = test_support::LoggedProcess::start(
@@ -227,11 +225,11 @@ async fn with_authentication_on_a_post_reaches_the_subscribers_and_no_token_is_l
 /// counts as one stream toward the per-user limit, whatever its chats.
 #[tokio::test]
 async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
-    let world = World::new();
-    let chat = world.chat_server().await;
-    let mut settings = config(&world);
-    settings.max_streams_per_user = 1;
-    let publish = world.publish_server(settings).await;
+    let (world, chat, publish) = World::start_with(|c| {
+        authenticated(c);
+        c.max_streams_per_user = 1;
+    })
+    .await;
     let token = token(
         KEY,
         "carla",
@@ -240,30 +238,19 @@ async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
     );
     let url = |chats: &str| publish.url(&format!("/api/events?{chats}&token={token}"));
 
-    let refused = world
-        .http
-        .get(url("chat=one&chat=three"))
-        .send()
-        .await
-        .expect("an answer");
+    let refused = test_support::get(&world.http, &url("chat=one&chat=three")).await;
     assert_eq!(refused.status(), 403, "one chat the token does not list");
     let mut stream = Subscriber::open(&world.http, &url("chat=one&chat=two"), None).await;
     let first = stream.take(1, Duration::from_secs(5)).await;
     assert_eq!(first[0].event, "subscribed");
-    let second = world
-        .http
-        .get(url("chat=one"))
-        .send()
-        .await
-        .expect("an answer");
+    let second = test_support::get(&world.http, &url("chat=one")).await;
     assert_eq!(
         second.status(),
         429,
         "one stream of two chats is one stream"
     );
     drop(stream);
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// With authentication off, streams are capped per client address: an
@@ -272,12 +259,11 @@ async fn a_many_chat_stream_needs_every_chat_allowed_and_counts_once() {
 /// nothing).
 #[tokio::test]
 async fn the_per_address_limit_groups_ipv6_by_64_and_believes_only_listed_proxies() {
-    let world = World::new();
-    let _chat = world.chat_server().await;
-    let mut settings = world.publish_config();
-    settings.max_streams_per_address = 2;
-    settings.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
-    let publish = world.publish_server(settings).await;
+    let (world, _chat, publish) = World::start_with(|c| {
+        c.max_streams_per_address = 2;
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("network")];
+    })
+    .await;
     let url = publish.url("/api/chats/room/events");
     let open = |client: &'static str| {
         let (http, url) = (&world.http, &url);

@@ -23,7 +23,6 @@ async fn hot_subscriber(world: &World, publish: &test_support::Running, chat: &s
     Subscriber::open(&world.http, &url, None).await
 }
 
-/// Adds or removes a reaction through chat-server; answers its event id.
 /// Users `u0`, `u1`... add `emoji` on `message` of `hot-room`.
 async fn react_as_many(
     world: &World,
@@ -46,6 +45,8 @@ async fn react_as_many(
     }
 }
 
+/// Adds or removes a reaction through chat-server; answers its event id
+/// (none when it changed nothing, and so was not written).
 async fn react(
     world: &World,
     chat: std::net::SocketAddr,
@@ -54,7 +55,7 @@ async fn react(
     user: &str,
     emoji: &str,
     add: bool,
-) -> String {
+) -> Option<String> {
     let base = format!("http://{chat}/api/chats/{room}/messages/{message}/reactions");
     let response = if add {
         world
@@ -74,7 +75,8 @@ async fn react(
     .expect("reaction request");
     assert!(response.status().is_success(), "{}", response.status());
     let body: serde_json::Value = response.json().await.expect("JSON");
-    body["id"].as_str().expect("id").to_owned()
+    // No id: the change changed nothing, and was not written.
+    body["id"].as_str().map(str::to_owned)
 }
 
 /// Events that arrive within `window`, each with when it arrived.
@@ -89,8 +91,7 @@ async fn collect(subscriber: &mut Subscriber, window: Duration) -> Vec<(Instant,
 
 #[tokio::test]
 async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let mut hot = hot_subscriber(&world, &publish, "hot-room").await;
     let mut cold = Subscriber::open(
         &world.http,
@@ -110,9 +111,13 @@ async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
 
     react_as_many(&world, chat.addr, &first, 10, "👍").await;
     react_as_many(&world, chat.addr, &first, 4, "🎉").await;
-    // Counted once per user, and a removal counts down.
-    react(&world, chat.addr, "hot-room", &first, "u0", "👍", true).await;
-    let last_reaction = react(&world, chat.addr, "hot-room", &first, "u1", "👍", false).await;
+    // Counted once per user (a second add is not even written), and a
+    // removal counts down.
+    let again = react(&world, chat.addr, "hot-room", &first, "u0", "👍", true).await;
+    assert_eq!(again, None, "a repeated add changes nothing");
+    let last_reaction = react(&world, chat.addr, "hot-room", &first, "u1", "👍", false)
+        .await
+        .expect("a remove of a held reaction is written");
     let second = world.post(chat.addr, "hot-room", "second").await;
     let posted = Instant::now();
     let events = collect(&mut hot, Duration::from_millis(3500)).await;
@@ -169,8 +174,7 @@ async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
     assert_eq!(got[1].event, "reaction");
     assert!(reacted.elapsed() < Duration::from_millis(900));
 
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// More messages than the live channel holds frames change in one second:
@@ -178,8 +182,7 @@ async fn a_hot_chat_gets_coalesced_reactions_and_immediate_messages() {
 #[tokio::test]
 async fn coalescing_above_the_live_channel_loses_no_counts() {
     const MESSAGES: usize = 300;
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let mut subscriber = hot_subscriber(&world, &publish, "busy-room").await;
     let mut ids = Vec::with_capacity(MESSAGES);
     for chunk in 0..MESSAGES / 50 {
@@ -221,8 +224,7 @@ async fn coalescing_above_the_live_channel_loses_no_counts() {
     for id in &ids {
         assert_eq!(counted[id], serde_json::json!({"👍": 1}), "{id}");
     }
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// What one member of a hot chat holds: the messages of its page, then of
@@ -304,8 +306,7 @@ impl Member {
 #[tokio::test]
 async fn a_snapshot_page_then_its_stream_gives_every_event_once_with_matching_counts() {
     const ROOM: &str = "snap-room";
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let mut seeds = Vec::new();
     for n in 0..10 {
         seeds.push(world.post(chat.addr, ROOM, &format!("seed {n}")).await);
@@ -402,8 +403,7 @@ async fn a_snapshot_page_then_its_stream_gives_every_event_once_with_matching_co
             }
         }
     }
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// The coalescer reads the counts of every message a hot chat's reactions

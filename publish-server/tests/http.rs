@@ -6,32 +6,30 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Subscriber, World};
+use common::{Running, Subscriber, World};
 use futures::StreamExt as _;
 
-/// A publish-server of `configure`d settings beside a chat-server (which
-/// creates the topic).
-async fn servers(
-    world: &World,
-    configure: impl FnOnce(&mut publish_server::Config),
-) -> (test_support::Running, test_support::Running) {
-    let chat = world.chat_server().await;
-    let mut config = world.publish_config();
-    configure(&mut config);
-    (chat, world.publish_server(config).await)
+/// `GET path`'s answer to a page of `origin`, whatever its status.
+async fn get_from(world: &World, publish: &Running, path: &str, origin: &str) -> reqwest::Response {
+    world
+        .http
+        .get(publish.url(path))
+        .header("origin", origin)
+        .send()
+        .await
+        .expect("answer")
 }
 
 #[tokio::test]
 async fn an_invalid_chat_id_is_a_400_problem_with_the_ui_s_cors_grant() {
-    let world = World::new();
-    let (_chat, publish) = servers(&world, |_| {}).await;
-    let bad = world
-        .http
-        .get(publish.url("/api/chats/no%20spaces/events"))
-        .header("origin", "http://127.0.0.1:8080")
-        .send()
-        .await
-        .expect("answer");
+    let (world, _chat, publish) = World::start().await;
+    let bad = get_from(
+        &world,
+        &publish,
+        "/api/chats/no%20spaces/events",
+        "http://127.0.0.1:8080",
+    )
+    .await;
     assert_eq!(bad.status(), 400);
     assert_eq!(bad.headers()["content-type"], "application/problem+json");
     assert_eq!(
@@ -51,8 +49,7 @@ async fn an_invalid_chat_id_is_a_400_problem_with_the_ui_s_cors_grant() {
 
 #[tokio::test]
 async fn a_stream_has_its_headers_its_retry_and_heartbeats() {
-    let world = World::new();
-    let (_chat, publish) = servers(&world, |c| c.heartbeat_secs = 1).await;
+    let (world, _chat, publish) = World::start_with(|c| c.heartbeat_secs = 1).await;
     let stream = world
         .http
         .get(publish.url("/api/chats/lobby/events"))
@@ -87,19 +84,12 @@ async fn a_stream_has_its_headers_its_retry_and_heartbeats() {
 
 #[tokio::test]
 async fn an_origin_not_listed_gets_no_cors_grant() {
-    let world = World::new();
-    let (_chat, publish) = servers(&world, |_| {}).await;
-    let answer = |origin: &'static str| {
-        world
-            .http
-            .get(publish.url("/api/chats/lobby/events"))
-            .header("origin", origin)
-            .send()
-    };
-    let listed = answer("http://localhost:8080").await.expect("answer");
+    let (world, _chat, publish) = World::start().await;
+    let answer = |origin| get_from(&world, &publish, "/api/chats/lobby/events", origin);
+    let listed = answer("http://localhost:8080").await;
     assert_eq!(listed.status(), 200);
     assert!(listed.headers().contains_key("access-control-allow-origin"));
-    let other = answer("http://evil.example").await.expect("answer");
+    let other = answer("http://evil.example").await;
     assert_eq!(other.status(), 200);
     assert!(other.headers().get("access-control-allow-origin").is_none());
     drop((listed, other));
@@ -108,8 +98,7 @@ async fn an_origin_not_listed_gets_no_cors_grant() {
 
 #[tokio::test]
 async fn a_stream_past_the_server_s_limit_and_a_chat_past_max_chats_are_refused() {
-    let world = World::new();
-    let (_chat, publish) = servers(&world, |c| {
+    let (world, _chat, publish) = World::start_with(|c| {
         c.max_connections = 2;
         c.max_chats = 1;
     })
@@ -154,8 +143,7 @@ async fn a_stream_past_the_server_s_limit_and_a_chat_past_max_chats_are_refused(
 
 #[tokio::test]
 async fn a_malformed_last_event_id_gets_a_reset_then_the_live_stream() {
-    let world = World::new();
-    let (chat, publish) = servers(&world, |_| {}).await;
+    let (world, chat, publish) = World::start().await;
     let mut stream = Subscriber::open(
         &world.http,
         &publish.url("/api/chats/lobby/events"),
@@ -172,8 +160,7 @@ async fn a_malformed_last_event_id_gets_a_reset_then_the_live_stream() {
 
 #[tokio::test]
 async fn other_methods_and_paths_are_problems_and_every_metric_is_described() {
-    let world = World::new();
-    let (_chat, publish) = servers(&world, |_| {}).await;
+    let (world, _chat, publish) = World::start().await;
     let post = world
         .http
         .post(publish.url("/api/chats/lobby/events"))
@@ -198,15 +185,12 @@ async fn other_methods_and_paths_are_problems_and_every_metric_is_described() {
 /// become a metric label.
 #[tokio::test]
 async fn made_up_methods_and_paths_add_no_metric_series_of_their_own() {
-    let world = World::new();
-    // chat-server first: it creates the topic that publish-server reads.
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     test_support::labels::assert_made_up_requests_add_few_series(
         &world.http,
         &publish.url(""),
         200,
     )
     .await;
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }

@@ -8,11 +8,29 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{Event, Subscriber, World};
+use common::{Event, Running, Subscriber, World};
 
-fn stream_url(publish: &test_support::Running, chats: &[String]) -> String {
+fn stream_url(publish: &Running, chats: &[String]) -> String {
     let query: Vec<String> = chats.iter().map(|c| format!("chat={c}")).collect();
     publish.url(&format!("/api/events?{}", query.join("&")))
+}
+
+/// Opens a stream of `chats`, from after `position` where one is given.
+async fn open(
+    world: &World,
+    publish: &Running,
+    chats: &[String],
+    position: Option<&str>,
+) -> Subscriber {
+    Subscriber::open(&world.http, &stream_url(publish, chats), position).await
+}
+
+/// Opens a stream of `chats` and takes its first event (`subscribed`);
+/// answers the stream and what was taken.
+async fn subscribe(world: &World, publish: &Running, chats: &[String]) -> (Subscriber, Vec<Event>) {
+    let mut subscriber = open(world, publish, chats, None).await;
+    let first = subscriber.take(1, Duration::from_secs(5)).await;
+    (subscriber, first)
 }
 
 fn chats(world: &World, n: usize) -> Vec<String> {
@@ -34,6 +52,28 @@ fn by_chat(events: &[Event]) -> BTreeMap<String, Vec<(String, String)>> {
     chats
 }
 
+/// Asserts that each of `chats` got in `events` exactly the messages
+/// `posted` into it, in order.
+fn assert_each_got_its_own(
+    events: &[Event],
+    chats: &[String],
+    posted: &HashMap<String, Vec<String>>,
+    what: &str,
+) {
+    let got = by_chat(events);
+    for name in chats {
+        let ids: Vec<&String> = got
+            .get(name)
+            .map(|m| m.iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            ids,
+            posted[name].iter().collect::<Vec<_>>(),
+            "{name}: {what}"
+        );
+    }
+}
+
 /// Posts `n` messages into each of `chats`, the chats in parallel, each
 /// chat's in order; answers each chat's message ids.
 async fn post_all(
@@ -53,6 +93,43 @@ async fn post_all(
         (chat.clone(), ids)
     });
     futures::future::join_all(posts).await.into_iter().collect()
+}
+
+/// Posts `n` messages into `chat` alone, in order, numbered from `from`.
+async fn post_into(
+    world: &World,
+    chat_server: std::net::SocketAddr,
+    chat: &str,
+    n: usize,
+    from: usize,
+) {
+    post_all(
+        world,
+        chat_server,
+        &[chat.to_owned()],
+        n,
+        from,
+        Duration::ZERO,
+    )
+    .await;
+}
+
+/// Opens a stream of `chats`, posts `n` messages into each, takes them
+/// and closes the stream; answers the stream's position after them.
+async fn position_after(
+    world: &World,
+    chat_server: std::net::SocketAddr,
+    publish: &Running,
+    chats: &[String],
+    n: usize,
+) -> String {
+    let (mut subscriber, _) = subscribe(world, publish, chats).await;
+    post_all(world, chat_server, chats, n, 0, Duration::ZERO).await;
+    let before = take_messages(&mut subscriber, n * chats.len()).await;
+    before
+        .last()
+        .and_then(|e| e.id.clone())
+        .expect("a position")
 }
 
 /// Whatever arrives within `window`.
@@ -79,16 +156,11 @@ async fn take_messages(subscriber: &mut Subscriber, n: usize) -> Vec<Event> {
 
 #[tokio::test]
 async fn eight_chats_on_one_stream_each_get_their_events_in_order() {
-    let world = World::new();
-    let chat = world.chat_server().await;
     // A server that holds one stream: eight chats on one stream take one
     // place.
-    let mut config = world.publish_config();
-    config.max_connections = 1;
-    let publish = world.publish_server(config).await;
+    let (world, chat, publish) = World::start_with(|c| c.max_connections = 1).await;
     let names = chats(&world, 8);
-    let mut subscriber = Subscriber::open(&world.http, &stream_url(&publish, &names), None).await;
-    let first = subscriber.take(1, Duration::from_secs(5)).await;
+    let (mut subscriber, first) = subscribe(&world, &publish, &names).await;
     assert_eq!(first[0].event, "subscribed");
     assert_eq!(first[0].data["chats"], serde_json::json!(names));
     assert!(
@@ -127,18 +199,14 @@ async fn eight_chats_on_one_stream_each_get_their_events_in_order() {
         "one stream held"
     );
     drop(subscriber);
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 #[tokio::test]
 async fn a_cut_stream_resumes_every_chat_with_each_event_once() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let names = chats(&world, 8);
-    let url = stream_url(&publish, &names);
-    let mut subscriber = Subscriber::open(&world.http, &url, None).await;
-    subscriber.take(1, Duration::from_secs(5)).await;
+    let (mut subscriber, _) = subscribe(&world, &publish, &names).await;
 
     let writers = {
         let (world, names, addr) = (world.clone(), names.clone(), chat.addr);
@@ -155,7 +223,7 @@ async fn a_cut_stream_resumes_every_chat_with_each_event_once() {
         .find_map(|e| e.id.clone())
         .expect("a position");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut resumed = Subscriber::open(&world.http, &url, Some(&last)).await;
+    let mut resumed = open(&world, &publish, &names, Some(&last)).await;
     let posted = writers.await.expect("posts");
     let total: usize = posted.values().map(Vec::len).sum();
     let after = take_messages(
@@ -172,35 +240,17 @@ async fn a_cut_stream_resumes_every_chat_with_each_event_once() {
     assert!(after.iter().all(|e| e.event != "reset"), "{after:?}");
     let mut all = before.clone();
     all.extend(after);
-    let got = by_chat(&all);
-    for name in &names {
-        let ids: Vec<&String> = got[name].iter().map(|(id, _)| id).collect();
-        assert_eq!(
-            ids,
-            posted[name].iter().collect::<Vec<_>>(),
-            "{name}: every event once, in order"
-        );
-    }
-    publish.stop().await;
-    chat.stop().await;
+    assert_each_got_its_own(&all, &names, &posted, "every event once, in order");
+    common::stop([publish, chat]).await;
 }
 
 #[tokio::test]
 async fn a_changed_chat_set_keeps_the_kept_chats_positions() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let names = chats(&world, 3);
     let (kept, dropped, added) = (&names[0], &names[1], &names[2]);
     let old = [kept.clone(), dropped.clone()];
-    let mut subscriber = Subscriber::open(&world.http, &stream_url(&publish, &old), None).await;
-    subscriber.take(1, Duration::from_secs(5)).await;
-    post_all(&world, chat.addr, &old, 2, 0, Duration::ZERO).await;
-    let before = take_messages(&mut subscriber, 4).await;
-    let position = before
-        .last()
-        .and_then(|e| e.id.clone())
-        .expect("a position");
-    drop(subscriber);
+    let position = position_after(&world, chat.addr, &publish, &old, 2).await;
 
     // While away: more in every chat; the new chat's page is fetched first.
     post_all(&world, chat.addr, &names, 2, 2, Duration::ZERO).await;
@@ -211,15 +261,7 @@ async fn a_changed_chat_set_keeps_the_kept_chats_positions() {
     )
     .await;
     let cursor = page["cursor"].as_str().expect("cursor").to_owned();
-    post_all(
-        &world,
-        chat.addr,
-        std::slice::from_ref(added),
-        1,
-        4,
-        Duration::ZERO,
-    )
-    .await;
+    post_into(&world, chat.addr, added, 1, 4).await;
 
     let url = publish.url(&format!(
         "/api/events?chat={kept}&chat={added}@{cursor}&lastEventId={position}"
@@ -241,53 +283,23 @@ async fn a_changed_chat_set_keeps_the_kept_chats_positions() {
     );
     assert_eq!(texts(added), [format!("{added} 4")], "from its cursor");
     assert!(texts(dropped).is_empty());
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 #[tokio::test]
 async fn a_chat_that_cannot_be_resumed_is_reset_and_the_others_flow() {
-    let world = World::new();
-    let mut config = world.publish_config();
     // A resume from Redis holds at most 3 events.
-    config.replay_max = 3;
-    let chat = world.chat_server().await;
-    let publish = world.publish_server(config).await;
+    let (world, chat, publish) = World::start_with(|c| c.replay_max = 3).await;
     let names = chats(&world, 2);
     let (busy, calm) = (&names[0], &names[1]);
-    let mut subscriber = Subscriber::open(&world.http, &stream_url(&publish, &names), None).await;
-    subscriber.take(1, Duration::from_secs(5)).await;
-    post_all(&world, chat.addr, &names, 1, 0, Duration::ZERO).await;
-    let before = take_messages(&mut subscriber, 2).await;
-    let position = before
-        .last()
-        .and_then(|e| e.id.clone())
-        .expect("a position");
-    drop(subscriber);
+    let position = position_after(&world, chat.addr, &publish, &names, 1).await;
     // Wait until no subscriber holds the chats' hubs: the resume reads Redis.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    post_all(
-        &world,
-        chat.addr,
-        std::slice::from_ref(busy),
-        6,
-        1,
-        Duration::ZERO,
-    )
-    .await;
-    post_all(
-        &world,
-        chat.addr,
-        std::slice::from_ref(calm),
-        1,
-        1,
-        Duration::ZERO,
-    )
-    .await;
+    post_into(&world, chat.addr, busy, 6, 1).await;
+    post_into(&world, chat.addr, calm, 1, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut subscriber =
-        Subscriber::open(&world.http, &stream_url(&publish, &names), Some(&position)).await;
+    let mut subscriber = open(&world, &publish, &names, Some(&position)).await;
     let events = take_messages(&mut subscriber, 1).await;
     let reset: Vec<&Event> = events.iter().filter(|e| e.event == "reset").collect();
     assert_eq!(reset.len(), 1, "{events:?}");
@@ -301,8 +313,7 @@ async fn a_chat_that_cannot_be_resumed_is_reset_and_the_others_flow() {
     post_all(&world, chat.addr, &names, 1, 10, Duration::ZERO).await;
     let live = take_messages(&mut subscriber, 2).await;
     assert_eq!(by_chat(&live).len(), 2, "both chats go on live: {live:?}");
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// Redis calls counted by `INFO commandstats`.
@@ -332,14 +343,13 @@ async fn redis_calls(url: &str) -> u64 {
 
 #[tokio::test]
 async fn a_position_that_cannot_be_of_the_log_resets_at_once_without_redis_reads() {
-    let world = World::new();
     let redis = test_support::OwnRedis::start();
-    let mut config = world.publish_config();
-    config.redis.url = redis.url();
-    config.redis.cluster_nodes.clear();
-    config.hot_store.hot_redis_url = Some(redis.url());
-    let chat = world.chat_server().await;
-    let publish = world.publish_server(config).await;
+    let (world, chat, publish) = World::start_with(|c| {
+        c.redis.url = redis.url();
+        c.redis.cluster_nodes.clear();
+        c.hot_store.hot_redis_url = Some(redis.url());
+    })
+    .await;
     let names = chats(&world, 2);
     let one = publish.url(&format!("/api/chats/{}/events", names[0]));
     let many = stream_url(&publish, &names);
@@ -370,44 +380,27 @@ async fn a_position_that_cannot_be_of_the_log_resets_at_once_without_redis_reads
             0,
             "{position}: no replay read"
         );
-        drop(subscriber);
     }
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// The `subscribed` event's id is a position already: a stream cut before
 /// any message, on a log that is still empty, resumes every chat from it.
 #[tokio::test]
 async fn a_stream_cut_before_any_event_resumes_from_its_first_id() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let names = chats(&world, 4);
-    let url = stream_url(&publish, &names);
-    let mut subscriber = Subscriber::open(&world.http, &url, None).await;
-    let first = subscriber.take(1, Duration::from_secs(5)).await;
+    let (subscriber, first) = subscribe(&world, &publish, &names).await;
     let position = first[0].id.clone().expect("a position");
     drop(subscriber);
     let posted = post_all(&world, chat.addr, &names, 2, 0, Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut resumed = Subscriber::open(&world.http, &url, Some(&position)).await;
+    let mut resumed = open(&world, &publish, &names, Some(&position)).await;
     let events = take_messages(&mut resumed, 8).await;
     assert!(
         events.iter().all(|e| e.event != "reset"),
         "{position}: {events:?}"
     );
-    let got = by_chat(&events);
-    for name in &names {
-        let ids: Vec<&String> = got
-            .get(name)
-            .map(|m| m.iter().map(|(id, _)| id).collect())
-            .unwrap_or_default();
-        assert_eq!(
-            ids,
-            posted[name].iter().collect::<Vec<_>>(),
-            "{name} from {position}"
-        );
-    }
-    publish.stop().await;
-    chat.stop().await;
+    assert_each_got_its_own(&events, &names, &posted, &format!("from {position}"));
+    common::stop([publish, chat]).await;
 }

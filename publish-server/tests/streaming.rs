@@ -15,8 +15,7 @@ fn ids(events: &[common::Event]) -> Vec<String> {
 
 #[tokio::test]
 async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let url = |c: &str| publish.url(&format!("/api/chats/{c}/events"));
     let mut first = Subscriber::open(&world.http, &url("room"), None).await;
     let mut second = Subscriber::open(&world.http, &url("room"), None).await;
@@ -70,8 +69,7 @@ async fn subscribers_get_every_event_in_order_and_other_chats_get_none() {
         value("publish_frames_delivered_total") >= delivered,
         "{metrics}"
     );
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 /// A resume is replayed from Redis within `--replay-max-bytes`: a client
@@ -116,14 +114,12 @@ async fn a_resume_that_missed_more_bytes_than_the_replay_allows_gets_reset() {
     let got = late.take(1, PATIENCE).await;
     assert_eq!(got[0].event, "reset", "{got:?}");
     assert_eq!(got[0].data["reason"], "too many bytes missed");
-    other.stop().await;
-    chat.stop().await;
+    common::stop([other, chat]).await;
 }
 
 #[tokio::test]
 async fn after_a_restart_subscribers_resume_with_last_event_id_without_gap_or_duplicate() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let url = publish.url("/api/chats/restart/events");
     let mut subscribers = Vec::new();
     for _ in 0..3 {
@@ -167,14 +163,12 @@ async fn after_a_restart_subscribers_resume_with_last_event_id_without_gap_or_du
         got.extend(rest);
         assert_eq!(ids(got), posted, "no gap, no duplicate");
     }
-    restarted.stop().await;
-    chat.stop().await;
+    common::stop([restarted, chat]).await;
 }
 
 #[tokio::test]
 async fn fetch_then_subscribe_from_the_cursor_gives_every_event_once() {
-    let world = World::new();
-    let (chat, publish) = world.servers().await;
+    let (world, chat, publish) = World::start().await;
     let mut messages = Vec::new();
     let mut last = String::new();
     for i in 0..15 {
@@ -243,8 +237,7 @@ async fn fetch_then_subscribe_from_the_cursor_gives_every_event_once() {
         all, messages,
         "fetched then streamed: every message once, in order"
     );
-    publish.stop().await;
-    chat.stop().await;
+    common::stop([publish, chat]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,8 +21,7 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
     config.hot.throttle.client_rate = 5;
     config.hot.throttle.client_burst = 5;
     config.hot.throttle.retry_after_jitter_secs = 2;
-    let chat = world.chat_server(config).await;
-    let (scheduler, _) = world.leading_scheduler(world.scheduler_config(40, 2)).await;
+    let (chat, scheduler) = world.chat_and_leader(config, 40, 2).await;
 
     let started = Instant::now();
     let crowd_server = chat.addr;
@@ -174,15 +173,13 @@ async fn a_crowd_turns_a_chat_hot_its_members_are_served_an_abuser_is_refused_an
     assert!(metric(&own, "scheduler_leader", &[]) >= 0.0);
     assert!(own.contains("scheduler_tick_duration_seconds"), "{own}");
     test_support::assert_described(&own);
-    scheduler.stop().await;
-    chat.stop().await;
+    common::stop([scheduler, chat]).await;
 }
 
 #[tokio::test]
 async fn one_client_alone_cannot_make_a_chat_hot() {
     let world = World::new();
-    let chat = world.chat_server(world.chat_config()).await;
-    let (scheduler, _) = world.leading_scheduler(world.scheduler_config(20, 2)).await;
+    let (chat, scheduler) = world.chat_and_leader(world.chat_config(), 20, 2).await;
     let alone = Load::start(
         &world.http,
         chat.url("/api/chats/solo/messages?userId=hammer"),
@@ -223,8 +220,7 @@ async fn one_client_alone_cannot_make_a_chat_hot() {
     );
     let flags = world.flags().await;
     assert!(!flags.contains_key("solo"), "{flags:?}");
-    scheduler.stop().await;
-    chat.stop().await;
+    common::stop([scheduler, chat]).await;
 }
 
 /// One client fetching 200 times a second beside 20 members fetching once
@@ -232,8 +228,7 @@ async fn one_client_alone_cannot_make_a_chat_hot() {
 #[tokio::test]
 async fn an_abuser_beside_twenty_members_gets_the_refusals() {
     let world = World::new();
-    let chat = world.chat_server(world.chat_config()).await;
-    let (scheduler, _) = world.leading_scheduler(world.scheduler_config(10, 5)).await;
+    let (chat, scheduler) = world.chat_and_leader(world.chat_config(), 10, 5).await;
     let server = chat.addr;
     let members = Load::start_with(
         &world.http,
@@ -275,8 +270,7 @@ async fn an_abuser_beside_twenty_members_gets_the_refusals() {
         "the abuser is refused: {refused} of {}",
         abuser_answers.len()
     );
-    scheduler.stop().await;
-    chat.stop().await;
+    common::stop([scheduler, chat]).await;
 }
 
 /// Adds `n` fetches of `chat` to the current second's counter, as the

@@ -170,13 +170,7 @@ async fn decide(state: &AppState, change: &ReactionChanged) -> Result<Decision, 
             .reaction_changes
             .decide(&state.redis, change)
             .await
-            .map_err(|e| {
-                redis_unavailable(
-                    "the reaction was not stored: Redis, which holds the read model, \
-                     is unavailable; retry",
-                    &e,
-                )
-            })?;
+            .map_err(|e| read_model_down(&e))?;
         match decision {
             Decision::Busy if Instant::now() < give_up => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -184,6 +178,14 @@ async fn decide(state: &AppState, change: &ReactionChanged) -> Result<Decision, 
             decided => return Ok(decided),
         }
     }
+}
+
+/// 503: Redis, which holds the read model, did not answer.
+fn read_model_down(error: &redis::RedisError) -> ApiError {
+    redis_unavailable(
+        "the reaction was not stored: Redis, which holds the read model, is unavailable; retry",
+        error,
+    )
 }
 
 /// 503: another change of the same reaction is still being written.
@@ -219,13 +221,7 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
                 change.emoji.as_str(),
             )
             .await
-            .map_err(|e| {
-                redis_unavailable(
-                    "the reaction was not stored: Redis, which holds the read model, \
-                     is unavailable; retry",
-                    &e,
-                )
-            })?;
+            .map_err(|e| read_model_down(&e))?;
         match found {
             Lookup::Found { .. } => return Ok(()),
             Lookup::Missing => return Err(missing()),

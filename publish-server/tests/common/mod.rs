@@ -38,10 +38,23 @@ impl World {
         }
     }
 
-    /// A chat-server and a publish-server of the default settings.
-    pub async fn servers(&self) -> (Running, Running) {
-        let chat = self.chat_server().await;
-        (chat, self.publish_server(self.publish_config()).await)
+    /// A world of its own with a chat-server and a publish-server of the
+    /// default settings.
+    pub async fn start() -> (Self, Running, Running) {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A world of its own with a chat-server (which creates the topic) and
+    /// a publish-server of the default settings, `configure`d.
+    pub async fn start_with(
+        configure: impl FnOnce(&mut publish_server::Config),
+    ) -> (Self, Running, Running) {
+        let world = Self::new();
+        let chat = world.chat_server().await;
+        let mut config = world.publish_config();
+        configure(&mut config);
+        let publish = world.publish_server(config).await;
+        (world, chat, publish)
     }
 
     pub async fn chat_server(&self) -> Running {
@@ -103,5 +116,12 @@ impl World {
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.expect("JSON");
         body["id"].as_str().expect("id").to_owned()
+    }
+}
+
+/// Stops `servers` gracefully, in this order.
+pub async fn stop(servers: impl IntoIterator<Item = Running>) {
+    for server in servers {
+        server.stop().await;
     }
 }

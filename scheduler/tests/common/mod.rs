@@ -87,6 +87,21 @@ impl World {
         (running, state)
     }
 
+    /// A chat-server of `chat` settings beside a leading scheduler that
+    /// flags a chat hot at `threshold` fetches a second, for `cool_down`
+    /// seconds.
+    pub async fn chat_and_leader(
+        &self,
+        chat: chat_server::Config,
+        threshold: u64,
+        cool_down: u64,
+    ) -> (Running, Running) {
+        let chat = self.chat_server(chat).await;
+        let config = self.scheduler_config(threshold, cool_down);
+        let (scheduler, _) = self.leading_scheduler(config).await;
+        (chat, scheduler)
+    }
+
     /// The tests' Redis settings under this world's prefix.
     pub fn redis(&self) -> chat_core::config::RedisConfig {
         test_support::redis_config(&self.prefix)
@@ -113,5 +128,12 @@ impl World {
         flat.into_iter()
             .map(|(chat, until)| (chat, until as i64))
             .collect()
+    }
+}
+
+/// Stops `servers` gracefully, in this order.
+pub async fn stop(servers: impl IntoIterator<Item = Running>) {
+    for server in servers {
+        server.stop().await;
     }
 }
