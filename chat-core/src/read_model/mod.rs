@@ -123,12 +123,8 @@ pub const DEFAULT_MAX_EMOJIS_PER_MESSAGE: u32 = 50;
 /// What a lookup of a message found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// The message is there, holding this many distinct emojis, among them
-    /// (or not) the emoji asked about.
-    Found {
-        distinct_emojis: usize,
-        holds_emoji: bool,
-    },
+    /// The message is there.
+    Found,
     /// The projector has passed the message's position: it does not exist
     /// (or was trimmed by retention).
     Missing,
@@ -394,7 +390,6 @@ impl ReadModel {
         redis: &RedisConn,
         chat: &ChatId,
         message: EventId,
-        emoji: &str,
     ) -> redis::RedisResult<Lookup> {
         let keys = self.keys.chat(chat);
         // The partition's progress first, the chat's keys (one slot) after:
@@ -402,24 +397,17 @@ impl ReadModel {
         // a message missing after the progress passed it does not exist.
         let projected = self.projected(redis, message.partition).await?;
         let mut conn = redis.get().await?;
-        let counts = format!("{}{message}", keys.counts_prefix);
-        let (exists, distinct_emojis, holds_emoji, head): (bool, usize, bool, Option<String>) =
-            redis::pipe()
-                .hexists(&keys.bodies, message.to_string())
-                .hlen(&counts)
-                .hexists(&counts, emoji)
-                .hget(&keys.head, "id")
-                .query_async(&mut conn)
-                .await?;
+        let (exists, head): (bool, Option<String>) = redis::pipe()
+            .hexists(&keys.bodies, message.to_string())
+            .hget(&keys.head, "id")
+            .query_async(&mut conn)
+            .await?;
         // All of a chat's events share one partition.
         let other_partition = head
             .and_then(|id| id.parse::<EventId>().ok())
             .is_some_and(|head| head.partition != message.partition);
         Ok(if exists {
-            Lookup::Found {
-                distinct_emojis,
-                holds_emoji,
-            }
+            Lookup::Found
         } else if other_partition || projected.is_some_and(|p| p >= message.offset) {
             Lookup::Missing
         } else {

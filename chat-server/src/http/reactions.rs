@@ -109,8 +109,9 @@ fn changed(chat: ChatId, message: EventId, user: UserId, emoji: Emoji) -> Reacti
     }
 }
 
-/// Passes the user's write limit, checks the message exists, decides
-/// whether the change changes anything, then writes it if it does.
+/// Passes the user's write limit, decides whether the change changes
+/// anything (waiting for a message posted a moment ago), then writes it if
+/// it does.
 async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Outcome, ApiError> {
     state
         .write_limits
@@ -119,24 +120,32 @@ async fn store_reaction(state: &AppState, change: ReactionChanged) -> Result<Out
             what: "reactions",
             retry_after_secs: over.retry_after_secs,
         })?;
-    ensure_message_exists(state, &change).await?;
-    let mark = match decide(state, &change).await? {
-        Decision::Write(mark) => mark,
-        Decision::Same => return Ok(Outcome::Unchanged(change)),
-        Decision::Full => {
-            return Err(ApiError::TooManyEmojis {
-                message: change.message_id.to_string(),
-                max: state.read_model.max_emojis(),
-            });
+    // One round trip when the message is there (the decision checks
+    // that); only a message the read model does not show is waited for.
+    let mut waited = false;
+    let mark = loop {
+        match decide(state, &change).await? {
+            Decision::Write(mark) => break mark,
+            Decision::Same => return Ok(Outcome::Unchanged(change)),
+            Decision::Full => {
+                return Err(ApiError::TooManyEmojis {
+                    message: change.message_id.to_string(),
+                    max: state.read_model.max_emojis(),
+                });
+            }
+            Decision::Missing if !waited => {
+                waited = true;
+                ensure_message_exists(state, &change).await?;
+            }
+            // Trimmed by retention since it was found.
+            Decision::Missing => {
+                return Err(ApiError::NotFound(format!(
+                    "chat {} has no message {}",
+                    change.chat_id, change.message_id
+                )));
+            }
+            Decision::Busy => return Err(busy(&change)),
         }
-        // Trimmed by retention since it was found.
-        Decision::Missing => {
-            return Err(ApiError::NotFound(format!(
-                "chat {} has no message {}",
-                change.chat_id, change.message_id
-            )));
-        }
-        Decision::Busy => return Err(busy(&change)),
     };
     let sent = state
         .producer
@@ -214,16 +223,11 @@ async fn ensure_message_exists(state: &AppState, change: &ReactionChanged) -> Re
     loop {
         let found = state
             .read_model
-            .lookup(
-                &state.redis,
-                &change.chat_id,
-                change.message_id,
-                change.emoji.as_str(),
-            )
+            .lookup(&state.redis, &change.chat_id, change.message_id)
             .await
             .map_err(|e| read_model_down(&e))?;
         match found {
-            Lookup::Found { .. } => return Ok(()),
+            Lookup::Found => return Ok(()),
             Lookup::Missing => return Err(missing()),
             Lookup::NotYetProjected { .. } if !asked_kafka => {
                 asked_kafka = true;
